@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates/reuses .venv, installs icreward, runs the main job on the bundled offline data
+#   make test   creates/reuses .venv, installs icreward with its dev extras, runs the test suite
+# Everything runs offline (HF_HUB_OFFLINE=1); no weights or data are downloaded.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint docs clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e ".[dev,docs]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m icreward.cli demo --output_dir outputs/demo
+
+test: install
+	$(PY) -m pytest tests -q
+
+lint: install
+	$(VENV)/bin/ruff check icreward tests examples benchmarks
+	$(VENV)/bin/ruff format --check icreward tests examples benchmarks
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir outputs/site
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,3 @@
+"""icreward: image-to-video consistency rewards and reward-guided fine-tuning of video diffusion models."""
+
+__version__ = "0.1.0.dev0"
