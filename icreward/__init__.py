@@ -1,3 +1,69 @@
-"""icreward: image-to-video consistency rewards and reward-guided fine-tuning of video diffusion models."""
+"""icreward: image-to-video consistency rewards and reward-guided fine-tuning of video diffusion models.
+
+Public names are imported lazily (like transformers), so ``import icreward`` stays fast and optional parts
+only load what they need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
+
+_LAZY = {
+    # reward models
+    "ICRewardConfig": "icreward.models",
+    "ICRewardModel": "icreward.models",
+    "MLPRewardConfig": "icreward.models",
+    "MLPRewardModel": "icreward.models",
+    "ICRewardProcessor": "icreward.models",
+    "FeatureCosineReward": "icreward.models",
+    "RewardModelOutput": "icreward.models",
+    # trainers
+    "RewardModelTrainer": "icreward.trainers.reward_model_trainer",
+    "RewardModelConfig": "icreward.trainers.reward_model_config",
+    "VideoDPOTrainer": "icreward.trainers.video_dpo_trainer",
+    "VideoDPOConfig": "icreward.trainers.video_dpo_config",
+    "RewardFeedbackTrainer": "icreward.trainers.reward_feedback_trainer",
+    "RewardFeedbackConfig": "icreward.trainers.reward_feedback_config",
+    # rewards
+    "FaceIdentityReward": "icreward.rewards.face",
+    # video IO
+    "read_video": "icreward.video",
+    "write_video": "icreward.video",
+    "load_image": "icreward.video",
+    "VideoReadError": "icreward.video",
+}
+
+_SUBMODULES = {"losses", "metrics", "rewards", "models", "data", "trainers", "adapters", "evaluation", "testing", "video"}
+
+__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"icreward.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'icreward' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import (
+        FeatureCosineReward,
+        ICRewardConfig,
+        ICRewardModel,
+        ICRewardProcessor,
+        MLPRewardConfig,
+        MLPRewardModel,
+        RewardModelOutput,
+    )

@@ -1,0 +1,132 @@
+"""Metrics of a reward model's predictions against consistency labels (what ``RewardModelTrainer`` reports)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["pairwise_accuracy", "preference_pair_metrics", "reward_regression_metrics"]
+
+
+def _same_group_pairs(labels: np.ndarray, groups: Sequence[Any] | None):
+    """All index pairs ``(i, j)``, ``i < j``, inside each group (every pair when ``groups`` is None)."""
+    by_group: dict[Any, list[int]] = defaultdict(list)
+    for idx in range(len(labels)):
+        by_group[None if groups is None else groups[idx]].append(idx)
+    for members in by_group.values():
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                yield members[a], members[b]
+
+
+def pairwise_accuracy(
+    predictions: Sequence[float],
+    labels: Sequence[float],
+    groups: Sequence[Any] | None = None,
+    *,
+    tie_threshold: float = 0.0,
+    pair_filter=None,
+) -> dict[str, float]:
+    """Ranking agreement over pairs of videos of the same group (e.g. the same source image).
+
+    - ``accuracy``: over pairs whose labels differ by more than ``tie_threshold``, the fraction the predictions
+      order the same way (a predicted tie counts as half).
+    - ``accuracy_with_ties``: over all pairs, a pair's relation is ``>``, ``<`` or ``=`` (``|diff| <=
+      tie_threshold``, for labels and predictions alike); the fraction where the relations agree.
+    - ``num_pairs`` / ``num_tied_pairs``.
+    ``pair_filter(i, j, hi, lo)`` (``hi``/``lo`` the higher/lower labelled index) restricts the pairs counted.
+    """
+    preds = np.asarray(predictions, dtype=np.float64)
+    labs = np.asarray(labels, dtype=np.float64)
+    if preds.shape != labs.shape:
+        raise ValueError(f"predictions shape {preds.shape} != labels shape {labs.shape}")
+    correct = total = correct_ties = total_ties = tied = 0.0
+    for i, j in _same_group_pairs(labs, groups):
+        label_diff, pred_diff = labs[i] - labs[j], preds[i] - preds[j]
+        label_tie = abs(label_diff) <= tie_threshold
+        hi, lo = (i, j) if label_diff >= 0 else (j, i)
+        if pair_filter is not None and not pair_filter(i, j, hi, lo):
+            continue
+        pred_rel = 0 if abs(pred_diff) <= tie_threshold else np.sign(pred_diff)
+        label_rel = 0 if label_tie else np.sign(label_diff)
+        total_ties += 1
+        correct_ties += float(pred_rel == label_rel)
+        if label_tie:
+            tied += 1
+            continue
+        total += 1
+        correct += 1.0 if np.sign(pred_diff) == np.sign(label_diff) else (0.5 if pred_diff == 0 else 0.0)
+    return {
+        "accuracy": correct / total if total else float("nan"),
+        "accuracy_with_ties": correct_ties / total_ties if total_ties else float("nan"),
+        "num_pairs": total,
+        "num_tied_pairs": tied,
+    }
+
+
+def reward_regression_metrics(
+    predictions: Sequence[float],
+    labels: Sequence[float],
+    *,
+    groups: Sequence[Any] | None = None,
+    perturbations: Sequence[str] | None = None,
+    motions: Sequence[float] | None = None,
+    tie_threshold: float = 0.0,
+) -> dict[str, float]:
+    """MSE, MAE, Spearman and Kendall correlation, and same-group pairwise accuracy (with and without ties).
+
+    With ``perturbations`` (one type per video, e.g. ``"none"``, ``"color_drift"``), adds
+    ``accuracy/<type>``: accuracy over pairs whose lower-labelled video carries that perturbation. With
+    ``motions`` (a motion magnitude per video), adds ``accuracy/motion_decoupled``: pairs where the more
+    consistent video moves *more*, so that pixel or feature distance to the reference would rank them wrongly.
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    preds = np.asarray(predictions, dtype=np.float64)
+    labs = np.asarray(labels, dtype=np.float64)
+    if preds.shape != labs.shape or preds.ndim != 1:
+        raise ValueError(f"predictions {preds.shape} and labels {labs.shape} must be 1-d of equal length")
+    metrics: dict[str, float] = {
+        "mse": float(np.mean((preds - labs) ** 2)),
+        "mae": float(np.mean(np.abs(preds - labs))),
+    }
+    constant = np.ptp(preds) == 0 or np.ptp(labs) == 0
+    metrics["spearman"] = float("nan") if constant else float(spearmanr(preds, labs).statistic)
+    metrics["kendall"] = float("nan") if constant else float(kendalltau(preds, labs).statistic)
+    overall = pairwise_accuracy(preds, labs, groups, tie_threshold=tie_threshold)
+    metrics["pairwise_accuracy"] = overall["accuracy"]
+    metrics["pairwise_accuracy_with_ties"] = overall["accuracy_with_ties"]
+    metrics["num_pairs"] = overall["num_pairs"]
+    if perturbations is not None:
+        for kind in sorted(set(perturbations)):
+            acc = pairwise_accuracy(
+                preds, labs, groups, tie_threshold=tie_threshold, pair_filter=lambda i, j, hi, lo, k=kind: perturbations[lo] == k
+            )
+            if acc["num_pairs"]:
+                metrics[f"accuracy/{kind}"] = acc["accuracy"]
+    if motions is not None:
+        motion = np.asarray(motions, dtype=np.float64)
+        acc = pairwise_accuracy(
+            preds, labs, groups, tie_threshold=tie_threshold, pair_filter=lambda i, j, hi, lo: motion[hi] > motion[lo]
+        )
+        metrics["accuracy/motion_decoupled"] = acc["accuracy"]
+        metrics["num_motion_decoupled_pairs"] = acc["num_pairs"]
+    return metrics
+
+
+def preference_pair_metrics(
+    chosen_scores: Sequence[float], rejected_scores: Sequence[float], ties: Sequence[bool] | None = None, *, tie_threshold: float = 0.0
+) -> dict[str, float]:
+    """Accuracy on explicit preference pairs: chosen scored above rejected (ties excluded), and with ties."""
+    c = np.asarray(chosen_scores, dtype=np.float64)
+    r = np.asarray(rejected_scores, dtype=np.float64)
+    t = np.zeros_like(c, dtype=bool) if ties is None else np.asarray(ties, dtype=bool)
+    diff = c - r
+    pred_tie = np.abs(diff) <= tie_threshold
+    non_tied = ~t
+    acc = float(np.mean(diff[non_tied] > 0)) if non_tied.any() else float("nan")
+    with_ties = float(np.mean(np.where(t, pred_tie, (diff > 0) & ~pred_tie)))
+    return {"accuracy": acc, "accuracy_with_ties": with_ties, "margin": float(np.mean(diff)), "num_pairs": float(len(c))}

