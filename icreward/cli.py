@@ -1,0 +1,125 @@
+"""The ``icreward`` command line.
+
+    icreward demo [--output_dir DIR] [--quick]     train ICReward + the MLP baseline on the bundled data, report
+    icreward compare --dataset DIR [...]           the same on any dataset with train/validation/test splits
+    icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
+    icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    from .evaluation.reward_comparison import ComparisonSettings
+
+    for f in dataclasses.fields(ComparisonSettings):
+        default = f.default
+        kwargs = {"default": default, "help": f.metadata.get("help", "")}
+        if isinstance(default, bool):
+            kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes")
+        elif isinstance(default, tuple):
+            kwargs.update(type=int, nargs="+")
+        else:
+            kwargs["type"] = type(default)
+        parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def _settings(args: argparse.Namespace):
+    from .evaluation.reward_comparison import ComparisonSettings
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ComparisonSettings)}
+    values["mlp_hidden_sizes"] = tuple(values["mlp_hidden_sizes"])
+    return ComparisonSettings(**values)
+
+
+def _print_report(results: dict, output_dir: Path) -> None:
+    print((output_dir / "report.md").read_text())
+    print(f"Report, plots and both trained models are in {output_dir}/")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .data.stress_suite import load_sample_dataset
+    from .evaluation.reward_comparison import compare_reward_models
+
+    dataset = load_sample_dataset()
+    output_dir = Path(args.output_dir)
+    results = compare_reward_models(dataset, output_dir, _settings(args))
+    _print_report(results, output_dir)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation.reward_comparison import compare_reward_models
+
+    path = Path(args.dataset)
+    if path.exists():
+        from .data.stress_suite import load_stress_suite
+
+        dataset = load_stress_suite(path) if (path / "build_info.json").exists() else _load_from_disk(path)
+    else:
+        import datasets
+
+        dataset = datasets.load_dataset(args.dataset)
+    output_dir = Path(args.output_dir)
+    results = compare_reward_models(dataset, output_dir, _settings(args))
+    _print_report(results, output_dir)
+    return 0
+
+
+def _load_from_disk(path: Path):
+    import datasets
+
+    return datasets.load_from_disk(str(path))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from transformers import AutoModel
+
+    from . import models  # noqa: F401  (registers the Auto classes)
+    from .models import ICRewardProcessor
+
+    model = AutoModel.from_pretrained(args.model)
+    processor = ICRewardProcessor.from_pretrained(args.model) if (Path(args.model) / "preprocessor_config.json").exists() else None
+    scores = model.score([args.reference] * len(args.video), list(args.video), processor=processor)
+    print(json.dumps({video: round(float(s), 6) for video, s in zip(args.video, scores)}, indent=2))
+    return 0
+
+
+def cmd_stress_suite(argv: list[str]) -> int:
+    from .data.stress_suite import main as stress_main
+
+    return stress_main(argv) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "stress-suite":
+        return cmd_stress_suite(argv[1:])
+    parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="Train ICReward and the MLP baseline on the bundled offline data and compare.")
+    demo.add_argument("--output_dir", default="outputs/demo")
+    _add_settings_flags(demo)
+    compare = sub.add_parser("compare", help="Train and compare both reward models on a dataset with train/validation/test.")
+    compare.add_argument("--dataset", required=True, help="A stress-suite folder, a `save_to_disk` folder or a hub id.")
+    compare.add_argument("--output_dir", required=True)
+    _add_settings_flags(compare)
+    score = sub.add_parser("score", help="Score videos against a reference image with a trained reward model.")
+    score.add_argument("--model", required=True, help="Directory (or hub id) of a trained ICReward/MLP reward model.")
+    score.add_argument("--reference", required=True)
+    score.add_argument("--video", required=True, nargs="+")
+    sub.add_parser("stress-suite", help="Build the consistency stress-test suite (see `icreward stress-suite --help`).")
+    args = parser.parse_args(argv)
+    return {"demo": cmd_demo, "compare": cmd_compare, "score": cmd_score}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
