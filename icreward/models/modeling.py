@@ -259,7 +259,7 @@ class _RewardPreTrainedModel(PreTrainedModel):
             references, videos = [references], [videos]
         references, videos = list(references), list(videos)
         if len(references) != len(videos):
-            raise ValueError(f"got {len(references)} references for {len(videos)} videos; expected one per video")
+            raise ValueError(f"got {len(references)} references for {len(videos)} videos; expected one reference per video")
         processor = processor or self.get_processor()
         was_training = self.training
         self.eval()

@@ -101,7 +101,7 @@ class ICRewardProcessor(ImageProcessingMixin):
         from ..video import read_video, sample_frame_indices
 
         if isinstance(video, (str, Path)):
-            return read_video(video, num_frames=self.num_frames, max_frames=None)
+            return read_video(video, max_frames=self.num_frames)  # shorter clips keep all frames (padded)
         if isinstance(video, (list, tuple)):
             from PIL import Image
 
@@ -161,7 +161,7 @@ class ICRewardProcessor(ImageProcessingMixin):
             reference_images = [reference_images]
         videos, reference_images = list(videos), list(reference_images)
         if len(videos) != len(reference_images):
-            raise ValueError(f"got {len(reference_images)} reference images for {len(videos)} videos; expected one per video")
+            raise ValueError(f"got {len(reference_images)} reference images for {len(videos)} videos; expected one reference per video")
         if not videos:
             raise ValueError("no videos to process")
         clips = [self.normalize(self.resize(self.load_video(v))) for v in videos]
