@@ -1,0 +1,55 @@
+"""Pure metric functions and metric classes on video tensors (``(F, 3, H, W)`` uint8 or float in [0, 1]).
+
+``i2v_consistency_score`` and ``frechet_distance`` are the formulas of DESIGN.md; FVD uses the I3D network with
+user-supplied weights; CLIPSim, FaceSim and dynamic degree complete the paper's evaluation; ``reward_metrics``
+scores reward models against labels.
+"""
+
+from .clipsim import CLIPSimilarity, CLIPSimResult, clip_similarity, clip_similarity_from_embeddings
+from .consistency import (
+    background_consistency,
+    i2v_consistency_score,
+    i2v_consistency_scores,
+    subject_consistency,
+    temporal_consistency,
+)
+from .facesim import FaceSim, FaceSimResult, face_similarity
+from .fvd import (
+    FrechetVideoDistance,
+    InceptionI3d,
+    frechet_distance,
+    frechet_distance_from_statistics,
+    gaussian_statistics,
+    load_i3d_state_dict,
+)
+from .motion import DynamicDegreeResult, LucasKanadeFlow, RAFTFlow, dynamic_degree, flow_motion_score
+from .reward_metrics import pairwise_accuracy, preference_pair_metrics, reward_regression_metrics
+
+__all__ = [
+    "CLIPSimResult",
+    "CLIPSimilarity",
+    "DynamicDegreeResult",
+    "FaceSim",
+    "FaceSimResult",
+    "FrechetVideoDistance",
+    "InceptionI3d",
+    "LucasKanadeFlow",
+    "RAFTFlow",
+    "background_consistency",
+    "clip_similarity",
+    "clip_similarity_from_embeddings",
+    "dynamic_degree",
+    "face_similarity",
+    "flow_motion_score",
+    "frechet_distance",
+    "frechet_distance_from_statistics",
+    "gaussian_statistics",
+    "i2v_consistency_score",
+    "i2v_consistency_scores",
+    "load_i3d_state_dict",
+    "pairwise_accuracy",
+    "preference_pair_metrics",
+    "reward_regression_metrics",
+    "subject_consistency",
+    "temporal_consistency",
+]

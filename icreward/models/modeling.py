@@ -347,21 +347,29 @@ class ImageConsistencyHead(nn.Module):
         if num_frames > self.max_frames:
             raise ValueError(f"got {num_frames} frames but the head was built for at most max_frames={self.max_frames}")
         video_idx, frame_idx = frame_mask.nonzero(as_tuple=True)
-        ref = self.proj(ref_tokens)[video_idx]  # (N, Tr, H): the reference of each valid frame
-        frm = self.proj(frame_tokens)  # (N, T, H)
+        ref = self.proj(ref_tokens)  # (B, Tr, H)
+        frm = self.proj(frame_tokens) + self.frame_embedding(frame_idx)[:, None, :]  # (N, T, H)
 
-        # Matching statistics between projected frame and reference tokens.
-        sim = F.normalize(frm, dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (N, T, Tr)
+        # Lay the valid frames of each video side by side, (B, F * T, H): cross-attention is per query token, so
+        # attending per video equals attending per frame, without copying the reference for every frame.
+        tokens = frm.shape[1]
+        grid = frm.new_zeros(batch, num_frames, tokens, frm.shape[-1])
+        grid[video_idx, frame_idx] = frm
+        x = grid.flatten(1, 2)
+
+        # Matching statistics between projected frame and reference tokens, per frame.
+        sim = F.normalize(x, dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (B, F * T, Tr)
+        sim = sim.view(batch, num_frames, tokens, -1)[video_idx, frame_idx]  # (N, T, Tr)
         explained = sim.max(dim=2).values.mean(dim=1)
         coverage = sim.max(dim=1).values
         stats = torch.stack([explained, coverage.mean(dim=1), coverage.min(dim=1).values], dim=1)
 
-        x = frm + self.frame_embedding(frame_idx)[:, None, :]
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, ref, use_reentrant=False)
             else:
                 x = block(x, ref)
+        x = x.view(batch, num_frames, tokens, -1)[video_idx, frame_idx]  # (N, T, H), valid frames only
         pooled = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x, need_weights=False)[0][:, 0]
         per_frame = self.frame_mlp(torch.cat([pooled, stats], dim=1))  # (N, H)
 
