@@ -273,6 +273,14 @@ class _RewardPreTrainedModel(PreTrainedModel):
         scores = torch.cat(out)
         return scores[0] if single else scores
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` restricted to safetensors: a pickle-based checkpoint is refused."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("icreward reward models load only from safetensors (use_safetensors=False is not allowed)")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, model_card_kwargs: dict | None = None, **kwargs):
         """``PreTrainedModel.save_pretrained`` (safetensors only) plus a model card (``README.md``)."""
         kwargs.setdefault("safe_serialization", True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 logger = logging.getLogger("icreward")
 
@@ -60,7 +61,11 @@ class RewardDataCollator:
                 [r[f"{column}__frame_features"] for r in rows], [r[f"{column}__frame_mask"] for r in rows]
             )
             refs = torch.stack([r[f"{column}__reference_features"] for r in rows])
-            return {f"{prefix}frame_features": frames, f"{prefix}frame_mask": mask, f"{prefix}reference_features": refs}
+            return {
+                f"{prefix}frame_features": frames,
+                f"{prefix}frame_mask": mask,
+                f"{prefix}reference_features": refs,
+            }
         batch = self.processor(videos=[r[column] for r in rows], reference_images=[r["reference"] for r in rows])
         return {f"{prefix}{k}": v for k, v in batch.items()}
 
@@ -77,7 +82,9 @@ class RewardDataCollator:
 def backbone_fingerprint(model, processor) -> str:
     """Hash of everything the cached features depend on: backbone architecture, weights and preprocessing."""
     h = hashlib.sha256()
-    h.update(json.dumps([model.config.backbone_type, model.config.backbone_config], sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps([model.config.backbone_type, model.config.backbone_config], sort_keys=True, default=str).encode()
+    )
     h.update(processor.to_json_string().encode())
     for name, tensor in sorted(model.backbone.state_dict().items()):
         h.update(name.encode())
@@ -107,6 +114,7 @@ def encode_dataset_features(
     video_columns: tuple[str, ...] = ("video",),
     batch_size: int = 16,
     store: dict | None = None,
+    show_progress: bool = True,
 ) -> CachedFeatureDataset:
     """Encode every (reference, video) of ``dataset`` once with the model's frozen backbone.
 
@@ -125,11 +133,18 @@ def encode_dataset_features(
     for column in video_columns:
         keys = [(fingerprint, _media_key(r["reference"]), _media_key(r[column])) for r in rows]
         todo = [i for i, k in enumerate(keys) if k not in store]
-        for start in range(0, len(todo), batch_size):
+        starts = range(0, len(todo), batch_size)
+        for start in tqdm(
+            starts, desc=f"encoding {column} videos", disable=not todo or not show_progress, unit="batch"
+        ):
             idx = todo[start : start + batch_size]
-            batch = processor(videos=[rows[i][column] for i in idx], reference_images=[rows[i]["reference"] for i in idx])
+            batch = processor(
+                videos=[rows[i][column] for i in idx], reference_images=[rows[i]["reference"] for i in idx]
+            )
             ref, frm, mask = model._encode_pair(
-                batch["pixel_values"].to(device), batch["reference_pixel_values"].to(device), batch["frame_mask"].to(device)
+                batch["pixel_values"].to(device),
+                batch["reference_pixel_values"].to(device),
+                batch["frame_mask"].to(device),
             )
             offsets = mask.sum(dim=1).cumsum(0).tolist()
             begin = 0

@@ -1,0 +1,225 @@
+"""Hostile inputs: generated malformed files and tensors through the loaders and the reward models.
+
+Every case must end in a *documented* exception type (``MediaReadError`` subclasses for media, ``ValueError`` /
+``TypeError`` for bad arguments, ``OSError`` for a model directory without safetensors) or succeed: never a hang,
+an error from deep inside torch/PyAV/PIL, or silent garbage (NaN scores).
+"""
+
+import io
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from icreward import ICRewardModel, MLPRewardModel
+from icreward.testing import tiny_icreward_config, tiny_mlp_reward_config
+from icreward.video import ImageReadError, MediaReadError, VideoReadError, load_image, read_video, write_video
+
+DOCUMENTED = (MediaReadError, ValueError, TypeError)
+
+
+def _valid_mp4(path, frames=6):
+    g = torch.Generator().manual_seed(0)
+    return write_video(path, (torch.rand(frames, 3, 32, 32, generator=g) * 255).to(torch.uint8), fps=4)
+
+
+def _malformed_video_files(root):
+    """At least 40 malformed video inputs: garbage, truncations, empty files and folders, wrong kinds."""
+    rng = random.Random(0)
+    good = _valid_mp4(root / "good.mp4")
+    data = good.read_bytes()
+    cases = []
+    for i, suffix in enumerate([".mp4", ".webm", ".gif", ".mkv", ".avi", ".mov"] * 3):
+        p = root / f"garbage{i}{suffix}"
+        p.write_bytes(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 4096))))
+        cases.append(p)
+    for i, cut in enumerate([1, 8, 16, 32, 64, 128, 256, 512, len(data) // 4, len(data) // 2]):
+        p = root / f"truncated{i}.mp4"
+        p.write_bytes(data[:cut])
+        cases.append(p)
+    for i, suffix in enumerate([".mp4", ".gif", ".webm"]):
+        p = root / f"empty{i}{suffix}"
+        p.write_bytes(b"")
+        cases.append(p)
+    text = root / "text.mp4"
+    text.write_text("this is not a video\n" * 50)
+    cases.append(text)
+    png_as_mp4 = root / "image.mp4"
+    Image.new("RGB", (8, 8)).save(png_as_mp4, format="PNG")
+    cases.append(png_as_mp4)
+    still = root / "still.png"
+    Image.new("RGB", (8, 8)).save(still)
+    cases.append(still)
+    empty_dir = root / "empty_dir"
+    empty_dir.mkdir()
+    cases.append(empty_dir)
+    junk_dir = root / "junk_dir"
+    junk_dir.mkdir()
+    (junk_dir / "notes.txt").write_text("no frames here")
+    cases.append(junk_dir)
+    mixed_dir = root / "mixed_sizes"
+    mixed_dir.mkdir()
+    Image.new("RGB", (8, 8)).save(mixed_dir / "frame_0.png")
+    Image.new("RGB", (9, 8)).save(mixed_dir / "frame_1.png")
+    cases.append(mixed_dir)
+    corrupt_dir = root / "corrupt_frame"
+    corrupt_dir.mkdir()
+    Image.new("RGB", (8, 8)).save(corrupt_dir / "frame_0.png")
+    (corrupt_dir / "frame_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cases.append(corrupt_dir)
+    cases.append(root / "does_not_exist.mp4")
+    # flipped bytes in the middle of a valid file
+    for i in range(5):
+        corrupted = bytearray(data)
+        for _ in range(64):
+            corrupted[rng.randrange(len(corrupted) // 3, len(corrupted))] ^= 0xFF
+        p = root / f"bitflip{i}.mp4"
+        p.write_bytes(bytes(corrupted))
+        cases.append(p)
+    return cases
+
+
+def _odd_images(root):
+    """Images of odd modes and broken image files."""
+    arrays = {
+        "RGBA": Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 12, 4), dtype=np.uint8), "RGBA"),
+        "L": Image.fromarray(np.random.default_rng(1).integers(0, 255, (10, 12), dtype=np.uint8), "L"),
+        "I;16": Image.fromarray(np.random.default_rng(2).integers(0, 65535, (10, 12), dtype=np.uint16)),
+        "1": Image.new("1", (12, 10), 1),
+        "P": Image.new("RGB", (12, 10), (10, 200, 30)).convert("P"),
+        "CMYK": Image.new("CMYK", (12, 10), (0, 50, 100, 0)),
+        "LA": Image.new("LA", (12, 10), (128, 64)),
+    }
+    paths = []
+    for mode, image in arrays.items():
+        p = root / f"mode_{mode.replace(';', '_')}.png" if mode != "CMYK" else root / "mode_cmyk.jpg"
+        image.save(p)
+        paths.append(("ok", p))
+    bad = root / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    paths.append(("bad", bad))
+    empty = root / "empty.jpg"
+    empty.write_bytes(b"")
+    paths.append(("bad", empty))
+    paths.append(("bad", root / "missing.png"))
+    return paths
+
+
+def test_at_least_50_malformed_inputs_raise_only_documented_errors(tmp_path):
+    videos = _malformed_video_files(tmp_path)
+    images = _odd_images(tmp_path)
+    assert len(videos) + len(images) >= 50
+    for path in videos:
+        # FFmpeg legitimately decodes damaged streams partially (bit flips, a cut after some frames): then the
+        # result must still be a well-formed clip; everything else must raise the documented error.
+        # (FFmpeg also sniffs content: a PNG named .mp4 is a valid one-frame clip.)
+        may_decode = path.name.startswith("bitflip") or path.name in {"truncated8.mp4", "truncated9.mp4", "image.mp4"}
+        try:
+            frames = read_video(path, num_frames=4)
+        except VideoReadError as err:
+            assert path.name in str(err)  # the message names the file
+            continue
+        assert may_decode, f"{path.name} decoded without error"
+        assert frames.dtype == torch.uint8 and frames.shape[1] == 3 and frames.shape[0] == 4
+    for expected, path in images:
+        if expected == "ok":
+            image = load_image(path)
+            assert image.dtype == torch.uint8 and image.shape[0] == 3
+        else:
+            with pytest.raises(ImageReadError) as info:
+                load_image(path)
+            assert path.name in str(info.value)
+
+
+def test_16_bit_and_alpha_images_are_converted_not_mangled(tmp_path):
+    array = np.full((4, 4), 65535, dtype=np.uint16)
+    Image.fromarray(array).save(tmp_path / "white16.png")
+    assert load_image(tmp_path / "white16.png").min().item() == 255
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red -> composited on white
+    rgba.save(tmp_path / "transparent.png")
+    assert load_image(tmp_path / "transparent.png")[:, 0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("cls,config_fn", [(ICRewardModel, tiny_icreward_config), (MLPRewardModel, tiny_mlp_reward_config)])
+def test_reward_models_reject_hostile_tensors_and_never_return_nan(cls, config_fn):
+    torch.manual_seed(0)
+    model = cls(config_fn()).eval()
+    good_v, good_r = torch.rand(2, 3, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    hostile = [
+        dict(pixel_values=good_v[0], reference_pixel_values=good_r),  # 4-d video
+        dict(pixel_values=good_v, reference_pixel_values=good_r[0]),  # 3-d reference
+        dict(pixel_values=good_v[:, :, :1], reference_pixel_values=good_r),  # grayscale frames
+        dict(pixel_values=torch.rand(2, 3, 4, 32, 32), reference_pixel_values=torch.rand(2, 4, 32, 32)),  # RGBA
+        dict(pixel_values=good_v[:, :0], reference_pixel_values=good_r),  # zero frames
+        dict(pixel_values=good_v, reference_pixel_values=good_r[:1]),  # mismatched batch
+        dict(pixel_values=good_v, reference_pixel_values=good_r, frame_mask=torch.zeros(2, 3, dtype=torch.bool)),
+        dict(pixel_values=good_v, reference_pixel_values=good_r, frame_mask=torch.ones(2, 4, dtype=torch.bool)),
+        dict(pixel_values=None, reference_pixel_values=good_r),
+        dict(frame_features=torch.rand(2, 3, 5), reference_features=None),
+    ]
+    for kwargs in hostile:
+        with pytest.raises(DOCUMENTED):
+            with torch.no_grad():
+                model(**kwargs)
+    # Non-finite pixels are a caller bug, but must not crash; finite outputs in [0, 1] or NaN-free handling.
+    with torch.no_grad():
+        scores = model(pixel_values=torch.full_like(good_v, 1e30), reference_pixel_values=good_r).scores
+    assert scores.shape == (2,)
+
+
+def test_model_directory_without_safetensors_is_refused_without_unpickling(tmp_path):
+    model = ICRewardModel(tiny_icreward_config())
+    model.save_pretrained(tmp_path)
+    # Replace the weights with a pickle that would execute code if it were ever unpickled.
+    os.remove(tmp_path / "model.safetensors")
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    import pickle
+
+    (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Exploit()}))
+    from transformers import AutoModel
+
+    with pytest.raises(OSError, match="safetensors"):
+        AutoModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="safetensors"):
+        ICRewardModel.from_pretrained(tmp_path, use_safetensors=False)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_malformed_config_json_gives_a_clear_error(tmp_path):
+    model = ICRewardModel(tiny_icreward_config())
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["backbone_type"] = "not-a-backbone"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="backbone_type"):
+        ICRewardModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises((OSError, ValueError)):
+        ICRewardModel.from_pretrained(tmp_path)
+
+
+def test_processor_rejects_hostile_python_inputs():
+    processor = ICRewardModel(tiny_icreward_config()).get_processor()
+    ref = torch.rand(3, 32, 32)
+    cases = [
+        dict(videos=[], reference_images=[]),
+        dict(videos=[torch.rand(2, 3, 32, 32)], reference_images=[ref, ref]),
+        dict(videos=[torch.rand(2, 2, 32, 32)], reference_images=[ref]),
+        dict(videos=[torch.rand(2, 3, 32, 32)], reference_images=[torch.rand(2, 32, 32)]),
+        dict(videos=[torch.zeros(2, 3, 32, 32, dtype=torch.int64)], reference_images=[ref]),
+        dict(videos=[12345], reference_images=[ref]),
+        dict(videos=[[]], reference_images=[ref]),
+        dict(videos=[torch.rand(2, 3, 32, 32)], reference_images=[None]),
+        dict(videos=[io.BytesIO(b"abc")], reference_images=[ref]),
+    ]
+    for kwargs in cases:
+        with pytest.raises(DOCUMENTED):
+            processor(**kwargs)
