@@ -63,10 +63,15 @@ def _meta(ds, column):
     return list(ds[column]) if column in ds.column_names else None
 
 
-def compare_reward_models(dataset_dict, output_dir: str | Path, settings: ComparisonSettings | None = None) -> dict[str, Any]:
+def compare_reward_models(
+    dataset_dict, output_dir: str | Path, settings: ComparisonSettings | None = None, feature_store: dict | None = None
+) -> dict[str, Any]:
     """Train :class:`ICRewardModel` and :class:`MLPRewardModel` on ``train``, track validation MSE, evaluate
     both (and the zero-shot feature cosine) on ``test`` (held-out source images), save both models with model
-    cards, and write the report (``report.json``, ``report.md``, PNG plots) to ``output_dir``."""
+    cards, and write the report (``report.json``, ``report.md``, PNG plots) to ``output_dir``.
+
+    ``feature_store`` (a dict) memoises backbone encodings; pass the same dict to repeated comparisons.
+    """
     from ..models import FeatureCosineReward, ICRewardModel, MLPRewardModel
     from ..trainers import RewardModelConfig, RewardModelTrainer
     from ..trainers.reward_data import encode_dataset_features
@@ -76,7 +81,7 @@ def compare_reward_models(dataset_dict, output_dir: str | Path, settings: Compar
     output_dir.mkdir(parents=True, exist_ok=True)
     train, val, test = (_split(dataset_dict, s) for s in ("train", "validation", "test"))
     shared = {"num_frames": settings.num_frames, "image_size": settings.image_size}
-    store: dict = {}  # both models share the frozen backbone: encode every video once
+    store: dict = {} if feature_store is None else feature_store  # both models share the frozen backbone
     results: dict[str, Any] = {"settings": settings.__dict__, "models": {}, "dataset": {s: len(dataset_dict[s]) for s in dataset_dict}}
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     builders = {

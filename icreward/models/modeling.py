@@ -350,43 +350,36 @@ class ImageConsistencyHead(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, ref_tokens: torch.Tensor, frame_tokens: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """``ref_tokens (B, Tr, D)``, ``frame_tokens (N_valid, T, D)`` (valid frames only), ``frame_mask (B, F)``."""
-        batch, num_frames = frame_mask.shape
+        """``ref_tokens (B, Tr, D)``, ``frame_tokens (B, F, T, D)`` (anything at padded frames), ``frame_mask (B, F)``."""
+        batch, num_frames, tokens = frame_tokens.shape[:3]
         if num_frames > self.max_frames:
             raise ValueError(f"got {num_frames} frames but the head was built for at most max_frames={self.max_frames}")
-        video_idx, frame_idx = frame_mask.nonzero(as_tuple=True)
         ref = self.proj(ref_tokens)  # (B, Tr, H)
-        frm = self.proj(frame_tokens) + self.frame_embedding(frame_idx)[:, None, :]  # (N, T, H)
-
-        # Lay the valid frames of each video side by side, (B, F * T, H): cross-attention is per query token, so
-        # attending per video equals attending per frame, without copying the reference for every frame.
-        tokens = frm.shape[1]
-        grid = frm.new_zeros(batch, num_frames, tokens, frm.shape[-1])
-        grid[video_idx, frame_idx] = frm
-        x = grid.flatten(1, 2)
+        frames = self.proj(frame_tokens) + self.frame_embedding.weight[:num_frames, None, :]  # (B, F, T, H)
+        # All frames of a video side by side, (B, F * T, H): cross-attention is per query token, so attending per
+        # video equals attending per frame, without copying the reference for every frame.
+        x = frames.flatten(1, 2)
 
         # Matching statistics between projected frame and reference tokens, per frame.
         sim = F.normalize(x, dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (B, F * T, Tr)
-        sim = sim.view(batch, num_frames, tokens, -1)[video_idx, frame_idx]  # (N, T, Tr)
-        explained = sim.max(dim=2).values.mean(dim=1)
-        coverage = sim.max(dim=1).values
-        stats = torch.stack([explained, coverage.mean(dim=1), coverage.min(dim=1).values], dim=1)
+        sim = sim.view(batch, num_frames, tokens, -1)
+        explained = sim.max(dim=3).values.mean(dim=2)  # (B, F)
+        coverage = sim.max(dim=2).values  # (B, F, Tr)
+        stats = torch.stack([explained, coverage.mean(dim=2), coverage.min(dim=2).values], dim=2)  # (B, F, 3)
 
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, ref, use_reentrant=False)
             else:
                 x = block(x, ref)
-        x = x.view(batch, num_frames, tokens, -1)[video_idx, frame_idx]  # (N, T, H), valid frames only
+        x = x.view(batch * num_frames, tokens, -1)
         pooled = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x, need_weights=False)[0][:, 0]
-        per_frame = self.frame_mlp(torch.cat([pooled, stats], dim=1))  # (N, H)
+        grid = self.frame_mlp(torch.cat([pooled.view(batch, num_frames, -1), stats], dim=2))  # (B, F, H)
 
-        hidden = per_frame.shape[-1]
-        grid = per_frame.new_zeros(batch, num_frames, hidden)
-        grid[video_idx, frame_idx] = per_frame
+        # Pool over time, ignoring padded frames.
         mask = frame_mask[..., None]
         count = mask.sum(dim=1).clamp(min=1)
-        mean = grid.sum(dim=1) / count
+        mean = (grid * mask).sum(dim=1) / count
         maxi = grid.masked_fill(~mask, float("-inf")).max(dim=1).values
         mini = grid.masked_fill(~mask, float("inf")).min(dim=1).values
         pair_mask = (frame_mask[:, 1:] & frame_mask[:, :-1])[..., None]
@@ -483,10 +476,12 @@ class ICRewardModel(_RewardPreTrainedModel):
                     f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos"
                 )
             frame_mask = _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
-            ref_tokens, frame_tokens = reference_features, frame_features[frame_mask]
+            ref_tokens, frame_tokens = reference_features, frame_features
         else:
             ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
-            ref_tokens, frame_tokens = ref.tokens, frm.tokens
+            ref_tokens = ref.tokens
+            frame_tokens = frm.tokens.new_zeros(*frame_mask.shape, *frm.tokens.shape[1:])
+            frame_tokens[frame_mask] = frm.tokens
 
         head_logits = self.head(ref_tokens, frame_tokens, frame_mask)  # (B, num_heads)
         head_scores = torch.sigmoid(head_logits.float())
