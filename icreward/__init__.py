@@ -27,6 +27,11 @@ _LAZY = {
     "VideoDPOConfig": "icreward.trainers.video_dpo_config",
     "RewardFeedbackTrainer": "icreward.trainers.reward_feedback_trainer",
     "RewardFeedbackConfig": "icreward.trainers.reward_feedback_config",
+    "VideoDPODataCollator": "icreward.trainers.video_dpo_trainer",
+    "PreferenceCurveCallback": "icreward.trainers.video_dpo_trainer",
+    # model-family adapters
+    "VideoModelAdapter": "icreward.adapters",
+    "get_adapter": "icreward.adapters",
     # rewards
     "FaceIdentityReward": "icreward.rewards.face",
     # video IO

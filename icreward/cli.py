@@ -4,6 +4,7 @@
     icreward compare --dataset DIR [...]           the same on any dataset with train/validation/test splits
     icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
     icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
+    icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "stress-suite":
         return cmd_stress_suite(argv[1:])
+    if argv and argv[0] == "human-study":
+        from .evaluation.human_study import main as human_study_main
+
+        return human_study_main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="Train ICReward and the MLP baseline on the bundled offline data and compare.")
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--reference", required=True)
     score.add_argument("--video", required=True, nargs="+")
     sub.add_parser("stress-suite", help="Build the consistency stress-test suite (see `icreward stress-suite --help`).")
+    sub.add_parser("human-study", help="Serve / summarise a human preference study (see `icreward human-study --help`).")
     args = parser.parse_args(argv)
     return {"demo": cmd_demo, "compare": cmd_compare, "score": cmd_score}[args.command](args)
 

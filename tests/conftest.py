@@ -10,7 +10,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the suite runs tiny models, where a second OpenMP thread costs more than it gains.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

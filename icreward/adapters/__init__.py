@@ -1,0 +1,21 @@
+"""Model-family adapters: one object per family that trainers use to encode, noise, predict and decode.
+
+See :class:`~icreward.adapters.base.VideoModelAdapter` for the interface and how to add a family (e.g. Open-Sora).
+"""
+
+from .base import LORA_WEIGHT_NAME, VideoModelAdapter
+from .cogvideox import CogVideoXI2VAdapter
+from .registry import available_adapters, get_adapter, register_adapter
+from .wan import Wan22Adapter, WanI2VAdapter, load_wan22_lora
+
+__all__ = [
+    "LORA_WEIGHT_NAME",
+    "CogVideoXI2VAdapter",
+    "VideoModelAdapter",
+    "Wan22Adapter",
+    "WanI2VAdapter",
+    "available_adapters",
+    "get_adapter",
+    "load_wan22_lora",
+    "register_adapter",
+]

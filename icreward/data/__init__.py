@@ -1,6 +1,7 @@
 """Data: VBench++ I2V loaders, preference pairs, the VBench auto-labeler and the consistency stress-test suite."""
 
 from .autolabel import ConsistencyAutoLabeler
+from .dpo_pairs import PAIR_COLUMNS, generate_reward_pairs, load_dpo_pairs, validate_dpo_pairs
 from .pairs import PairBuildStats, build_preference_pairs, pairs_from_reward_model_picks
 from .stress_suite import (
     PERTURBATIONS,
@@ -20,6 +21,10 @@ from .vbench import (
 )
 
 __all__ = [
+    "PAIR_COLUMNS",
+    "generate_reward_pairs",
+    "load_dpo_pairs",
+    "validate_dpo_pairs",
     "PERTURBATIONS",
     "ConsistencyAutoLabeler",
     "PairBuildStats",

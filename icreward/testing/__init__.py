@@ -1,5 +1,13 @@
 """Offline tiny-model factories used by the tests, the examples' defaults and the benchmarks."""
 
+from .tiny_pipelines import (
+    TINY_DEFAULTS,
+    build_tiny_tokenizer,
+    tiny_cogvideox_i2v_pipeline,
+    tiny_pipeline,
+    tiny_wan22_pipeline,
+    tiny_wan_i2v_pipeline,
+)
 from .tiny_backbones import (
     save_tiny_vision_checkpoint,
     tiny_clip_vision_config,
@@ -10,6 +18,12 @@ from .tiny_backbones import (
 )
 
 __all__ = [
+    "TINY_DEFAULTS",
+    "build_tiny_tokenizer",
+    "tiny_cogvideox_i2v_pipeline",
+    "tiny_pipeline",
+    "tiny_wan22_pipeline",
+    "tiny_wan_i2v_pipeline",
     "save_tiny_vision_checkpoint",
     "tiny_clip_vision_config",
     "tiny_dinov2_config",

@@ -1,6 +1,32 @@
-"""Trainers (``transformers.Trainer`` subclasses) and their configs, one ``xxx_config.py`` + ``xxx_trainer.py`` pair per method."""
+"""Trainers (``transformers.Trainer`` subclasses) and their configs: one ``xxx_config.py`` + ``xxx_trainer.py`` pair
+per method. Imported lazily so that using one trainer does not import the others' dependencies (e.g. diffusers)."""
 
-from .reward_model_config import RewardModelConfig
-from .reward_model_trainer import RewardModelTrainer
+import importlib
 
-__all__ = ["RewardModelConfig", "RewardModelTrainer"]
+_LAZY = {
+    "RewardModelConfig": "reward_model_config",
+    "RewardModelTrainer": "reward_model_trainer",
+    "RewardDataCollator": "reward_data",
+    "encode_dataset_features": "reward_data",
+    "VideoDPOConfig": "video_dpo_config",
+    "VideoDPOTrainer": "video_dpo_trainer",
+    "VideoDPODataCollator": "video_dpo_trainer",
+    "PreferenceCurveCallback": "video_dpo_trainer",
+    "LatentCache": "latent_cache",
+    "RewardFeedbackConfig": "reward_feedback_config",
+    "RewardFeedbackTrainer": "reward_feedback_trainer",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -27,14 +27,20 @@ class RewardModelConfig(TrainingArguments):
             "choices": ["mse", "bt", "bt_ties"],
         },
     )
-    tie_k: float = field(default=5.0, metadata={"help": "k of the BT-with-ties model (must be > 1); log k is the tie margin."})
+    tie_k: float = field(
+        default=5.0, metadata={"help": "k of the BT-with-ties model (must be > 1); log k is the tie margin."}
+    )
     tie_threshold: float = field(
         default=0.0,
-        metadata={"help": "Evaluation: pairs whose labels (or predictions) differ by at most this much count as ties."},
+        metadata={
+            "help": "Evaluation: pairs whose labels (or predictions) differ by at most this much count as ties."
+        },
     )
     backbone_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Learning rate of trainable backbone parameters (full or LoRA); defaults to `learning_rate`."},
+        metadata={
+            "help": "Learning rate of trainable backbone parameters (full or LoRA); defaults to `learning_rate`."
+        },
     )
     precompute_features: bool = field(
         default=True,
@@ -46,7 +52,9 @@ class RewardModelConfig(TrainingArguments):
     feature_batch_size: int = field(default=16, metadata={"help": "Videos per batch when precomputing features."})
     group_column: str | None = field(
         default="source_id",
-        metadata={"help": "Dataset column grouping videos of the same source image (pairwise accuracy is within groups)."},
+        metadata={
+            "help": "Dataset column grouping videos of the same source image (pairwise accuracy is within groups)."
+        },
     )
     perturbation_column: str | None = field(
         default="perturbation",
@@ -54,11 +62,15 @@ class RewardModelConfig(TrainingArguments):
     )
     motion_column: str | None = field(
         default="motion",
-        metadata={"help": "Dataset column with a motion magnitude per video, for motion-decoupled accuracy (if present)."},
+        metadata={
+            "help": "Dataset column with a motion magnitude per video, for motion-decoupled accuracy (if present)."
+        },
     )
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (off: it raises on CPU)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all columns; the collator needs them."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to log to ('none', 'wandb', ...)."})
+    report_to: str | list[str] | None = field(
+        default="none", metadata={"help": "Trackers to log to ('none', 'wandb', ...)."}
+    )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
 
     def __post_init__(self):

@@ -69,7 +69,13 @@ class RewardModelTrainer(Trainer):
         self.pairwise = args.loss_type in ("bt", "bt_ties")
         if train_dataset is not None:
             check_columns(train_dataset, self.pairwise, "train_dataset")
-        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset} if eval_dataset is not None else {}
+        eval_sets = (
+            eval_dataset
+            if isinstance(eval_dataset, dict)
+            else {"eval": eval_dataset}
+            if eval_dataset is not None
+            else {}
+        )
         for name, ds in eval_sets.items():
             check_columns(ds, self.pairwise, f"eval_dataset[{name!r}]")
 
@@ -80,7 +86,12 @@ class RewardModelTrainer(Trainer):
         if self.uses_cached_features:
             video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
             encode = lambda ds: encode_dataset_features(  # noqa: E731
-                model, ds, processing_class, video_columns=video_columns, batch_size=args.feature_batch_size, store=self.feature_store
+                model,
+                ds,
+                processing_class,
+                video_columns=video_columns,
+                batch_size=args.feature_batch_size,
+                store=self.feature_store,
             )
             if train_dataset is not None:
                 train_dataset = encode(train_dataset)
@@ -120,7 +131,9 @@ class RewardModelTrainer(Trainer):
             ("motions", self._reward_args.motion_column),
         ):
             if column and column in columns:
-                meta[key] = list(original[column]) if hasattr(original, "column_names") else [r[column] for r in original]
+                meta[key] = (
+                    list(original[column]) if hasattr(original, "column_names") else [r[column] for r in original]
+                )
         self._metadata[id(prepared)] = meta
         return prepared
 
@@ -154,7 +167,11 @@ class RewardModelTrainer(Trainer):
     # -- loss ----------------------------------------------------------------------------------------------
     @staticmethod
     def _inputs(inputs: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-        return {k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix) and k[len(prefix) :] in _MODEL_INPUTS}
+        return {
+            k[len(prefix) :]: v
+            for k, v in inputs.items()
+            if k.startswith(prefix) and k[len(prefix) :] in _MODEL_INPUTS
+        }
 
     def _pair_forward(self, model, inputs):
         chosen = model(**self._inputs(inputs, "chosen_"))
@@ -198,8 +215,12 @@ class RewardModelTrainer(Trainer):
                     dataset = self._remember(
                         eval_dataset,
                         encode_dataset_features(
-                            self.model, eval_dataset, self.processing_class, video_columns=video_columns,
-                            batch_size=self.args.feature_batch_size, store=self.feature_store,
+                            self.model,
+                            eval_dataset,
+                            self.processing_class,
+                            video_columns=video_columns,
+                            batch_size=self.args.feature_batch_size,
+                            store=self.feature_store,
                         ),
                     )
                 else:
@@ -242,8 +263,12 @@ class RewardModelTrainer(Trainer):
         if self.uses_cached_features:
             video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
             dataset = encode_dataset_features(
-                self.model, dataset, self.processing_class, video_columns=video_columns,
-                batch_size=self.args.feature_batch_size, store=self.feature_store,
+                self.model,
+                dataset,
+                self.processing_class,
+                video_columns=video_columns,
+                batch_size=self.args.feature_batch_size,
+                store=self.feature_store,
             )
         return np.asarray(self.predict(dataset).predictions)
 

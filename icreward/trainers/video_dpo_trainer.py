@@ -1,0 +1,692 @@
+"""Diffusion-/Flow-DPO for image-to-video diffusion pipelines, as a :class:`transformers.Trainer` (TRL-style).
+
+```python
+from peft import LoraConfig
+from icreward import VideoDPOConfig, VideoDPOTrainer
+
+trainer = VideoDPOTrainer(
+    model=pipe,                                   # a diffusers I2V pipeline (Wan 2.1/2.2, CogVideoX) or an adapter
+    args=VideoDPOConfig(output_dir="wan-dpo", num_frames=81, height=480, width=832, beta=100),
+    train_dataset="pairs.jsonl",                  # rows: image, prompt, chosen, rejected (see icreward.data.dpo_pairs)
+    peft_config=LoraConfig(r=32, lora_alpha=32),  # target modules default per model family
+)
+trainer.train()
+trainer.save_model()                              # LoRA in diffusers format + model card
+pipe.load_lora_weights("wan-dpo")
+```
+
+Per step and pair, one noise tensor and one timestep are drawn and shared by the winner (chosen) and the loser
+(rejected); the policy (LoRA enabled) and the reference (the same network with LoRA disabled, or ``ref_model``)
+predict the denoising target for both, and the loss is :func:`icreward.losses.diffusion_dpo_loss` on the four
+per-sample MSEs.
+
+Logged metrics (TRL DPO names; ``eval_`` prefix on evaluation). With per-sample MSEs ``m`` (policy) and ``r``
+(reference), the implicit rewards are ``rewards/chosen = -0.5 * beta * (m_w - r_w)`` and
+``rewards/rejected = -0.5 * beta * (m_l - r_l)``: half of ``beta`` times the improvement of the policy over the
+reference on that video, the diffusion analogue of ``beta * (log pi - log pi_ref)``. ``rewards/margins`` is their
+difference (the argument of the DPO sigmoid) and ``rewards/accuracies`` the fraction of pairs where the policy
+improved the winner more than the loser, ``(m_w - r_w) < (m_l - r_l)`` (defined for ``beta = 0`` too). Also
+logged: ``mse/chosen``, ``mse/rejected`` (policy), ``mse/ref_chosen``, ``mse/ref_rejected``, ``dpo_loss`` (also
+under ``loss_type="sft"`` in evaluation) and ``num_pairs``. All are exact means over the pairs seen since the last
+log, gathered across processes.
+
+Randomness. Training noise and timesteps come from a generator seeded with (``seed``, process, global step,
+micro-batch), so ``resume_from_checkpoint`` replays a run exactly. Evaluation noise depends only on (``seed``,
+pair): every evaluation scores a pair under the same noise whatever the batch size or number of processes, so the
+preference-accuracy curve moves only when the model does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import EvalPrediction
+
+from ..adapters import VideoModelAdapter, get_adapter
+from ..data.dpo_pairs import decode_pair_videos, load_dpo_pairs, load_reference_image, validate_dpo_pairs
+from ..losses import diffusion_dpo_loss, dpo_implicit_accuracy, per_sample_mse
+from .latent_cache import LatentCache
+from .video_dpo_config import VideoDPOConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PreferenceCurveCallback", "VideoDPODataCollator", "VideoDPOTrainer"]
+
+_CACHE_KEY_COLUMN = "__latent_cache_key"
+_TRAINING_ARGS_NAME = "training_args.bin"
+
+
+class VideoDPODataCollator:
+    """Collate pair rows into a batch.
+
+    With a :class:`LatentCache` and rows carrying a cache key, returns cached ``latents_chosen``,
+    ``latents_rejected`` and ``conditions`` (no decoding, no encoders). Otherwise decodes the videos and
+    reference images: ``chosen`` / ``rejected`` ``uint8 (B, F, 3, H, W)``, ``images`` (PIL) and ``prompts``.
+    """
+
+    def __init__(self, *, num_frames: int, height: int, width: int, cache: LatentCache | None = None):
+        self.num_frames, self.height, self.width = num_frames, height, width
+        self.cache = cache
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        pair_ids = [pair_id(row) for row in rows]
+        if self.cache is not None and _CACHE_KEY_COLUMN in rows[0]:
+            batch = LatentCache.collate([self.cache.load(row[_CACHE_KEY_COLUMN]) for row in rows])
+            return {**batch, "pair_ids": pair_ids}
+        size = {"num_frames": self.num_frames, "height": self.height, "width": self.width}
+        return {
+            "images": [load_reference_image(r["image"], height=self.height, width=self.width) for r in rows],
+            "prompts": [r["prompt"] for r in rows],
+            "chosen": decode_pair_videos([r["chosen"] for r in rows], **size),
+            "rejected": decode_pair_videos([r["rejected"] for r in rows], **size),
+            "pair_ids": pair_ids,
+        }
+
+
+def pair_id(row: dict[str, Any]) -> str:
+    """A stable identifier of a pair (its prompt and video paths), used to fix its evaluation noise."""
+    payload = [str(row.get("prompt")), str(row.get("chosen")), str(row.get("rejected"))]
+    if isinstance(row.get("image"), (str, os.PathLike)):
+        payload.append(os.fspath(row["image"]))
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+class _DenoiserPolicy(nn.Module):
+    """The module the Trainer optimises and (under DDP) wraps: the trained denoiser(s), forward = adapter.predict.
+
+    The VAE and encoders are deliberately not submodules, so the Trainer neither moves, wraps nor saves them.
+    """
+
+    def __init__(self, adapter: VideoModelAdapter):
+        super().__init__()
+        self.denoisers = nn.ModuleDict(adapter.trainable_modules)
+        self.adapter = adapter
+
+    def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, conditions: dict[str, torch.Tensor]):
+        return self.adapter.predict(noisy_latents, timesteps, conditions)
+
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.adapter.enable_gradient_checkpointing()
+
+    gradient_checkpointing_enable = activation_checkpointing_enable
+
+
+class PreferenceCurveCallback(TrainerCallback):
+    """Write the ICReward paper's DPO curves during training: JSON and PNG (matplotlib, Agg backend).
+
+    - ``preference_accuracy.png`` (Fig. 5): evaluation preference accuracy (``eval_rewards/accuracies``, the
+      fraction of held-out pairs whose winner the policy prefers) and the training accuracy over steps.
+    - ``running_win_rate.png`` (Fig. 6): running average of preference wins, i.e. the mean of all per-pair win
+      indicators seen so far, for the training logs and for the evaluations.
+    - ``preference_curves.json``: the series behind both plots.
+
+    Args:
+        output_dir: where to write; defaults to the trainer's ``output_dir``.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike | None = None):
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.train: list[dict[str, float]] = []
+        self.eval: list[dict[str, float]] = []
+
+    @staticmethod
+    def _running(points: list[dict[str, float]]) -> list[dict[str, float]]:
+        total, count, out = 0.0, 0, []
+        for p in points:
+            total += p["accuracy"] * p["num_pairs"]
+            count += p["num_pairs"]
+            out.append({"step": p["step"], "running_win_rate": total / max(count, 1)})
+        return out
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "rewards/accuracies" in logs:
+            self.train.append(
+                {
+                    "step": state.global_step,
+                    "accuracy": logs["rewards/accuracies"],
+                    "num_pairs": logs.get("num_pairs", 1),
+                }
+            )
+        if "eval_rewards/accuracies" in logs:
+            self.eval.append(
+                {
+                    "step": state.global_step,
+                    "accuracy": logs["eval_rewards/accuracies"],
+                    "margin": logs.get("eval_rewards/margins", float("nan")),
+                    "num_pairs": logs.get("eval_num_pairs", 1),
+                }
+            )
+        if state.is_world_process_zero and ("rewards/accuracies" in logs or "eval_rewards/accuracies" in logs):
+            self.write(self.output_dir or args.output_dir)
+
+    def write(self, output_dir: str) -> None:
+        os.makedirs(output_dir, exist_ok=True)
+        data = {
+            "train": self.train,
+            "eval": self.eval,
+            "train_running_win_rate": self._running(self.train),
+            "eval_running_win_rate": self._running(self.eval),
+        }
+        with open(os.path.join(output_dir, "preference_curves.json"), "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, series in (("eval (held-out pairs)", self.eval), ("train", self.train)):
+            if series:
+                ax.plot([p["step"] for p in series], [p["accuracy"] for p in series], marker="o", ms=3, label=name)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="step", ylabel="preference accuracy", ylim=(0, 1), title="Preference accuracy over steps")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(output_dir, "preference_accuracy.png"), dpi=120)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, series in (("eval", data["eval_running_win_rate"]), ("train", data["train_running_win_rate"])):
+            if series:
+                ax.plot([p["step"] for p in series], [p["running_win_rate"] for p in series], label=name)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="step", ylabel="running win rate", ylim=(0, 1), title="Running average of preference wins")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(output_dir, "running_win_rate.png"), dpi=120)
+        plt.close(fig)
+
+
+class VideoDPOTrainer(Trainer):
+    """Diffusion-DPO / Flow-DPO (and an SFT-on-chosen baseline) with LoRA on image-to-video diffusion pipelines.
+
+    Args:
+        model: a diffusers pipeline (``WanImageToVideoPipeline``, Wan 2.2 two-expert, ``CogVideoXImageToVideoPipeline``),
+            a Hub id / local path of one, or a :class:`~icreward.adapters.VideoModelAdapter` (any family, e.g. your
+            own Open-Sora adapter).
+        ref_model: optional frozen reference (pipeline, name or adapter). By default the reference is ``model``
+            itself with its LoRA disabled, which costs no memory.
+        args: a :class:`VideoDPOConfig`.
+        data_collator: defaults to :class:`VideoDPODataCollator` (cached latents or decoded videos).
+        train_dataset, eval_dataset: preference pairs: a ``datasets.Dataset``, a list of row dicts or a
+            ``.jsonl``/``.json`` path, with ``image`` (or ``reference``), ``prompt``, ``chosen``, ``rejected``.
+            ``eval_dataset`` gives the held-out preference accuracy (the ICReward paper's Fig. 5).
+        processing_class: unused by the loss (video pipelines carry their own tokenizers); saved if given.
+        compute_metrics: receives ``EvalPrediction(predictions=(N, 2) [reward_chosen, reward_rejected],
+            label_ids=zeros)`` when ``prediction_loss_only`` is off.
+        callbacks, optimizers: as in :class:`transformers.Trainer`.
+        peft_config: a peft ``LoraConfig`` injected into the trainable denoiser(s); ``target_modules=None`` uses the
+            family's defaults. Required unless ``model`` already carries a LoRA adapter: only LoRA training is
+            supported (the reference is the adapter-disabled network).
+    """
+
+    _tag_names = ["icreward", "video-dpo", "diffusers", "lora"]
+
+    def __init__(
+        self,
+        model: Any,
+        ref_model: Any | None = None,
+        args: VideoDPOConfig | None = None,
+        data_collator: Callable | None = None,
+        train_dataset: Dataset | list | str | os.PathLike | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | list | str | os.PathLike | None = None,
+        processing_class: Any | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        peft_config: Any | None = None,
+    ):
+        if args is None:
+            args = VideoDPOConfig(output_dir="video-dpo")
+        elif not isinstance(args, VideoDPOConfig):
+            raise TypeError(f"args must be a VideoDPOConfig, got {type(args).__name__}")
+        if train_dataset is None:
+            raise ValueError("VideoDPOTrainer needs a train_dataset of preference pairs")
+
+        # Check the data before touching the model: a bad pair should fail in seconds and leave the pipeline as is.
+        train_dataset = self._prepare_pairs(train_dataset, args)
+        if eval_dataset is not None:
+            if isinstance(eval_dataset, dict):
+                eval_dataset = {k: self._prepare_pairs(v, args) for k, v in eval_dataset.items()}
+            else:
+                eval_dataset = self._prepare_pairs(eval_dataset, args)
+
+        adapter = self._resolve_adapter(model, args)
+        if peft_config is not None:
+            if adapter.has_lora():
+                raise ValueError("the model already has a LoRA adapter; pass peft_config=None to keep training it")
+            adapter.add_lora(peft_config)
+        elif not adapter.has_lora():
+            raise ValueError(
+                "VideoDPOTrainer trains LoRA adapters: pass peft_config=LoraConfig(r=..., lora_alpha=...) "
+                f"(default target modules for {adapter.family}: {list(adapter.default_lora_target_modules)})"
+            )
+        else:
+            adapter.freeze()
+            for module in adapter.trainable_modules.values():
+                for name, param in module.named_parameters():
+                    param.requires_grad_("lora_" in name)
+        # LoRA weights train in float32 even when the frozen base runs in bf16/fp16 (as diffusers' scripts do).
+        for module in adapter.trainable_modules.values():
+            for param in module.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
+        self.adapter = adapter
+        self.ref_adapter = None if ref_model is None else self._resolve_adapter(ref_model, args)
+        if self.ref_adapter is not None:
+            self.ref_adapter.freeze()
+        if len(adapter.trainable_modules) > 1 and args.ddp_find_unused_parameters is None:
+            # Two experts: a step whose timesteps all fall in one expert's range leaves the other without grads.
+            args.ddp_find_unused_parameters = True
+
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._noise_step, self._noise_micro = -1, 0
+        self.latent_cache: LatentCache | None = None
+
+        super().__init__(
+            model=_DenoiserPolicy(adapter),
+            args=args,
+            data_collator=data_collator
+            or VideoDPODataCollator(num_frames=args.num_frames, height=args.height, width=args.width),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        device = self.args.device
+        for module in self.adapter.encoder_modules.values():
+            module.to(device)
+        if self.ref_adapter is not None:
+            for module in self.ref_adapter.trainable_modules.values():
+                module.to(device)
+        if args.precompute_latents:
+            self._precompute_latents()
+        if args.plot_preference_curves:
+            self.add_callback(PreferenceCurveCallback())
+
+    # ------------------------------------------------------------------------------------------------ setup
+    @staticmethod
+    def _resolve_adapter(model: Any, args: VideoDPOConfig) -> VideoModelAdapter:
+        base = get_adapter(model)
+        if model is base:  # an adapter built by the user: keep its settings
+            return base
+        options = {"train_expert": args.wan22_train_expert, "max_sequence_length": args.max_sequence_length}
+        accepted = inspect.signature(type(base).__init__).parameters
+        kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+        return type(base)(base.pipeline, **kwargs) if kwargs else base
+
+    @staticmethod
+    def _prepare_pairs(dataset: Any, args: VideoDPOConfig) -> Dataset:
+        dataset = load_dpo_pairs(dataset, image_column=args.image_column)
+        if args.validate_pairs:
+            validate_dpo_pairs(dataset)
+        return dataset
+
+    def _precompute_latents(self) -> None:
+        args = self.args
+        # "_" prefix: Trainer.push_to_hub skips "_*", so the cache is never uploaded with the LoRA.
+        cache_dir = args.latent_cache_dir or os.path.join(args.output_dir, "_latent_cache")
+        self.latent_cache = LatentCache(
+            cache_dir, self.adapter, num_frames=args.num_frames, height=args.height, width=args.width
+        )
+        state = self.accelerator.state
+
+        def _cache(dataset: Dataset) -> Dataset:
+            keys = self.latent_cache.precompute(
+                list(dataset),
+                batch_size=args.precompute_batch_size,
+                process_index=state.process_index,
+                num_processes=state.num_processes,
+            )
+            if _CACHE_KEY_COLUMN in dataset.column_names:
+                dataset = dataset.remove_columns(_CACHE_KEY_COLUMN)
+            return dataset.add_column(_CACHE_KEY_COLUMN, keys)
+
+        self.train_dataset = _cache(self.train_dataset)
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {k: _cache(v) for k, v in self.eval_dataset.items()}
+        elif self.eval_dataset is not None:
+            self.eval_dataset = _cache(self.eval_dataset)
+        self.accelerator.wait_for_everyone()  # entries written by other processes are complete after this
+        if isinstance(self.data_collator, VideoDPODataCollator):
+            self.data_collator.cache = self.latent_cache
+        # Steps only run the denoiser now: free the accelerator memory of the VAE and encoders.
+        for module in self.adapter.encoder_modules.values():
+            module.to("cpu")
+
+    # ------------------------------------------------------------------------------------------------- loss
+    def _generator(self, *index: Any) -> torch.Generator:
+        key = json.dumps([self.args.seed, *index]).encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+
+    def _noise_generator(self, training: bool) -> torch.Generator:
+        """Training noise: a CPU generator seeded from (seed, step, micro-batch, process), so resuming replays it."""
+        if self.state.global_step != self._noise_step:
+            self._noise_step, self._noise_micro = self.state.global_step, 0
+        index = ("train", self.accelerator.process_index, self._noise_step, self._noise_micro)
+        self._noise_micro += 1
+        return self._generator(*index)
+
+    def _draw_noise(self, latents: torch.Tensor, training: bool, pair_ids: list[str] | None):
+        """One timestep and one noise tensor per pair.
+
+        In evaluation they depend only on the pair (its id) and the seed: every evaluation of every run, whatever
+        the batch size or number of processes, scores a pair under the same noise, so accuracy curves show the
+        model's change and nothing else.
+        """
+        args, adapter = self.args, self.adapter
+        sampling = {"sampling": args.timestep_sampling, "logit_mean": args.logit_mean, "logit_std": args.logit_std}
+        if training or pair_ids is None:
+            generator = self._noise_generator(training)
+            timesteps = adapter.sample_timesteps(latents.shape[0], generator=generator, device="cpu", **sampling)
+            noise = torch.randn(latents.shape, generator=generator)
+        else:
+            generators = [self._generator("eval", pid) for pid in pair_ids]
+            timesteps = torch.cat(
+                [adapter.sample_timesteps(1, generator=g, device="cpu", **sampling) for g in generators]
+            )
+            noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators])
+        return timesteps.to(latents.device), noise.to(latents.device)
+
+    def _encode_inputs(self, inputs: dict[str, Any]):
+        device = self.args.device
+        if "latents_chosen" in inputs:
+            conditions = {k: v.to(device) for k, v in inputs["conditions"].items()}
+            return inputs["latents_chosen"].to(device), inputs["latents_rejected"].to(device), conditions
+        args = self.args
+        with torch.no_grad():
+            conditions = self.adapter.prepare_conditions(
+                inputs["images"], inputs["prompts"], num_frames=args.num_frames, height=args.height, width=args.width
+            )
+            vae_device = next(self.adapter.vae.parameters()).device
+            videos = torch.cat([inputs["chosen"], inputs["rejected"]]).to(vae_device)
+            latents_chosen, latents_rejected = self.adapter.prepare_latents(videos).to(device).chunk(2)
+        conditions = {k: v.to(device) for k, v in conditions.items()}
+        return latents_chosen, latents_rejected, conditions
+
+    def _reference_prediction(self, noisy, timesteps, conditions) -> torch.Tensor:
+        with torch.no_grad(), self.accelerator.autocast():
+            if self.ref_adapter is not None:
+                return self.ref_adapter.predict(noisy, timesteps, conditions)
+            with self.adapter.disable_lora():
+                return self.adapter.predict(noisy, timesteps, conditions)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        args, adapter = self.args, self.adapter
+        training = model.training
+        latents_w, latents_l, conditions = self._encode_inputs(inputs)
+        timesteps, noise = self._draw_noise(latents_w, training, inputs.get("pair_ids"))
+
+        if args.loss_type == "sft" and training:
+            # The supervised baseline: flow-matching / denoising loss on the chosen videos only, no reference.
+            noisy = adapter.add_noise(latents_w, noise, timesteps)
+            mse_w = per_sample_mse(model(noisy, timesteps, conditions), adapter.target(latents_w, noise, timesteps))
+            loss = mse_w.mean()
+            self._store({"mse/chosen": mse_w}, training)
+            return (loss, {"mse_chosen": mse_w.detach()}) if return_outputs else loss
+
+        # Winner and loser share noise and timestep: the DPO difference then isolates the videos.
+        latents = torch.cat([latents_w, latents_l])
+        noise2, timesteps2 = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
+        conditions2 = adapter.repeat_conditions(conditions, 2)
+        noisy = adapter.add_noise(latents, noise2, timesteps2)
+        target = adapter.target(latents, noise2, timesteps2)
+        mse_w, mse_l = per_sample_mse(model(noisy, timesteps2, conditions2), target).chunk(2)
+        ref_w, ref_l = per_sample_mse(self._reference_prediction(noisy, timesteps2, conditions2), target).chunk(2)
+
+        dpo_losses = diffusion_dpo_loss(mse_w, mse_l, ref_w, ref_l, args.beta)
+        loss = dpo_losses.mean() if args.loss_type == "dpo" else mse_w.mean()
+        rewards_chosen = (-0.5 * args.beta * (mse_w - ref_w)).detach()
+        rewards_rejected = (-0.5 * args.beta * (mse_l - ref_l)).detach()
+        accuracies = dpo_implicit_accuracy(mse_w.detach(), mse_l.detach(), ref_w, ref_l)
+        self._store(
+            {
+                "rewards/chosen": rewards_chosen,
+                "rewards/rejected": rewards_rejected,
+                "rewards/accuracies": accuracies,
+                "rewards/margins": rewards_chosen - rewards_rejected,
+                "mse/chosen": mse_w.detach(),
+                "mse/rejected": mse_l.detach(),
+                "mse/ref_chosen": ref_w,
+                "mse/ref_rejected": ref_l,
+                "dpo_loss": dpo_losses.detach(),
+            },
+            training,
+        )
+        outputs = {"rewards_chosen": rewards_chosen, "rewards_rejected": rewards_rejected, "accuracies": accuracies}
+        return (loss, outputs) if return_outputs else loss
+
+    def _store(self, values: dict[str, torch.Tensor], training: bool) -> None:
+        """Gather per-sample values from all processes and keep them until the next log (exact pair means)."""
+        mode = "train" if training else "eval"
+        for name, value in values.items():
+            gathered = self.accelerator.gather_for_metrics(value.detach().float())
+            self._metrics[mode][name].extend(gathered.cpu().tolist())
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        logits = torch.stack([outputs["rewards_chosen"], outputs["rewards_rejected"]], dim=1)
+        return loss, logits, torch.zeros(logits.shape[0], device=logits.device)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._metrics["eval"].clear()
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        # Exact means over all evaluated pairs, returned by evaluate() and logged with its other metrics.
+        for name, value in self._pop_metrics("eval").items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        return output
+
+    def _pop_metrics(self, mode: str) -> dict[str, float]:
+        stored = self._metrics[mode]
+        metrics = {name: sum(values) / len(values) for name, values in stored.items() if values}
+        if metrics:
+            metrics["num_pairs"] = len(next(iter(stored.values())))
+        stored.clear()
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:
+            logs = {**logs, **self._pop_metrics("train")}
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the LoRA in diffusers format (``pipe.load_lora_weights(output_dir)``), plus the training args."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.adapter.save_lora_weights(output_dir)
+        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, _TRAINING_ARGS_NAME))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if not _internal_call and self.args.should_save:
+            self.create_model_card(output_dir=output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        logger.info("Loading LoRA weights from %s", resume_from_checkpoint)
+        self.adapter.load_lora_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        logger.info("Loading best LoRA from %s (score: %s)", self.state.best_model_checkpoint, self.state.best_metric)
+        self.adapter.load_lora_weights(self.state.best_model_checkpoint)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        output_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write ``README.md`` (diffusers LoRA model card citing ICReward and Diffusion-DPO) to ``output_dir``."""
+        if not self.is_world_process_zero():
+            return
+        output_dir = output_dir or self.args.output_dir
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        card = _render_model_card(
+            adapter=self.adapter,
+            args=self.args,
+            model_name=model_name or os.path.basename(os.path.normpath(output_dir)),
+            dataset_name=dataset_name,
+            tags=[*self._tag_names, *tags],
+            log_history=self.state.log_history,
+            num_train_pairs=len(self.train_dataset) if self.train_dataset is not None else None,
+        )
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+
+
+_CITATIONS = """\
+```bibtex
+@misc{liang2025icreward,
+    title  = {{ICReward: Learning Image-to-Video Consistency Rewards}},
+    author = {Agnes Liang and Renee Zbizika},
+    year   = {2025},
+    note   = {Stanford University}
+}
+
+@inproceedings{wallace2024diffusiondpo,
+    title     = {{Diffusion Model Alignment Using Direct Preference Optimization}},
+    author    = {Bram Wallace and Meihua Dang and Rafael Rafailov and Linqi Zhou and Aaron Lou and Senthil Purushwalkam
+                 and Stefano Ermon and Caiming Xiong and Shafiq Joty and Nikhil Naik},
+    booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year      = {2024},
+    eprint    = {2311.12908},
+    archivePrefix = {arXiv}
+}
+
+@misc{liu2025videoalign,
+    title  = {{Improving Video Generation with Human Feedback}},
+    author = {Jie Liu and Gongye Liu and Jiajun Liang and Ziyang Yuan and Xiaokun Liu and Mingwu Zheng and Xiele Wu
+              and Qulin Wang and Wenyu Qin and Menghan Xia and Xintao Wang and Xiaohong Liu and Fei Yang and
+              Pengfei Wan and Di Zhang and Kun Gai and Yujiu Yang and Wanli Ouyang},
+    year   = {2025},
+    eprint = {2501.13918},
+    archivePrefix = {arXiv}
+}
+```
+"""
+
+
+def _render_model_card(
+    *,
+    adapter: VideoModelAdapter,
+    args: VideoDPOConfig,
+    model_name: str,
+    dataset_name: str | None,
+    tags: list[str],
+    log_history: list[dict[str, Any]],
+    num_train_pairs: int | None,
+) -> str:
+    """A diffusers-style LoRA model card: YAML metadata, usage snippet, training summary, citations."""
+    pipeline = adapter.pipeline
+    config = getattr(pipeline, "config", {}) or {}
+    base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
+    pipeline_class = type(pipeline).__name__
+    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
+    first_module = next(iter(adapter.trainable_modules.values()))
+    peft_config = getattr(first_module, "peft_config", {}).get("default")
+    rank = getattr(peft_config, "r", None)
+    alpha = getattr(peft_config, "lora_alpha", None)
+    targets = sorted(getattr(peft_config, "target_modules", None) or [])
+    evals = [log for log in log_history if "eval_rewards/accuracies" in log]
+    last_eval = evals[-1] if evals else None
+
+    meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
+    if base_model and not os.path.isdir(str(base_model)):
+        meta.append(f"base_model: {base_model}")
+    meta.append("tags:")
+    meta += [f"- {tag}" for tag in dict.fromkeys([*tags, adapter.family, "template:diffusion-lora"])]
+    if dataset_name:
+        meta.append(f"datasets:\n- {dataset_name}")
+    meta.append("---")
+
+    if len(lora_files) == 1 and lora_files[0] == "pytorch_lora_weights.safetensors":
+        load = 'pipe.load_lora_weights("<this repo or folder>")'
+    else:
+        load = (
+            "from icreward.adapters import load_wan22_lora\n"
+            'load_wan22_lora(pipe, "<this repo or folder>")  # each expert\'s LoRA into its expert'
+        )
+    if args.loss_type == "sft":
+        objective = "supervised fine-tuning on the chosen videos (SFT baseline)"
+    elif adapter.prediction_type == "flow":
+        objective = f"Flow-DPO (Diffusion-DPO on velocity targets), beta = {args.beta}"
+    else:
+        objective = f"Diffusion-DPO on {adapter.prediction_type} targets, beta = {args.beta}"
+    lines = [
+        *meta,
+        "",
+        f"# {model_name}",
+        "",
+        f"A LoRA for `{base_model or pipeline_class}` ({adapter.family}) trained with "
+        "[icreward](https://github.com/icreward/icreward)'s `VideoDPOTrainer`: image-to-video preference "
+        "optimisation towards videos that stay consistent with their reference image, following the ICReward "
+        "recipe (pairs where the ICReward model's pick is preferred over the MLP baseline's pick).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import torch",
+        f"from diffusers import {pipeline_class}",
+        "",
+        f'pipe = {pipeline_class}.from_pretrained("{base_model or "<base model>"}", torch_dtype=torch.bfloat16)',
+        load,
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- objective: {objective}; reference model: the base model (LoRA disabled)",
+        f"- timestep sampling: {args.timestep_sampling}; video size: {args.num_frames} frames at "
+        f"{args.height}x{args.width}",
+        f"- LoRA: rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}",
+        f"- learning rate {args.learning_rate}, per-device batch {args.per_device_train_batch_size}, "
+        f"gradient accumulation {args.gradient_accumulation_steps}, seed {args.seed}",
+    ]
+    if num_train_pairs is not None:
+        lines.append(f"- training pairs: {num_train_pairs}")
+    if last_eval is not None:
+        lines.append(
+            f"- held-out preference accuracy at step {last_eval.get('step')}: "
+            f"{last_eval['eval_rewards/accuracies']:.3f}"
+        )
+    lines += ["", "## Citation", "", _CITATIONS]
+    return "\n".join(lines)
