@@ -275,3 +275,11 @@ def test_numpy_channels_last_video_is_accepted():
     video = (np.random.default_rng(0).random((3, 20, 20, 3)) * 255).astype(np.uint8)
     out = processor(videos=video, reference_images=video[0])
     assert out["pixel_values"].shape == (1, 2, 3, 16, 16)
+
+
+def test_single_frame_videos_are_scored():
+    model = _models()[0]
+    videos, refs = _batch(frames=1)
+    with torch.no_grad():
+        scores = model(pixel_values=videos, reference_pixel_values=refs).scores
+    assert scores.shape == (2,) and torch.isfinite(scores).all()

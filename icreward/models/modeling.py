@@ -315,6 +315,19 @@ class _CrossAttentionBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
+def _matching_stats(frames: torch.Tensor, ref: torch.Tensor, global_cosine: bool) -> torch.Tensor:
+    """Per-frame matching statistics of ``frames (B, F, T, D)`` against ``ref (B, Tr, D)`` -> ``(B, F, 3 or 4)``."""
+    batch, num_frames, tokens, _ = frames.shape
+    sim = F.normalize(frames.flatten(1, 2), dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (B, F * T, Tr)
+    sim = sim.view(batch, num_frames, tokens, -1)
+    explained = sim.max(dim=3).values.mean(dim=2)  # (B, F): frame tokens found in the reference
+    coverage = sim.max(dim=2).values  # (B, F, Tr): reference tokens found in the frame
+    stats = [explained, coverage.mean(dim=2), coverage.min(dim=2).values]
+    if global_cosine:
+        stats.append(F.cosine_similarity(frames.mean(dim=2), ref.mean(dim=1)[:, None], dim=-1))
+    return torch.stack(stats, dim=2)
+
+
 class ImageConsistencyHead(nn.Module):
     """The attention-based Image Consistency head.
 
@@ -322,26 +335,35 @@ class ImageConsistencyHead(nn.Module):
        embedding. No spatial position embedding: matching is by content, so camera motion that moves content
        around the frame is not mistaken for inconsistency.
     2. Cross-attention blocks: every frame token attends to the reference tokens.
-    3. Per frame: attention pooling over tokens, plus three matching statistics of the projected tokens
-       (how well frame tokens are explained by the reference, how well the reference is covered by the frame
-       (catches removed objects) and its worst-covered reference token).
+    3. Per frame: attention pooling over tokens, plus matching statistics, both of the learned projection and
+       of the raw backbone features (parameter-free, so they cannot overfit): how well frame tokens are
+       explained by the reference, how well the reference is covered by the frame (catches removed objects),
+       its worst-covered reference token, and (raw only) the cosine of the pooled features.
     4. Over time: masked mean, max and min of the per-frame vectors and their mean frame-to-frame change
-       (catches flicker and drift), then one logit per output head.
+       (catches flicker and drift), plus video-level summaries of the raw statistics: their mean and minimum
+       over time and the consistency of consecutive frames' pooled features (mean, minimum, and the spread of
+       the reference cosine over time), as VBench's I2V metrics use them. These summaries also reach the logits
+       through a linear skip, so the head starts from the zero-shot matching signal and learns what it misses.
     """
 
     def __init__(
         self, in_dim: int, hidden: int, num_heads: int, num_layers: int, dropout: float, max_frames: int, num_outputs: int
     ):
         super().__init__()
+        self.num_stats = 3 + 4  # learned-space and raw-feature matching statistics
         self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden))
         self.frame_embedding = nn.Embedding(max_frames, hidden)
         self.blocks = nn.ModuleList(_CrossAttentionBlock(hidden, num_heads, dropout) for _ in range(num_layers))
         self.pool_query = nn.Parameter(torch.zeros(1, 1, hidden))
         self.pool = nn.MultiheadAttention(hidden, num_heads, batch_first=True)
-        self.frame_mlp = nn.Sequential(nn.Linear(hidden + 3, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.frame_mlp = nn.Sequential(
+            nn.Linear(hidden + self.num_stats, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+        )
+        self.num_video_stats = 2 * self.num_stats + 3
+        self.skip = nn.Linear(self.num_video_stats, num_outputs)
         self.out = nn.Sequential(
-            nn.LayerNorm(4 * hidden),
-            nn.Linear(4 * hidden, hidden),
+            nn.LayerNorm(4 * hidden + self.num_video_stats),
+            nn.Linear(4 * hidden + self.num_video_stats, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_outputs),
@@ -360,12 +382,10 @@ class ImageConsistencyHead(nn.Module):
         # video equals attending per frame, without copying the reference for every frame.
         x = frames.flatten(1, 2)
 
-        # Matching statistics between projected frame and reference tokens, per frame.
-        sim = F.normalize(x, dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (B, F * T, Tr)
-        sim = sim.view(batch, num_frames, tokens, -1)
-        explained = sim.max(dim=3).values.mean(dim=2)  # (B, F)
-        coverage = sim.max(dim=2).values  # (B, F, Tr)
-        stats = torch.stack([explained, coverage.mean(dim=2), coverage.min(dim=2).values], dim=2)  # (B, F, 3)
+        stats = torch.cat(
+            [_matching_stats(frames, ref, global_cosine=False), _matching_stats(frame_tokens.float(), ref_tokens.float(), True)],
+            dim=2,
+        )  # (B, F, num_stats)
 
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
@@ -384,7 +404,30 @@ class ImageConsistencyHead(nn.Module):
         mini = grid.masked_fill(~mask, float("inf")).min(dim=1).values
         pair_mask = (frame_mask[:, 1:] & frame_mask[:, :-1])[..., None]
         change = ((grid[:, 1:] - grid[:, :-1]).abs() * pair_mask).sum(dim=1) / pair_mask.sum(dim=1).clamp(min=1)
-        return self.out(torch.cat([mean, maxi, mini, change], dim=1))  # (B, num_outputs)
+        video_stats = self._video_stats(frame_tokens.float(), stats, frame_mask)
+        return self.out(torch.cat([mean, maxi, mini, change, video_stats], dim=1)) + self.skip(video_stats)
+
+    @staticmethod
+    def _video_stats(frame_tokens: torch.Tensor, stats: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Parameter-free video-level summaries: mean/min over time of the per-frame statistics, and the
+        consistency of consecutive frames' pooled features (mean, min) and spread of the reference cosine."""
+        mask = frame_mask[..., None]
+        count = mask.sum(dim=1).clamp(min=1)
+        stats_mean = (stats * mask).sum(dim=1) / count
+        stats_min = stats.masked_fill(~mask, float("inf")).min(dim=1).values
+        pooled = frame_tokens.mean(dim=2)  # (B, F, D)
+        if pooled.shape[1] == 1:  # no frame pairs at all
+            pooled = pooled.expand(-1, 2, -1)
+            frame_mask = frame_mask.expand(-1, 2) & torch.tensor([True, False], device=frame_mask.device)
+        consecutive = F.cosine_similarity(pooled[:, 1:], pooled[:, :-1], dim=-1)  # (B, F - 1)
+        pair_mask = frame_mask[:, 1:] & frame_mask[:, :-1]
+        pairs = pair_mask.sum(dim=1)
+        # A single-frame video has no consecutive pair: it counts as perfectly consistent over time (as VBench).
+        tc_mean = torch.where(pairs > 0, (consecutive * pair_mask).sum(dim=1) / pairs.clamp(min=1), 1.0)
+        tc_min = torch.where(pairs > 0, consecutive.masked_fill(~pair_mask, float("inf")).min(dim=1).values, 1.0)
+        global_cos = stats[..., -1]
+        spread = ((global_cos - stats_mean[:, -1:]).pow(2) * frame_mask).sum(dim=1) / count[:, 0]
+        return torch.cat([stats_mean, stats_min, tc_mean[:, None], tc_min[:, None], spread.sqrt()[:, None]], dim=1)
 
 
 class ICRewardModel(_RewardPreTrainedModel):
