@@ -283,3 +283,13 @@ def test_single_frame_videos_are_scored():
     with torch.no_grad():
         scores = model(pixel_values=videos, reference_pixel_values=refs).scores
     assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_frozen_reward_model_is_differentiable_with_respect_to_pixels():
+    """Used as a reward (e.g. for reward feedback), gradients reach the video but the frozen backbone stays put."""
+    model = _models()[0]
+    videos, refs = _batch()
+    videos.requires_grad_(True)
+    model(pixel_values=videos, reference_pixel_values=refs).scores.sum().backward()
+    assert videos.grad is not None and videos.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.backbone.parameters())

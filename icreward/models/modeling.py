@@ -181,7 +181,9 @@ class _RewardPreTrainedModel(PreTrainedModel):
         return getattr(self, "head_gradient_checkpointing", False)
 
     def _encode(self, images: torch.Tensor):
-        if self.backbone_is_trainable:
+        # A frozen backbone runs without autograd, unless the pixels themselves need gradients (the model is then
+        # a differentiable reward, e.g. for reward-feedback learning).
+        if self.backbone_is_trainable or (images.requires_grad and torch.is_grad_enabled()):
             return self.backbone(images)
         with torch.no_grad():
             return self.backbone(images)

@@ -1,0 +1,199 @@
+"""Training arguments of :class:`~icreward.trainers.reward_feedback_trainer.RewardFeedbackTrainer` (TRL-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["RewardFeedbackConfig"]
+
+
+@dataclass
+class RewardFeedbackConfig(TrainingArguments):
+    r"""Configuration of :class:`RewardFeedbackTrainer`, a :class:`~transformers.TrainingArguments` subclass.
+
+    Reward feedback learning for image-to-video diffusion models with truncated backpropagation (DRaFT-K, Clark et
+    al., 2024) and a velocity KL regulariser, as in IPRO (identity-preserving I2V via reward-guided optimisation,
+    arXiv 2510.14255). Each step samples a video from pure noise with the image condition through all
+    ``num_inference_steps`` (T) sampler steps, with gradients only through the last ``truncated_backprop_steps`` (K),
+    decodes it with the frozen VAE, scores it, and minimises
+
+    ``loss = -sum_i w_i * reward_i + kl_weight * sum_k w_k * ||v_theta(x_k, t_k) - v_ref(x_k, t_k)||^2``
+
+    over the K trained steps, ``v_ref`` being the same network with its LoRA disabled on the same ``x_k``.
+
+    IPRO's recipe (Wan 2.2 A14B, low-noise expert only), which the defaults follow:
+
+    ============================  ==============================================================================
+    IPRO                          here
+    ============================  ==============================================================================
+    Adam, learning rate 2e-5      ``learning_rate=2e-5`` (LoRA fine-tuning often uses ~1e-4; IPRO states 2e-5)
+    100 steps                     ``max_steps=100``
+    batch size 64                 ``per_device_train_batch_size=1``, ``gradient_accumulation_steps=64``: on N
+                                  processes use ``64 / N`` to keep the effective batch at 64
+    K = 4                         ``truncated_backprop_steps=4``
+    face reward weight 0.1        ``reward_weights=None`` means 0.1 for every reward
+    KL weight 1                   ``kl_weight=1.0``
+    Wan2.2-Lightning, 8 steps,    ``num_inference_steps=8``, ``guidance_scale=1.0``; with an undistilled base,
+    no CFG                        raise the steps (20-50) or load a distilled LoRA into the pipeline first
+    ============================  ==============================================================================
+
+    Everything ``TrainingArguments`` accepts works too (``output_dir``, ``save_steps``, ``use_cpu``,
+    ``report_to``, ``push_to_hub`` ...). Defaults differ where reward feedback or CPU runs need it: ``bf16=False``
+    (TRL's ``True`` raises on CPU; turn it on on GPUs), ``remove_unused_columns=False`` (the collator reads the
+    ``image`` / ``prompt`` / ``ground_truth`` columns), ``lr_scheduler_type="constant"``, ``logging_steps=1``.
+
+    Memory: activations are kept only for the last K steps, so peak memory does not grow with T.
+    ``activation_checkpointing=True`` (alias ``gradient_checkpointing``) checkpoints each of the K denoiser calls
+    as a whole, keeping only its input latents and recomputing one step at a time in the backward pass, so memory
+    barely grows with K either. ``decode_frame_subset`` decodes (and scores) only a window of latent frames.
+    """
+
+    num_inference_steps: int = field(
+        default=8,
+        metadata={
+            "help": "T: sampler steps from pure noise to the video. IPRO samples with the distilled Wan2.2-Lightning "
+            "(8 steps, no CFG); undistilled models need 20-50 for clean samples."
+        },
+    )
+    truncated_backprop_steps: int = field(
+        default=4,
+        metadata={
+            "help": "K: only the last K sampler steps carry gradients (DRaFT-K); the first T - K run without autograd. "
+            "IPRO uses K = 4 and found late (low-noise) steps better than early ones."
+        },
+    )
+    kl_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the velocity KL regulariser against the LoRA-disabled network on the K trained steps "
+            "(IPRO: 1). 0 skips the reference forward passes."
+        },
+    )
+    kl_step_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-step weights w_t of the KL term, one per trained step in sampling order (noisiest first); "
+            "None gives 1 for every step."
+        },
+    )
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of each reward (in the order of `reward_funcs`). None gives 0.1 to every reward, IPRO's "
+            "face-reward weight. Not allowed together with weights given in a {name: (reward, weight)} mapping."
+        },
+    )
+    guidance_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Classifier-free guidance during training samples and validation videos. Keep 1 for training, as "
+            "IPRO (a distilled, guidance-free sampler): above 1 every step runs the denoiser twice (memory and time "
+            "double on the K trained steps)."
+        },
+    )
+    negative_prompt: str = field(default="", metadata={"help": "Negative prompt when guidance_scale > 1."})
+    decode_frame_subset: int | None = field(
+        default=None,
+        metadata={
+            "help": "Decode and score only this many consecutive latent frames, a random window per step (about 4 "
+            "video frames per latent frame for Wan/CogVideoX), to save VAE memory (as VADER). Windows not starting "
+            "at frame 0 are decoded as a clip of their own by causal VAEs, an approximation. None decodes all."
+        },
+    )
+    num_frames: int = field(default=81, metadata={"help": "Frames per generated video; 4k + 1 for Wan/CogVideoX."})
+    height: int = field(default=480, metadata={"help": "Video height; reference images are cover-resized to it."})
+    width: int = field(default=832, metadata={"help": "Video width; reference images are cover-resized to it."})
+    max_sequence_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Text tokens per prompt; the model family's default when unset (512 for Wan, which Wan 2.1 I2V "
+            "requires; 226 for CogVideoX)."
+        },
+    )
+    wan22_train_expert: str = field(
+        default="low_noise",
+        metadata={
+            "help": "Wan 2.2 A14B: which expert gets LoRA: 'low_noise' (transformer_2, as in IPRO), 'high_noise' or "
+            "'both'. The K trained steps must reach the trained expert's timestep range.",
+            "choices": ["low_noise", "high_noise", "both"],
+        },
+    )
+    ground_truth_max_frames: int | None = field(
+        default=None,
+        metadata={
+            "help": "Frames read from each row's ground-truth clip for the face pool (evenly spaced); None reads all "
+            "frames, as IPRO's facial scoring mechanism."
+        },
+    )
+    validation_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Every N optimiser steps (and before training), generate validation videos into "
+            "`<output_dir>/validation/step-<N>/` (mp4 + rewards.json), log their rewards, and send the videos to "
+            "wandb / tensorboard when those are in `report_to`. None disables."
+        },
+    )
+    num_validation_videos: int = field(
+        default=2,
+        metadata={"help": "Validation videos per round: the first rows of eval_dataset, else of train_dataset."},
+    )
+    validation_fps: float = field(default=16.0, metadata={"help": "Frame rate of the saved validation videos."})
+    bf16: bool = field(
+        default=False, metadata={"help": "bfloat16 mixed precision (off by default: it raises on CPU)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep all dataset columns; the collator reads image/prompt/ground_truth."}
+    )
+    learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate (IPRO: 2e-5 with Adam)."})
+    max_steps: int = field(default=100, metadata={"help": "Optimiser steps (IPRO: 100)."})
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Videos per device per micro-step."})
+    gradient_accumulation_steps: int = field(
+        default=64,
+        metadata={"help": "Micro-steps per optimiser step. IPRO's batch of 64 = processes x per-device batch x this."},
+    )
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps (or fraction of training)."})
+
+    def __post_init__(self):
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if not 1 <= self.truncated_backprop_steps <= self.num_inference_steps:
+            raise ValueError(
+                f"truncated_backprop_steps (K) must be between 1 and num_inference_steps ({self.num_inference_steps}), "
+                f"got {self.truncated_backprop_steps}"
+            )
+        if self.kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if self.kl_step_weights is not None:
+            self.kl_step_weights = [float(w) for w in self.kl_step_weights]
+            if len(self.kl_step_weights) != self.truncated_backprop_steps:
+                raise ValueError(
+                    f"kl_step_weights needs one weight per trained step ({self.truncated_backprop_steps}), "
+                    f"got {len(self.kl_step_weights)}"
+                )
+            if any(w < 0 for w in self.kl_step_weights):
+                raise ValueError(f"kl_step_weights must be >= 0, got {self.kl_step_weights}")
+        if self.reward_weights is not None:
+            self.reward_weights = [float(w) for w in self.reward_weights]
+        if self.guidance_scale < 1.0:
+            raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {self.guidance_scale}")
+        if self.decode_frame_subset is not None and self.decode_frame_subset < 1:
+            raise ValueError(f"decode_frame_subset must be >= 1 or None, got {self.decode_frame_subset}")
+        if self.wan22_train_expert not in ("low_noise", "high_noise", "both"):
+            raise ValueError(
+                f"wan22_train_expert must be 'low_noise', 'high_noise' or 'both', got {self.wan22_train_expert!r}"
+            )
+        if self.validation_steps is not None and self.validation_steps < 1:
+            raise ValueError(f"validation_steps must be >= 1 or None, got {self.validation_steps}")
+        if self.num_validation_videos < 0:
+            raise ValueError(f"num_validation_videos must be >= 0, got {self.num_validation_videos}")
+        if self.ground_truth_max_frames is not None and self.ground_truth_max_frames < 1:
+            raise ValueError(f"ground_truth_max_frames must be >= 1 or None, got {self.ground_truth_max_frames}")
+        for name in ("num_frames", "height", "width"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.validation_fps <= 0:
+            raise ValueError(f"validation_fps must be positive, got {self.validation_fps}")
+        super().__post_init__()

@@ -1,0 +1,1151 @@
+"""Reward feedback learning (DRaFT-K with a velocity KL regulariser, as in IPRO) for image-to-video pipelines.
+
+```python
+from peft import LoraConfig
+from icreward import RewardFeedbackConfig, RewardFeedbackTrainer
+from icreward.rewards.combined import FaceReward
+
+trainer = RewardFeedbackTrainer(
+    model=pipe,                                   # a diffusers I2V pipeline (Wan 2.1/2.2, CogVideoX) or an adapter
+    reward_funcs={"face": (FaceReward("dlib"), 0.1)},
+    args=RewardFeedbackConfig(output_dir="wan-ipro", num_inference_steps=8, truncated_backprop_steps=4),
+    train_dataset="rows.jsonl",                   # rows: image, prompt, optional ground_truth (video or frame folder)
+    peft_config=LoraConfig(r=32, lora_alpha=32),
+)
+trainer.train()
+trainer.save_model()                              # LoRA in diffusers format + model card
+pipe.load_lora_weights("wan-ipro")
+```
+
+Each micro-step, for a batch of (reference image, prompt) rows:
+
+1. encode the conditions (text, image) without gradients and draw pure noise ``x_T``;
+2. run the sampler through all ``T`` steps with the model's own step function (``adapter.denoise_step``; the
+   pipelines' ``__call__`` runs under ``no_grad``): the first ``T - K`` steps without autograd, the last ``K`` with
+   it (DRaFT-K), each optionally checkpointed as a whole;
+3. on the ``K`` trained steps, also predict the velocity with the LoRA disabled on the same ``x_t`` (no
+   gradients): the KL regulariser is :func:`icreward.losses.velocity_kl` of the two;
+4. decode with the frozen VAE (optionally a window of latent frames) to ``[0, 1]`` and score with the rewards;
+5. minimise ``-sum_i w_i * reward_i + kl_weight * KL``.
+
+Logged metrics (``eval_`` prefix on evaluation): ``reward`` (the weighted total), ``rewards/<name>`` (each reward,
+unweighted), ``rewards/<name>/<stat>`` (reward diagnostics, e.g. ``rewards/face/faces_found_rate``),
+``rewards/<name>/nonfinite`` (scores replaced by the NaN guard), ``kl``, ``loss/reward``, ``loss/kl``, and the
+Trainer's ``loss``, ``grad_norm`` and ``learning_rate``. Validation rounds log ``validation/reward`` and
+``validation/rewards/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import torch
+from datasets import Dataset
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import Trainer, TrainerCallback
+
+from ..adapters import VideoModelAdapter, get_adapter
+from ..losses import velocity_kl
+from ..rewards.combined import BaseVideoReward, CombinedReward, as_video_reward
+from .reward_feedback_config import RewardFeedbackConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RewardFeedbackCollator",
+    "RewardFeedbackTrainer",
+    "TruncatedSample",
+    "load_ground_truth_frames",
+    "load_prompt_dataset",
+    "sample_with_truncated_backprop",
+]
+
+_ROW_KEY_COLUMN = "__reward_row_key"
+_TRAINING_ARGS_NAME = "training_args.bin"
+#: IPRO's face-reward weight, the default weight of every reward.
+DEFAULT_REWARD_WEIGHT = 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling with truncated backpropagation (DRaFT-K)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TruncatedSample:
+    """Result of :func:`sample_with_truncated_backprop`.
+
+    Attributes:
+        latents: the final latents ``x_0`` (with an autograd graph through the last ``K`` steps when grad mode is on).
+        velocities: the policy's predictions on the ``K`` trained steps, in sampling order.
+        reference_velocities: the LoRA-disabled predictions on the same inputs (empty unless requested).
+        grad_timesteps: the ``K`` timesteps of the trained steps.
+    """
+
+    latents: torch.Tensor
+    velocities: list[torch.Tensor]
+    reference_velocities: list[torch.Tensor]
+    grad_timesteps: torch.Tensor
+
+
+def _concat_conditions(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    if set(first) != set(second):
+        raise ValueError(f"condition keys differ: {sorted(first)} vs {sorted(second)}")
+    return {k: torch.cat([first[k], second[k]]) if torch.is_tensor(first[k]) else first[k] for k in first}
+
+
+def sample_with_truncated_backprop(
+    adapter: VideoModelAdapter,
+    latents: torch.Tensor,
+    conditions: Mapping[str, torch.Tensor],
+    timesteps: torch.Tensor | Sequence[float],
+    *,
+    num_grad_steps: int,
+    negative_conditions: Mapping[str, torch.Tensor] | None = None,
+    guidance_scale: float = 1.0,
+    compute_reference: bool = False,
+    checkpoint_steps: bool = False,
+) -> TruncatedSample:
+    """Sample from ``latents`` (pure noise) through every step, with autograd only on the last ``num_grad_steps``.
+
+    The first ``len(timesteps) - 1 - num_grad_steps`` steps run under ``torch.no_grad()``, so their activations are
+    never stored and peak memory does not depend on the number of steps. The trained steps run in the caller's grad
+    mode (under an outer ``no_grad`` nothing is trained, which is how evaluation and validation sample).
+
+    Args:
+        adapter: the model family's adapter (``predict``, ``denoise_step``, ``disable_lora``).
+        latents: initial noise ``x_T``, shaped like the family's latents.
+        conditions: from ``adapter.prepare_conditions``.
+        timesteps: ``T + 1`` values from ``adapter.inference_timesteps(T)`` (the last is the final ``0``).
+        num_grad_steps: ``K``, between 0 and ``T``.
+        negative_conditions: conditions of the negative prompt, for classifier-free guidance.
+        guidance_scale: CFG scale; 1 (the default, as IPRO) runs the denoiser once per step.
+        compute_reference: also predict with the LoRA disabled on the trained steps' inputs (for the KL term).
+        checkpoint_steps: checkpoint each trained denoiser call as a whole: only its input latents are kept, and
+            the call is recomputed during the backward pass.
+    """
+    timesteps = torch.as_tensor(timesteps, dtype=torch.float32)
+    if timesteps.ndim != 1 or len(timesteps) < 2:
+        raise ValueError(f"timesteps must be a 1-d sequence of T + 1 values, got shape {tuple(timesteps.shape)}")
+    num_steps = len(timesteps) - 1
+    if not 0 <= num_grad_steps <= num_steps:
+        raise ValueError(
+            f"num_grad_steps must be between 0 and the number of steps ({num_steps}), got {num_grad_steps}"
+        )
+    guided = guidance_scale != 1.0
+    if guided and negative_conditions is None:
+        raise ValueError("guidance_scale != 1 needs negative_conditions")
+    batch = latents.shape[0]
+    both_conditions = _concat_conditions(negative_conditions, conditions) if guided else None
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(x.device).expand(batch)
+        if not guided:
+            return adapter.predict(x, t, conditions)
+        uncond, cond = adapter.predict(torch.cat([x, x]), torch.cat([t, t]), both_conditions).chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+    first_grad_step = num_steps - num_grad_steps
+    latents = latents.detach()
+    with torch.no_grad():
+        for i in range(first_grad_step):
+            t, t_next = timesteps[i], timesteps[i + 1]
+            latents = adapter.denoise_step(latents, t, t_next, conditions, model_output=velocity(latents, t))
+    velocities, reference_velocities = [], []
+    for i in range(first_grad_step, num_steps):
+        t, t_next = timesteps[i], timesteps[i + 1]
+        if checkpoint_steps and torch.is_grad_enabled():
+            v = checkpoint(velocity, latents, t, use_reentrant=False)
+        else:
+            v = velocity(latents, t)
+        if compute_reference:
+            with torch.no_grad(), adapter.disable_lora():
+                reference_velocities.append(velocity(latents.detach(), t))
+        velocities.append(v)
+        latents = adapter.denoise_step(latents, t, t_next, conditions, model_output=v)
+    return TruncatedSample(latents, velocities, reference_velocities, timesteps[first_grad_step:num_steps])
+
+
+class _RewardFeedbackPolicy(nn.Module):
+    """The module the Trainer optimises and (under DDP) wraps: sampling, KL and decoding in one forward.
+
+    One forward per micro-step keeps DDP's contract (several denoiser calls happen inside it). Only the trained
+    denoiser(s) are submodules, so the Trainer neither moves, wraps nor saves the VAE, encoders or rewards.
+    """
+
+    def __init__(
+        self,
+        adapter: VideoModelAdapter,
+        *,
+        timesteps: torch.Tensor,
+        num_grad_steps: int,
+        kl_step_weights: list[float] | None,
+        compute_kl: bool,
+        guidance_scale: float,
+        frame_axis: int | None,
+    ):
+        super().__init__()
+        self.denoisers = nn.ModuleDict(adapter.trainable_modules)
+        self.adapter = adapter
+        self.timesteps = timesteps
+        self.num_grad_steps = num_grad_steps
+        self.kl_step_weights = kl_step_weights
+        self.compute_kl = compute_kl
+        self.guidance_scale = guidance_scale
+        self.frame_axis = frame_axis
+        self.checkpoint_steps = False
+
+    def forward(
+        self,
+        noise: torch.Tensor,
+        conditions: dict[str, torch.Tensor],
+        negative_conditions: dict[str, torch.Tensor] | None = None,
+        decode_start: int | None = None,
+        decode_length: int | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        sample = sample_with_truncated_backprop(
+            self.adapter,
+            noise,
+            conditions,
+            self.timesteps,
+            num_grad_steps=self.num_grad_steps,
+            negative_conditions=negative_conditions,
+            guidance_scale=self.guidance_scale,
+            compute_reference=self.compute_kl,
+            checkpoint_steps=self.checkpoint_steps,
+        )
+        kl = None
+        if self.compute_kl and sample.velocities:
+            kl = velocity_kl(sample.velocities, sample.reference_velocities, self.kl_step_weights)
+        latents = sample.latents
+        if decode_length is not None:
+            latents = latents.narrow(self.frame_axis, decode_start, decode_length)
+        return {"video": self.adapter.decode_latents(latents), "kl": kl}
+
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Checkpoint each trained denoiser call as a whole (called by the Trainer for ``activation_checkpointing``)."""
+        self.checkpoint_steps = True
+
+    def activation_checkpointing_disable(self) -> None:
+        self.checkpoint_steps = False
+
+    gradient_checkpointing_enable = activation_checkpointing_enable
+    gradient_checkpointing_disable = activation_checkpointing_disable
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return self.checkpoint_steps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_prompt_dataset(data: Any) -> Dataset:
+    """Rows of ``image`` (path or PIL), ``prompt`` and optional ``ground_truth`` as a ``datasets.Dataset``.
+
+    Accepts a ``Dataset``, a list of dicts, or a ``.jsonl`` / ``.json`` file (relative paths in ``image`` and
+    ``ground_truth`` are resolved against the file's folder). ``ground_truth`` is a video file, a folder of frames,
+    or a list of frame images: the real clip whose faces form IPRO's face pool.
+    """
+    base_dir: Path | None = None
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif path.suffix == ".json":
+            rows = json.loads(text)
+        else:
+            raise ValueError(f"unsupported dataset file {path}: use .jsonl or .json (or pass a datasets.Dataset)")
+        data, base_dir = rows, path.parent
+    if isinstance(data, (list, tuple)):
+        if not data or not all(isinstance(row, Mapping) for row in data):
+            raise ValueError("a dataset given as a list must be a non-empty list of dicts (image, prompt, ...)")
+        rows = [dict(row) for row in data]
+        if base_dir is not None:
+            for row in rows:
+                for column in ("image", "ground_truth"):
+                    row[column] = _resolve_paths(row.get(column), base_dir)
+        data = Dataset.from_list(rows)
+    if not isinstance(data, Dataset):
+        raise TypeError(
+            f"expected a datasets.Dataset, a list of dicts or a .jsonl/.json path, got {type(data).__name__} "
+            "(iterable datasets are not supported: rows are checked before training)"
+        )
+    missing = [c for c in ("image", "prompt") if c not in data.column_names]
+    if missing:
+        raise ValueError(f"dataset lacks column(s) {missing}; rows need image, prompt and optionally ground_truth")
+    if len(data) == 0:
+        raise ValueError("the dataset is empty")
+    return data
+
+
+def _resolve_paths(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return str(base_dir / value)
+    if isinstance(value, list):
+        return [_resolve_paths(v, base_dir) for v in value]
+    return value
+
+
+def _open_image(image: Any) -> PIL.Image.Image | str | os.PathLike:
+    """A row's image as something :func:`icreward.video.load_image` reads (datasets' undecoded dicts included)."""
+    if isinstance(image, Mapping):  # datasets.Image(decode=False): {"bytes": ..., "path": ...}
+        if image.get("bytes"):
+            return PIL.Image.open(io.BytesIO(image["bytes"]))
+        if image.get("path"):
+            return image["path"]
+        raise ValueError("image dict has neither bytes nor path")
+    return image
+
+
+def load_ground_truth_frames(value: Any, *, max_frames: int | None = None) -> torch.Tensor | None:
+    """A row's ``ground_truth`` as ``uint8 (P, 3, H, W)`` at its own resolution, or None when the row has none.
+
+    ``value``: a video file or a folder of frames (read with :func:`icreward.video.read_video`, ``max_frames`` evenly
+    spaced frames), or a list of frame images (paths or PIL). All frames must share one size.
+    """
+    from ..video import load_image, read_video
+
+    if value is None or (isinstance(value, str) and not value):
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return read_video(value, max_frames=max_frames)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return None
+        frames = [load_image(_open_image(frame)) for frame in value]
+        if max_frames is not None and len(frames) > max_frames:
+            from ..video import sample_frame_indices
+
+            frames = [frames[i] for i in sample_frame_indices(len(frames), max_frames)]
+        for i, frame in enumerate(frames):
+            if frame.shape != frames[0].shape:
+                raise ValueError(
+                    f"ground-truth frames must share one size: frame {i} is {frame.shape[2]}x{frame.shape[1]} but "
+                    f"frame 0 is {frames[0].shape[2]}x{frames[0].shape[1]}"
+                )
+        return torch.stack(frames)
+    raise ValueError(
+        f"ground_truth must be a video path, a frame folder or a list of frames, got {type(value).__name__}"
+    )
+
+
+def _row_key(row: Mapping[str, Any]) -> str:
+    """Stable id of a row's (reference image, ground truth): per-row reward state (face pools) is cached under it."""
+    image = row["image"]
+    if isinstance(image, (str, os.PathLike)):
+        image_id = os.path.abspath(os.fspath(image))
+    else:
+        opened = _open_image(image)
+        if isinstance(opened, PIL.Image.Image):
+            digest = hashlib.sha1(opened.convert("RGB").tobytes())
+            digest.update(repr(opened.size).encode())
+            image_id = digest.hexdigest()
+        else:
+            image_id = os.path.abspath(os.fspath(opened))
+    ground_truth = row.get("ground_truth")
+    return hashlib.sha1(json.dumps([image_id, repr(ground_truth)]).encode()).hexdigest()
+
+
+class RewardFeedbackCollator:
+    """Collate ``image`` / ``prompt`` / ``ground_truth`` rows into what the trainer and the rewards read.
+
+    Returns ``images`` (RGB PIL, cover-resized to ``height x width``, the conditioning images), ``reference_images``
+    (the same as ``(B, 3, H, W)`` float in ``[0, 1]``), ``prompts``, ``keys`` (row ids, see the dataset's key column),
+    ``ground_truth`` (the raw column) and, with ``load_ground_truth_frames``, ``ground_truth_frames`` (``uint8``
+    clips at their own resolution, or None).
+    """
+
+    def __init__(
+        self,
+        *,
+        height: int,
+        width: int,
+        load_ground_truth_frames: bool = False,
+        ground_truth_max_frames: int | None = None,
+    ):
+        self.height, self.width = height, width
+        self.load_ground_truth_frames = load_ground_truth_frames
+        self.ground_truth_max_frames = ground_truth_max_frames
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import numpy as np
+
+        from ..data.dpo_pairs import load_reference_image
+
+        images = [load_reference_image(_open_image(r["image"]), height=self.height, width=self.width) for r in rows]
+        reference = torch.stack([torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1) for image in images])
+        batch = {
+            "images": images,
+            "reference_images": reference.float() / 255.0,
+            "prompts": [r["prompt"] for r in rows],
+            "keys": [r[_ROW_KEY_COLUMN] if _ROW_KEY_COLUMN in r else _row_key(r) for r in rows],
+            "ground_truth": [r.get("ground_truth") for r in rows],
+        }
+        if self.load_ground_truth_frames:
+            batch["ground_truth_frames"] = [
+                load_ground_truth_frames(r.get("ground_truth"), max_frames=self.ground_truth_max_frames) for r in rows
+            ]
+        return batch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation videos
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _ValidationCallback(TrainerCallback):
+    """Generate validation videos before training and every ``validation_steps`` optimiser steps."""
+
+    def __init__(self, trainer: RewardFeedbackTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.trainer.generate_validation_videos()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.validation_steps and state.global_step % args.validation_steps == 0:
+            self.trainer.generate_validation_videos()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RewardFeedbackTrainer(Trainer):
+    """Reward feedback learning with truncated backpropagation and a velocity KL regulariser (DRaFT-K / IPRO).
+
+    Args:
+        model: a diffusers image-to-video pipeline (``WanImageToVideoPipeline`` for Wan 2.1 and Wan 2.2 A14B,
+            ``CogVideoXImageToVideoPipeline``), a Hub id / local folder of one, or a
+            :class:`~icreward.adapters.VideoModelAdapter`. LoRA goes into its denoiser (for Wan 2.2, the expert(s)
+            chosen by ``args.wan22_train_expert``; IPRO trains only the low-noise expert).
+        reward_funcs: what to maximise: a :class:`~icreward.rewards.combined.VideoReward` (any
+            ``(video, reference_images, batch) -> (B,)`` callable, a ``FaceIdentityReward``, an ``ICRewardModel``
+            ...), a list of them (weights from ``args.reward_weights``, default 0.1 each), a mapping
+            ``{name: reward}`` or ``{name: (reward, weight)}``, or a
+            :class:`~icreward.rewards.combined.CombinedReward`. Reward parameters are frozen; rewards that are
+            modules are moved to the training device.
+        args: a :class:`RewardFeedbackConfig`.
+        train_dataset, eval_dataset: rows with ``image`` (path or PIL), ``prompt`` and optional ``ground_truth``
+            (video file or frame folder for the face pool): a ``datasets.Dataset``, a list of dicts or a
+            ``.jsonl``/``.json`` path. Every row is loaded and passed to the rewards' ``prepare`` before training, so
+            that a bad row (unreadable file, ground-truth frames of different sizes, a reference without a
+            detectable face for a face reward) fails with a message naming it. ``eval_dataset`` gives the mean
+            reward of samples from fixed noise.
+        processing_class: unused by the loss (pipelines carry their own tokenizers); saved if given.
+        callbacks, optimizers: as in :class:`transformers.Trainer`.
+        peft_config: a peft ``LoraConfig``; ``target_modules=None`` uses the family's defaults. Required unless the
+            model already carries a LoRA adapter (the KL reference is the adapter-disabled network).
+        data_collator: defaults to :class:`RewardFeedbackCollator`.
+        reward: alias of ``reward_funcs``.
+    """
+
+    _tag_names = ["icreward", "reward-feedback", "draft", "ipro", "diffusers", "lora"]
+
+    def __init__(
+        self,
+        model: Any,
+        reward_funcs: Any = None,
+        args: RewardFeedbackConfig | None = None,
+        train_dataset: Dataset | list | str | os.PathLike | None = None,
+        eval_dataset: Dataset | list | str | os.PathLike | None = None,
+        processing_class: Any | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        peft_config: Any | None = None,
+        data_collator: Callable | None = None,
+        *,
+        reward: Any = None,
+    ):
+        if args is None:
+            args = RewardFeedbackConfig(output_dir="reward-feedback")
+        elif not isinstance(args, RewardFeedbackConfig):
+            raise TypeError(f"args must be a RewardFeedbackConfig, got {type(args).__name__}")
+        if reward is not None and reward_funcs is not None:
+            raise ValueError("pass the reward as reward_funcs or as reward, not both")
+        reward_funcs = reward if reward_funcs is None else reward_funcs
+        if reward_funcs is None:
+            raise ValueError("RewardFeedbackTrainer needs reward_funcs: the reward(s) to maximise")
+        if train_dataset is None:
+            raise ValueError("RewardFeedbackTrainer needs a train_dataset of (image, prompt[, ground_truth]) rows")
+
+        adapter = self._resolve_adapter(model, args)
+        self._setup_lora(adapter, peft_config)
+        self.adapter = adapter
+        self.reward = self._build_reward(reward_funcs, args.reward_weights)
+        self.reward.eval().requires_grad_(False)
+
+        timesteps = adapter.inference_timesteps(args.num_inference_steps)
+        self._check_trained_steps(adapter, timesteps, args)
+        frame_axis = self._latent_frame_axis(adapter, args) if args.decode_frame_subset is not None else None
+        if len(adapter.trainable_modules) > 1 and args.ddp_find_unused_parameters is None:
+            # Two experts: a step whose K trained timesteps all fall in one expert's range leaves the other unused.
+            args.ddp_find_unused_parameters = True
+
+        train_dataset = self._with_row_keys(load_prompt_dataset(train_dataset))
+        if eval_dataset is not None:
+            eval_dataset = self._with_row_keys(load_prompt_dataset(eval_dataset))
+
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._noise_step, self._noise_micro, self._eval_batch_index = -1, 0, 0
+        self._latent_shape_cache: tuple[int, ...] | None = None
+        self._warned_no_reward_gradient = False
+        self._warned_video_trackers: set[str] = set()
+
+        policy = _RewardFeedbackPolicy(
+            adapter,
+            timesteps=timesteps,
+            num_grad_steps=args.truncated_backprop_steps,
+            kl_step_weights=args.kl_step_weights,
+            compute_kl=args.kl_weight > 0,
+            guidance_scale=args.guidance_scale,
+            frame_axis=frame_axis,
+        )
+        collator = RewardFeedbackCollator(
+            height=args.height,
+            width=args.width,
+            load_ground_truth_frames=self.reward.needs_ground_truth_frames,
+            ground_truth_max_frames=args.ground_truth_max_frames,
+        )
+        super().__init__(
+            model=policy,
+            args=args,
+            data_collator=data_collator or collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self._validation_collator = collator
+        device = self.args.device
+        for module in self.adapter.encoder_modules.values():
+            module.to(device)
+        self.reward.to(device)
+
+        # Fail on bad rows before the first step, and build per-row reward state (face pools) once.
+        self._prepare_rewards(self.train_dataset, "train_dataset")
+        if self.eval_dataset is not None:
+            self._prepare_rewards(self.eval_dataset, "eval_dataset")
+        validation_source = self.eval_dataset if self.eval_dataset is not None else self.train_dataset
+        count = min(args.num_validation_videos, len(validation_source))
+        self._validation_rows = [validation_source[i] for i in range(count)] if args.validation_steps else []
+        if self._validation_rows:
+            self.add_callback(_ValidationCallback(self))
+
+    # ------------------------------------------------------------------------------------------------ setup
+    @staticmethod
+    def _resolve_adapter(model: Any, args: RewardFeedbackConfig) -> VideoModelAdapter:
+        base = get_adapter(model)
+        if model is base:  # an adapter built by the user: keep its settings
+            return base
+        options = {"train_expert": args.wan22_train_expert, "max_sequence_length": args.max_sequence_length}
+        accepted = inspect.signature(type(base).__init__).parameters
+        kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+        return type(base)(base.pipeline, **kwargs) if kwargs else base
+
+    @staticmethod
+    def _setup_lora(adapter: VideoModelAdapter, peft_config: Any) -> None:
+        if peft_config is not None:
+            if adapter.has_lora():
+                raise ValueError("the model already has a LoRA adapter; pass peft_config=None to keep training it")
+            adapter.add_lora(peft_config)
+        elif not adapter.has_lora():
+            raise ValueError(
+                "RewardFeedbackTrainer trains LoRA adapters (the KL reference is the LoRA-disabled network): pass "
+                f"peft_config=LoraConfig(r=..., lora_alpha=...) (default target modules for {adapter.family}: "
+                f"{list(adapter.default_lora_target_modules)})"
+            )
+        else:
+            adapter.freeze()
+            for module in adapter.trainable_modules.values():
+                for name, param in module.named_parameters():
+                    param.requires_grad_("lora_" in name)
+        # LoRA weights train in float32 even when the frozen base runs in bf16/fp16 (as diffusers' scripts do).
+        for module in adapter.trainable_modules.values():
+            for param in module.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
+
+    @staticmethod
+    def _build_reward(reward_funcs: Any, reward_weights: list[float] | None) -> CombinedReward:
+        """Normalise every accepted reward form into one :class:`CombinedReward`."""
+        if isinstance(reward_funcs, CombinedReward):
+            if reward_weights is not None:
+                raise ValueError("reward_weights is set in the config but the CombinedReward carries its own weights")
+            return reward_funcs
+        if isinstance(reward_funcs, Mapping):
+            names = list(reward_funcs)
+            entries = [reward_funcs[n] for n in names]
+            explicit = [isinstance(e, tuple) for e in entries]
+            if any(explicit) and reward_weights is not None:
+                raise ValueError(
+                    "reward weights are given twice: in the {name: (reward, weight)} mapping and in "
+                    "config.reward_weights; keep one"
+                )
+            rewards = [e[0] if isinstance(e, tuple) else e for e in entries]
+            weights = [e[1] if isinstance(e, tuple) else None for e in entries]
+        else:
+            items = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+            rewards = [as_video_reward(r) for r in items]
+            names = _unique_names(rewards)
+            weights = [None] * len(rewards)
+        if reward_weights is not None:
+            if len(reward_weights) != len(rewards):
+                raise ValueError(f"got {len(reward_weights)} reward_weights for {len(rewards)} rewards ({names})")
+            weights = list(reward_weights)
+        weights = [DEFAULT_REWARD_WEIGHT if w is None else float(w) for w in weights]
+        return CombinedReward({n: (r, w) for n, r, w in zip(names, rewards, weights, strict=True)})
+
+    @staticmethod
+    def _check_trained_steps(adapter: VideoModelAdapter, timesteps: torch.Tensor, args: RewardFeedbackConfig) -> None:
+        """The K trained steps must reach the trained expert (Wan 2.2), or no LoRA parameter gets a gradient."""
+        num_steps = len(timesteps) - 1
+        trained = timesteps[num_steps - args.truncated_backprop_steps : num_steps]
+        low, high = adapter.timestep_bounds
+        inside = (trained >= low) & (trained <= high)
+        if not bool(inside.any()):
+            raise ValueError(
+                f"none of the K={args.truncated_backprop_steps} trained steps (timesteps "
+                f"{[round(float(t), 1) for t in trained]}) falls in the trained expert's range [{low:.0f}, {high:.0f}] "
+                f"of {adapter!r}: no LoRA parameter would receive a gradient. Raise truncated_backprop_steps or "
+                "train the other expert (wan22_train_expert)."
+            )
+        if not bool(inside.all()):
+            logger.info(
+                "%d of the %d trained steps run the frozen expert: gradients pass through it to the trained one",
+                int((~inside).sum()),
+                len(trained),
+            )
+
+    @staticmethod
+    def _latent_frame_axis(adapter: VideoModelAdapter, args: RewardFeedbackConfig) -> int:
+        """The latent axis that indexes frames (needed to decode a window of frames)."""
+        axis = getattr(adapter, "latent_frame_axis", None)
+        if axis is not None:
+            return int(axis)
+        temporal = getattr(adapter, "vae_scale_factor_temporal", None)
+        if temporal is None:
+            raise ValueError(
+                f"decode_frame_subset needs to know which latent axis is time for {type(adapter).__name__}: give the "
+                "adapter a `latent_frame_axis` attribute, or set decode_frame_subset=None"
+            )
+        num_latent_frames = (args.num_frames - 1) // int(temporal) + 1
+        with torch.no_grad():
+            shape = adapter.prepare_latents(torch.zeros(1, args.num_frames, 3, args.height, args.width)).shape
+        axes = [i for i in range(1, len(shape)) if shape[i] == num_latent_frames]
+        if len(axes) != 1:
+            raise ValueError(
+                f"cannot tell the latent frame axis of {type(adapter).__name__} from latents of shape {tuple(shape)} "
+                f"({num_latent_frames} latent frames); give the adapter a `latent_frame_axis` attribute"
+            )
+        return axes[0]
+
+    @staticmethod
+    def _with_row_keys(dataset: Dataset) -> Dataset:
+        if _ROW_KEY_COLUMN in dataset.column_names:
+            dataset = dataset.remove_columns(_ROW_KEY_COLUMN)
+        return dataset.add_column(_ROW_KEY_COLUMN, [_row_key(row) for row in dataset])
+
+    def _reward_uses_rows(self) -> bool:
+        """Whether some reward overrides ``prepare`` (so ground-truth clips must be decoded up front)."""
+        rewards = self.reward.rewards.values()
+        return any(type(r).prepare is not BaseVideoReward.prepare for r in rewards)
+
+    def _prepare_rewards(self, dataset: Dataset, what: str) -> None:
+        """Load every row (reference image, ground truth) and hand it to the rewards' ``prepare``."""
+        from ..rewards.face import FaceNotFoundError
+        from ..video import load_image
+
+        decode = self._reward_uses_rows()
+        done: set[str] = set()
+        for index in range(len(dataset)):
+            row = dataset[index]
+            key = row[_ROW_KEY_COLUMN]
+            if not isinstance(row["prompt"], str):
+                raise ValueError(f"{what} row {index}: prompt must be a string, got {type(row['prompt']).__name__}")
+            if key in done:
+                continue
+            described = _describe(row["image"])
+            try:
+                reference = load_image(_open_image(row["image"])).float() / 255.0
+            except Exception as error:
+                raise ValueError(f"{what} row {index}: cannot load image {described}: {error}") from error
+            ground_truth = row.get("ground_truth")
+            frames = None
+            if ground_truth not in (None, "", []):
+                if decode:
+                    try:
+                        frames = load_ground_truth_frames(ground_truth, max_frames=self.args.ground_truth_max_frames)
+                    except Exception as error:
+                        raise ValueError(
+                            f"{what} row {index}: cannot use ground_truth {_describe(ground_truth)}: {error}"
+                        ) from error
+                elif isinstance(ground_truth, (str, os.PathLike)) and not os.path.exists(ground_truth):
+                    raise ValueError(f"{what} row {index}: ground_truth {ground_truth} does not exist")
+            try:
+                self.reward.prepare(reference, frames, key=key)
+            except FaceNotFoundError as error:
+                raise FaceNotFoundError(f"{what} row {index} (image {described}): {error}") from error
+            done.add(key)
+
+    # ------------------------------------------------------------------------------------------------- step
+    def _noise_generator(self, training: bool) -> torch.Generator:
+        """A CPU generator seeded from (seed, step, micro-batch, process): resuming replays identical noise."""
+        if training:
+            if self.state.global_step != self._noise_step:
+                self._noise_step, self._noise_micro = self.state.global_step, 0
+            index = ("train", self._noise_step, self._noise_micro)
+            self._noise_micro += 1
+        else:
+            index = ("eval", self._eval_batch_index)  # the same noise at every evaluation
+            self._eval_batch_index += 1
+        key = json.dumps([self.args.seed, self.accelerator.process_index, *index]).encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+
+    def _latent_shape(self) -> tuple[int, ...]:
+        """Per-sample latent shape for the configured video size (encoded once from a blank video)."""
+        if self._latent_shape_cache is None:
+            args = self.args
+            with torch.no_grad():
+                blank = torch.zeros(1, args.num_frames, 3, args.height, args.width)
+                self._latent_shape_cache = tuple(self.adapter.prepare_latents(blank).shape[1:])
+        return self._latent_shape_cache
+
+    def _encode_conditions(self, inputs: Mapping[str, Any]):
+        args, device = self.args, self.args.device
+        size = {"num_frames": args.num_frames, "height": args.height, "width": args.width}
+        with torch.no_grad():
+            conditions = self.adapter.prepare_conditions(inputs["images"], inputs["prompts"], **size)
+            negative = None
+            if args.guidance_scale != 1.0:
+                negative_prompts = [args.negative_prompt] * len(inputs["prompts"])
+                negative = self.adapter.prepare_conditions(inputs["images"], negative_prompts, **size)
+        move = lambda c: None if c is None else {k: v.to(device) if torch.is_tensor(v) else v for k, v in c.items()}  # noqa: E731
+        return move(conditions), move(negative)
+
+    def _decode_window(self, generator: torch.Generator) -> tuple[int | None, int | None]:
+        subset = self.args.decode_frame_subset
+        if subset is None:
+            return None, None
+        axis = self.model_wrapped_policy.frame_axis
+        num_latent_frames = self._latent_shape()[axis - 1]
+        if subset >= num_latent_frames:
+            return None, None
+        start = int(torch.randint(0, num_latent_frames - subset + 1, (1,), generator=generator))
+        return start, subset
+
+    @property
+    def model_wrapped_policy(self) -> _RewardFeedbackPolicy:
+        """The unwrapped policy module (whatever DDP / accelerate wrapped around it)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        args = self.args
+        training = model.training
+        conditions, negative = self._encode_conditions(inputs)
+        generator = self._noise_generator(training)
+        batch_size = len(inputs["prompts"])
+        noise = torch.randn((batch_size, *self._latent_shape()), generator=generator).to(args.device)
+        start, length = self._decode_window(generator)
+        out = model(noise, conditions, negative, decode_start=start, decode_length=length)
+        video, kl = out["video"], out["kl"]
+        reference_images = inputs["reference_images"].to(video.device)
+        rewards = self.reward.compute(video, reference_images, inputs)
+        if training and torch.is_grad_enabled() and not rewards.total.requires_grad:
+            self._warn_no_reward_gradient()
+
+        reward_loss = -rewards.total.mean()
+        loss = reward_loss
+        per_sample = {"reward": rewards.total, **{f"rewards/{name}": v for name, v in rewards.rewards.items()}}
+        scalars = {f"rewards/{name}/nonfinite": float(n) for name, n in rewards.num_nonfinite.items()}
+        scalars.update({f"rewards/{name}": value for name, value in rewards.stats.items()})
+        scalars["loss/reward"] = float(reward_loss.detach())
+        if kl is not None:
+            kl_loss = args.kl_weight * kl.mean()
+            loss = loss + kl_loss
+            per_sample["kl"] = kl
+            scalars["loss/kl"] = float(kl_loss.detach())
+        self._store(per_sample, scalars, training)
+        outputs = {"rewards": rewards.total.detach()}
+        return (loss, outputs) if return_outputs else loss
+
+    def _warn_no_reward_gradient(self) -> None:
+        if not self._warned_no_reward_gradient:
+            logger.warning(
+                "the reward has no gradient with respect to the generated video (a non-differentiable reward, or one "
+                "computed under no_grad): only the KL term trains the model"
+            )
+            self._warned_no_reward_gradient = True
+
+    def _store(self, per_sample: dict[str, torch.Tensor], scalars: dict[str, float], training: bool) -> None:
+        """Gather values from all processes and keep them until the next log (exact means over samples and steps).
+
+        Per-sample values go through ``gather_for_metrics`` (which drops the samples padded onto the last batch);
+        scalars, one per process and micro-step, through ``gather``.
+        """
+        mode = "train" if training else "eval"
+        device = self.args.device
+        for name, value in per_sample.items():
+            gathered = self.accelerator.gather_for_metrics(value.detach().float().reshape(-1))
+            self._metrics[mode][name].extend(gathered.cpu().tolist())
+        if scalars:
+            gathered = self.accelerator.gather(torch.tensor([list(scalars.values())], device=device))
+            for name, column in zip(scalars, gathered.cpu().T.tolist(), strict=True):
+                self._metrics[mode][name].extend(column)
+
+    def _pop_metrics(self, mode: str) -> dict[str, float]:
+        stored = self._metrics[mode]
+        metrics = {}
+        for name, values in stored.items():
+            if not values:
+                continue
+            # replaced-score counts are totals over the logging window; everything else is a mean
+            metrics[name] = sum(values) if name.endswith("/nonfinite") else sum(values) / len(values)
+        stored.clear()
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and "loss" in logs:
+            logs = {**logs, **self._pop_metrics("train")}
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        rewards = outputs["rewards"]
+        return loss, rewards, torch.zeros_like(rewards)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        self._eval_batch_index = 0
+        return super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._metrics["eval"].clear()
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        for name, value in self._pop_metrics("eval").items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        return output
+
+    @torch.no_grad()
+    def generate_validation_videos(self) -> dict[str, float]:
+        """Sample the validation rows from fixed noise with the current LoRA, save, score and log them.
+
+        Videos go to ``<output_dir>/validation/step-<global_step>/<i>.mp4`` with ``rewards.json`` beside them; the
+        rewards are logged as ``validation/reward`` and ``validation/rewards/<name>``, and the videos are sent to
+        wandb / tensorboard when those are in ``report_to``. Runs on the main process only (the other processes
+        carry on), so it does not support sharded models (FSDP / ZeRO-3). Returns the logged metrics.
+        """
+        if not self._validation_rows or not self.is_world_process_zero():
+            return {}
+        from ..video import to_uint8, write_video
+
+        args, adapter = self.args, self.adapter
+        step = self.state.global_step
+        out_dir = Path(args.output_dir) / "validation" / f"step-{step}"
+        policy = self.model_wrapped_policy
+        was_training = policy.training
+        policy.eval()
+        records, totals, per_reward, clips = [], [], defaultdict(list), []
+        try:
+            for i, row in enumerate(self._validation_rows):
+                batch = self._prepare_inputs(self._validation_collator([row]))
+                conditions, negative = self._encode_conditions(batch)
+                generator = torch.Generator().manual_seed(args.seed + i)  # the same noise at every round
+                noise = torch.randn((1, *self._latent_shape()), generator=generator).to(args.device)
+                with self.accelerator.autocast():
+                    sample = sample_with_truncated_backprop(
+                        adapter,
+                        noise,
+                        conditions,
+                        policy.timesteps,
+                        num_grad_steps=0,
+                        negative_conditions=negative,
+                        guidance_scale=args.guidance_scale,
+                    )
+                    video = adapter.decode_latents(sample.latents).float()
+                rewards = self.reward.compute(video, batch["reference_images"].to(video.device), batch)
+                path = write_video(out_dir / f"{i:02d}.mp4", video[0].cpu(), fps=args.validation_fps)
+                clips.append(to_uint8(video[0].cpu()))
+                totals.append(float(rewards.total[0]))
+                for name, value in rewards.rewards.items():
+                    per_reward[name].append(float(value[0]))
+                records.append(
+                    {
+                        "video": path.name,
+                        "prompt": row["prompt"],
+                        "reward": totals[-1],
+                        "rewards": {name: float(value[0]) for name, value in rewards.rewards.items()},
+                        "stats": rewards.stats,
+                    }
+                )
+        finally:
+            policy.train(was_training)
+        with open(out_dir / "rewards.json", "w", encoding="utf-8") as f:
+            json.dump({"step": step, "videos": records}, f, indent=2)
+        metrics = {"validation/reward": sum(totals) / len(totals)}
+        metrics.update({f"validation/rewards/{n}": sum(v) / len(v) for n, v in per_reward.items()})
+        # Trainer.log clears control.should_log; this runs inside on_step_end, before the step's own training log
+        should_log = self.control.should_log
+        self.log(metrics)
+        self.control.should_log = should_log
+        self._log_videos_to_trackers(clips, [r["prompt"] for r in records], out_dir, step)
+        return metrics
+
+    def _log_videos_to_trackers(
+        self, clips: list[torch.Tensor], captions: list[str], out_dir: Path, step: int
+    ) -> None:
+        report_to = self.args.report_to or []
+        if "wandb" in report_to:
+            try:
+                import wandb
+
+                if wandb.run is not None:
+                    videos = [
+                        wandb.Video(str(out_dir / f"{i:02d}.mp4"), caption=caption, format="mp4")
+                        for i, caption in enumerate(captions)
+                    ]
+                    wandb.log({"validation/videos": videos}, commit=False)
+            except Exception as error:  # a tracker failure must not stop training
+                self._warn_tracker("wandb", error)
+        if "tensorboard" in report_to:
+            from transformers.integrations import TensorBoardCallback
+
+            for callback in self.callback_handler.callbacks:
+                writer = getattr(callback, "tb_writer", None) if isinstance(callback, TensorBoardCallback) else None
+                if writer is None:
+                    continue
+                try:  # add_video needs moviepy
+                    writer.add_video(
+                        "validation/videos", torch.stack(clips), global_step=step, fps=self.args.validation_fps
+                    )
+                except Exception as error:
+                    self._warn_tracker("tensorboard", error)
+
+    def _warn_tracker(self, tracker: str, error: Exception) -> None:
+        if tracker not in self._warned_video_trackers:
+            logger.warning("could not send validation videos to %s (%s); they are saved on disk", tracker, error)
+            self._warned_video_trackers.add(tracker)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the LoRA in diffusers format (``pipe.load_lora_weights(output_dir)``), plus the training args."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.adapter.save_lora_weights(output_dir)
+        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, _TRAINING_ARGS_NAME))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if not _internal_call and self.args.should_save:
+            self.create_model_card(output_dir=output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        logger.info("Loading LoRA weights from %s", resume_from_checkpoint)
+        self.adapter.load_lora_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        logger.info("Loading best LoRA from %s (score: %s)", self.state.best_model_checkpoint, self.state.best_metric)
+        self.adapter.load_lora_weights(self.state.best_model_checkpoint)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        output_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write ``README.md`` (a diffusers LoRA model card citing IPRO and DRaFT) to ``output_dir``."""
+        if not self.is_world_process_zero():
+            return
+        output_dir = output_dir or self.args.output_dir
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        card = _render_model_card(
+            adapter=self.adapter,
+            args=self.args,
+            reward=self.reward,
+            model_name=model_name or os.path.basename(os.path.normpath(output_dir)),
+            dataset_name=dataset_name,
+            tags=[*self._tag_names, *tags],
+            log_history=self.state.log_history,
+            num_train_rows=len(self.train_dataset) if self.train_dataset is not None else None,
+        )
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+
+
+def _unique_names(rewards: Sequence[BaseVideoReward]) -> list[str]:
+    names: list[str] = []
+    for reward in rewards:
+        base = str(getattr(reward, "name", None) or type(reward).__name__).replace(".", "_")
+        candidate, suffix = base, 1
+        while candidate in names:
+            suffix += 1
+            candidate = f"{base}_{suffix}"
+        names.append(candidate)
+    return names
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, PIL.Image.Image):
+        return f"<PIL image {value.size[0]}x{value.size[1]}>"
+    if isinstance(value, (list, tuple)):
+        return f"<{len(value)} frames>"
+    return f"<{type(value).__name__}>"
+
+
+_CITATIONS = """\
+```bibtex
+@inproceedings{shen2026ipro,
+    title     = {{Identity-Preserving Image-to-Video Generation via Reward-Guided Optimization}},
+    author    = {Liao Shen and Wentao Jiang and Yiran Zhu and Jiahe Li and Tiezheng Ge and Zhiguo Cao and Bo Zheng},
+    booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year      = {2026},
+    eprint    = {2510.14255},
+    archivePrefix = {arXiv}
+}
+
+@inproceedings{clark2024draft,
+    title     = {{Directly Fine-Tuning Diffusion Models on Differentiable Rewards}},
+    author    = {Kevin Clark and Paul Vicol and Kevin Swersky and David J. Fleet},
+    booktitle = {The Twelfth International Conference on Learning Representations (ICLR)},
+    year      = {2024},
+    eprint    = {2309.17400},
+    archivePrefix = {arXiv}
+}
+```
+"""
+
+
+def _render_model_card(
+    *,
+    adapter: VideoModelAdapter,
+    args: RewardFeedbackConfig,
+    reward: CombinedReward,
+    model_name: str,
+    dataset_name: str | None,
+    tags: list[str],
+    log_history: list[dict[str, Any]],
+    num_train_rows: int | None,
+) -> str:
+    """A diffusers-style LoRA model card: YAML metadata, usage snippet, training summary, citations."""
+    pipeline = adapter.pipeline
+    config = getattr(pipeline, "config", {}) or {}
+    base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
+    pipeline_class = type(pipeline).__name__
+    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
+    first_module = next(iter(adapter.trainable_modules.values()))
+    peft_config = getattr(first_module, "peft_config", {}).get("default")
+    rank, alpha = getattr(peft_config, "r", None), getattr(peft_config, "lora_alpha", None)
+    targets = sorted(getattr(peft_config, "target_modules", None) or [])
+    train_logs = [log for log in log_history if "reward" in log]
+    first_log, last_log = (train_logs[0], train_logs[-1]) if train_logs else (None, None)
+
+    meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
+    if base_model and not os.path.isdir(str(base_model)):
+        meta.append(f"base_model: {base_model}")
+    meta.append("tags:")
+    meta += [f"- {tag}" for tag in dict.fromkeys([*tags, adapter.family, "template:diffusion-lora"])]
+    if dataset_name:
+        meta.append(f"datasets:\n- {dataset_name}")
+    meta.append("---")
+
+    if len(lora_files) == 1 and lora_files[0] == "pytorch_lora_weights.safetensors":
+        load = 'pipe.load_lora_weights("<this repo or folder>")'
+    else:
+        load = (
+            "from icreward.adapters import load_wan22_lora\n"
+            'load_wan22_lora(pipe, "<this repo or folder>")  # each expert\'s LoRA into its expert'
+        )
+    rewards = ", ".join(f"`{name}` (weight {weight:g})" for name, weight in reward.weights.items())
+    kl = f"velocity KL against the LoRA-disabled model, weight {args.kl_weight:g}" if args.kl_weight > 0 else "no KL"
+    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    lines = [
+        *meta,
+        "",
+        f"# {model_name}",
+        "",
+        f"A LoRA for `{base_model or pipeline_class}` ({adapter.family}) trained with "
+        "[icreward](https://github.com/icreward/icreward)'s `RewardFeedbackTrainer`: reward feedback learning with "
+        "truncated backpropagation through the sampler (DRaFT-K) and a velocity KL regulariser, following IPRO "
+        "(identity-preserving image-to-video generation via reward-guided optimisation).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import torch",
+        f"from diffusers import {pipeline_class}",
+        "",
+        f'pipe = {pipeline_class}.from_pretrained("{base_model or "<base model>"}", torch_dtype=torch.bfloat16)',
+        load,
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- rewards: {rewards}; {kl}",
+        f"- sampling: {args.num_inference_steps} steps from pure noise, gradients through the last "
+        f"{args.truncated_backprop_steps}; guidance scale {args.guidance_scale:g}; video size {args.num_frames} "
+        f"frames at {args.height}x{args.width}",
+        f"- LoRA: rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}",
+        f"- learning rate {args.learning_rate}, effective batch {effective_batch} (per device "
+        f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps}), "
+        f"{args.max_steps} steps, seed {args.seed}",
+    ]
+    if num_train_rows is not None:
+        lines.append(f"- training rows: {num_train_rows}")
+    if first_log is not None and last_log is not None:
+        lines.append(
+            f"- weighted reward: {first_log['reward']:.4f} at step {first_log.get('step')} -> "
+            f"{last_log['reward']:.4f} at step {last_log.get('step')}"
+        )
+    lines += ["", "## Citation", "", _CITATIONS]
+    return "\n".join(lines)
