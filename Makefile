@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/ruff format --check icreward tests examples benchmarks
 
 docs: install
-	$(VENV)/bin/mkdocs build --strict --site-dir outputs/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir outputs/site
 
 clean:
 	rm -rf outputs .pytest_cache

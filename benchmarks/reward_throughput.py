@@ -30,8 +30,15 @@ from icreward.testing import tiny_dinov2_config  # noqa: E402
 
 
 def dinov2_base_config(image_size: int) -> dict:
-    return {"model_type": "dinov2", "image_size": image_size, "patch_size": 14, "hidden_size": 768,
-            "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+    return {
+        "model_type": "dinov2",
+        "image_size": image_size,
+        "patch_size": 14,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+    }
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -87,16 +94,36 @@ def main() -> None:
     torch.manual_seed(0)
     head = dict(head_hidden_size=256, head_num_heads=4, head_num_layers=2, head_dropout=0.0)
     setups = [
-        ("efficientnet-lite0 @160 (pretrained)", lambda: ICRewardModel.from_pretrained_backbone("efficientnet-lite0", **head), 160),
-        ("dinov2 tiny @32", lambda: ICRewardModel(ICRewardConfig(backbone_type="transformers", backbone_config=tiny_dinov2_config(), **head)), 32),
+        (
+            "efficientnet-lite0 @160 (pretrained)",
+            lambda: ICRewardModel.from_pretrained_backbone("efficientnet-lite0", **head),
+            160,
+        ),
+        (
+            "dinov2 tiny @32",
+            lambda: ICRewardModel(
+                ICRewardConfig(backbone_type="transformers", backbone_config=tiny_dinov2_config(), **head)
+            ),
+            32,
+        ),
     ]
     if not args.skip_base:
         setups.append(
-            ("dinov2 base-shaped @224 (random)", lambda: ICRewardModel(ICRewardConfig(backbone_type="transformers", backbone_config=dinov2_base_config(224), **head)), 224)
+            (
+                "dinov2 base-shaped @224 (random)",
+                lambda: ICRewardModel(
+                    ICRewardConfig(backbone_type="transformers", backbone_config=dinov2_base_config(224), **head)
+                ),
+                224,
+            )
         )
-    rows = [bench(name, build(), args.batch, args.frames, size, args.repeats, args.device) for name, build, size in setups]
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch} x {args.frames} frames")
+    rows = [
+        bench(name, build(), args.batch, args.frames, size, args.repeats, args.device) for name, build, size in setups
+    ]
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch} x {args.frames} frames"
+    )
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))

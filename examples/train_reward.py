@@ -27,18 +27,22 @@ from icreward import ICRewardModel, MLPRewardModel, RewardModelConfig, RewardMod
 class ScriptArguments:
     dataset: str = field(
         default="sample",
-        metadata={"help": "'sample' (bundled offline data), a stress-suite or save_to_disk folder, or a hub dataset id."},
+        metadata={
+            "help": "'sample' (bundled offline data), a stress-suite or save_to_disk folder, or a hub dataset id."
+        },
     )
     reward_model: str = field(default="icreward", metadata={"help": "'icreward' or 'mlp' (the paper's baseline)."})
     backbone: str = field(
         default="efficientnet-lite0",
-        metadata={"help": "efficientnet-lite0 (offline), or a hub id / path: facebook/dinov2-small, openai/clip-vit-base-patch32, ..."},
+        metadata={
+            "help": "efficientnet-lite0 (offline), or a hub id / path: facebook/dinov2-small, openai/clip-vit-base-patch32, ..."
+        },
     )
     freeze_backbone: bool = field(default=True, metadata={"help": "Keep the backbone frozen (LoRA via --use_peft)."})
-    image_size: int = field(default=160, metadata={"help": "Backbone input size."})
+    image_size: int = field(default=128, metadata={"help": "Backbone input size."})
     num_frames: int = field(default=8, metadata={"help": "Frames sampled per video."})
-    head_hidden_size: int = field(default=128, metadata={"help": "ICReward head width."})
-    head_num_layers: int = field(default=2, metadata={"help": "ICReward cross-attention blocks."})
+    head_hidden_size: int = field(default=64, metadata={"help": "ICReward head width."})
+    head_num_layers: int = field(default=1, metadata={"help": "ICReward cross-attention blocks."})
     heads: list[str] = field(default_factory=lambda: ["consistency"], metadata={"help": "Output heads."})
 
 
@@ -64,7 +68,9 @@ def load_dataset(name: str):
 def main(script_args: ScriptArguments, training_args: RewardModelConfig, model_args: ModelConfig) -> None:
     dataset = load_dataset(script_args.dataset)
     common = dict(
-        freeze_backbone=script_args.freeze_backbone, image_size=script_args.image_size, num_frames=script_args.num_frames
+        freeze_backbone=script_args.freeze_backbone,
+        image_size=script_args.image_size,
+        num_frames=script_args.num_frames,
     )
     if script_args.reward_model == "icreward":
         model = ICRewardModel.from_pretrained_backbone(
@@ -96,8 +102,12 @@ def main(script_args: ScriptArguments, training_args: RewardModelConfig, model_a
             model_card_kwargs={
                 "dataset_name": script_args.dataset,
                 "metrics": {k.removeprefix("test_"): v for k, v in metrics.items()},
-                "training_args": {"learning_rate": training_args.learning_rate, "epochs": training_args.num_train_epochs,
-                                  "loss_type": training_args.loss_type, "backbone": script_args.backbone},
+                "training_args": {
+                    "learning_rate": training_args.learning_rate,
+                    "epochs": training_args.num_train_epochs,
+                    "loss_type": training_args.loss_type,
+                    "backbone": script_args.backbone,
+                },
             },
         )
         if training_args.push_to_hub:

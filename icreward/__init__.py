@@ -7,7 +7,6 @@ only load what they need.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
 
@@ -41,7 +40,18 @@ _LAZY = {
     "VideoReadError": "icreward.video",
 }
 
-_SUBMODULES = {"losses", "metrics", "rewards", "models", "data", "trainers", "adapters", "evaluation", "testing", "video"}
+_SUBMODULES = {
+    "losses",
+    "metrics",
+    "rewards",
+    "models",
+    "data",
+    "trainers",
+    "adapters",
+    "evaluation",
+    "testing",
+    "video",
+}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 
@@ -60,15 +70,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return __all__
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .models import (
-        FeatureCosineReward,
-        ICRewardConfig,
-        ICRewardModel,
-        ICRewardProcessor,
-        MLPRewardConfig,
-        MLPRewardModel,
-        RewardModelOutput,
-    )

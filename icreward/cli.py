@@ -1,10 +1,10 @@
 """The ``icreward`` command line.
 
-    icreward demo [--output_dir DIR] [--quick]     train ICReward + the MLP baseline on the bundled data, report
-    icreward compare --dataset DIR [...]           the same on any dataset with train/validation/test splits
-    icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
-    icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
-    icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
+icreward demo [--output_dir DIR] [--quick]     train ICReward + the MLP baseline on the bundled data, report
+icreward compare --dataset DIR [...]           the same on any dataset with train/validation/test splits
+icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
+icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
+icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
-
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +86,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .models import ICRewardProcessor
 
     model = AutoModel.from_pretrained(args.model)
-    processor = ICRewardProcessor.from_pretrained(args.model) if (Path(args.model) / "preprocessor_config.json").exists() else None
+    processor = (
+        ICRewardProcessor.from_pretrained(args.model)
+        if (Path(args.model) / "preprocessor_config.json").exists()
+        else None
+    )
     scores = model.score([args.reference] * len(args.video), list(args.video), processor=processor)
     print(json.dumps({video: round(float(s), 6) for video, s in zip(args.video, scores)}, indent=2))
     return 0
@@ -113,16 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="Train ICReward and the MLP baseline on the bundled offline data and compare.")
     demo.add_argument("--output_dir", default="outputs/demo")
     _add_settings_flags(demo)
-    compare = sub.add_parser("compare", help="Train and compare both reward models on a dataset with train/validation/test.")
-    compare.add_argument("--dataset", required=True, help="A stress-suite folder, a `save_to_disk` folder or a hub id.")
+    compare = sub.add_parser(
+        "compare", help="Train and compare both reward models on a dataset with train/validation/test."
+    )
+    compare.add_argument(
+        "--dataset", required=True, help="A stress-suite folder, a `save_to_disk` folder or a hub id."
+    )
     compare.add_argument("--output_dir", required=True)
     _add_settings_flags(compare)
     score = sub.add_parser("score", help="Score videos against a reference image with a trained reward model.")
     score.add_argument("--model", required=True, help="Directory (or hub id) of a trained ICReward/MLP reward model.")
     score.add_argument("--reference", required=True)
     score.add_argument("--video", required=True, nargs="+")
-    sub.add_parser("stress-suite", help="Build the consistency stress-test suite (see `icreward stress-suite --help`).")
-    sub.add_parser("human-study", help="Serve / summarise a human preference study (see `icreward human-study --help`).")
+    sub.add_parser(
+        "stress-suite", help="Build the consistency stress-test suite (see `icreward stress-suite --help`)."
+    )
+    sub.add_parser(
+        "human-study", help="Serve / summarise a human preference study (see `icreward human-study --help`)."
+    )
     args = parser.parse_args(argv)
     return {"demo": cmd_demo, "compare": cmd_compare, "score": cmd_score}[args.command](args)
 

@@ -29,7 +29,13 @@ def _dataset(root: Path) -> Path:
         Image.fromarray((ref * 255).byte().permute(1, 2, 0).numpy()).save(ref_path)
         for k in range(4):
             frames = ref[None].repeat(3, 1, 1, 1) * (1 - k / 3) + (k / 3) * torch.rand(3, 3, 32, 32, generator=g)
-            rows.append({"reference": str(ref_path), "video": str(write_video(root / f"v{src}{k}", frames)), "score": 1 - 0.25 * k})
+            rows.append(
+                {
+                    "reference": str(ref_path),
+                    "video": str(write_video(root / f"v{src}{k}", frames)),
+                    "score": 1 - 0.25 * k,
+                }
+            )
     Dataset.from_list(rows).save_to_disk(root / "data")
     return root / "data"
 
@@ -46,8 +52,23 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     subprocess.run([sys.executable, str(SCRIPT), str(data), str(single), "4"], check=True, env=env, timeout=300)
     # `--cpu --num_processes 2` silently runs one process; this form really starts two (see DESIGN.md).
     cmd = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", "29517", str(SCRIPT), str(data), str(double), "2",
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        str(SCRIPT),
+        str(data),
+        str(double),
+        "2",
     ]
     subprocess.run(cmd, check=True, env=env, timeout=300)
     with safe_open(str(double), "pt") as f:

@@ -144,7 +144,9 @@ def test_16_bit_and_alpha_images_are_converted_not_mangled(tmp_path):
     assert load_image(tmp_path / "transparent.png")[:, 0, 0].tolist() == [255, 255, 255]
 
 
-@pytest.mark.parametrize("cls,config_fn", [(ICRewardModel, tiny_icreward_config), (MLPRewardModel, tiny_mlp_reward_config)])
+@pytest.mark.parametrize(
+    "cls,config_fn", [(ICRewardModel, tiny_icreward_config), (MLPRewardModel, tiny_mlp_reward_config)]
+)
 def test_reward_models_reject_hostile_tensors_and_never_return_nan(cls, config_fn):
     torch.manual_seed(0)
     model = cls(config_fn()).eval()

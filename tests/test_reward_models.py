@@ -133,10 +133,16 @@ def test_mlp_score_is_average_frame_reward():
 
 
 def test_multi_head_overall_score_is_weighted_mean_and_head_labels_train():
-    config = tiny_icreward_config(heads=["subject", "background", "motion"], head_weights={"subject": 2, "background": 1, "motion": 1})
+    config = tiny_icreward_config(
+        heads=["subject", "background", "motion"], head_weights={"subject": 2, "background": 1, "motion": 1}
+    )
     model = ICRewardModel(config)
     videos, refs = _batch()
-    out = model(pixel_values=videos, reference_pixel_values=refs, head_labels=torch.tensor([[1.0, float("nan"), 0.5], [0.0, 0.2, float("nan")]]))
+    out = model(
+        pixel_values=videos,
+        reference_pixel_values=refs,
+        head_labels=torch.tensor([[1.0, float("nan"), 0.5], [0.0, 0.2, float("nan")]]),
+    )
     w = torch.tensor([2.0, 1.0, 1.0])
     torch.testing.assert_close(out.scores, (out.head_scores * w).sum(1) / w.sum())
     torch.testing.assert_close(out.logits, torch.logit(out.scores))
@@ -149,7 +155,9 @@ def test_multi_head_overall_score_is_weighted_mean_and_head_labels_train():
 def test_transformers_backbones_load_from_a_local_checkpoint(tmp_path, config_fn):
     """The hub-id / local-path loading code, exercised on a tiny checkpoint written locally."""
     ckpt = save_tiny_vision_checkpoint(tmp_path / "backbone", config_fn(), seed=3)
-    model = ICRewardModel.from_pretrained_backbone(str(ckpt), head_hidden_size=16, head_num_heads=2, image_size=32, num_frames=4)
+    model = ICRewardModel.from_pretrained_backbone(
+        str(ckpt), head_hidden_size=16, head_num_heads=2, image_size=32, num_frames=4
+    )
     reference = AutoModel.from_pretrained(ckpt)
     for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(model.backbone.model.state_dict()[name], tensor, rtol=0, atol=0)
@@ -172,7 +180,9 @@ def test_efficientnet_lite_weights_are_real_imagenet_weights_and_reach_the_head(
     assert probs.argmax().item() == 967  # ImageNet "espresso"
     assert probs.max().item() > 0.5
 
-    model = ICRewardModel.from_pretrained_backbone("efficientnet-lite0", image_size=64, num_frames=2, head_hidden_size=32)
+    model = ICRewardModel.from_pretrained_backbone(
+        "efficientnet-lite0", image_size=64, num_frames=2, head_hidden_size=32
+    )
     torch.testing.assert_close(model.backbone.model._conv_stem.weight, net._conv_stem.weight)
     assert model.config.backbone_type == "efficientnet_lite"
     frames = torch.rand(1, 2, 3, 64, 64) * 2 - 1
@@ -187,7 +197,9 @@ def test_efficientnet_lite_weights_are_real_imagenet_weights_and_reach_the_head(
 
 
 def test_frozen_backbone_stays_in_eval_mode():
-    model = ICRewardModel.from_pretrained_backbone("efficientnet-lite0", image_size=32, num_frames=2, head_hidden_size=16)
+    model = ICRewardModel.from_pretrained_backbone(
+        "efficientnet-lite0", image_size=32, num_frames=2, head_hidden_size=16
+    )
     model.train()
     assert model.head.training and not model.backbone.training
     running_mean = model.backbone.model._bn0.running_mean.clone()
@@ -199,7 +211,9 @@ def test_backbone_lora_trains_only_adapters_and_round_trips(tmp_path):
     from peft import LoraConfig
 
     model = ICRewardModel(tiny_icreward_config())
-    model.enable_backbone_lora(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.enable_backbone_lora(
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     trainable = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert model.backbone_is_trainable
@@ -261,7 +275,16 @@ def test_model_card_is_generated_offline(tmp_path):
     model = _models()[0]
     card = create_reward_model_card(model, dataset_name="my/data", metrics={"mse": 0.0123, "pairwise_accuracy": 0.9})
     text = str(card)
-    for needle in ("What it scores", "Training data", "Evaluation", "Limitations", "Intended use", "liang2025icreward", "0.0123", "my/data"):
+    for needle in (
+        "What it scores",
+        "Training data",
+        "Evaluation",
+        "Limitations",
+        "Intended use",
+        "liang2025icreward",
+        "0.0123",
+        "my/data",
+    ):
         assert needle in text
     assert "library_name: icreward" in text
     model.save_pretrained(tmp_path, model_card_kwargs={"metrics": {"mse": 0.5}})

@@ -47,8 +47,22 @@ def _pairs(dataset):
     for src in sorted(set(dataset["source_id"])):
         group = [r for r in dataset if r["source_id"] == src]
         for a, b in ((0, 1), (0, 3), (1, 2)):
-            rows.append({"reference": group[a]["reference"], "chosen": group[a]["video"], "rejected": group[b]["video"], "is_tie": False})
-        rows.append({"reference": group[0]["reference"], "chosen": group[0]["video"], "rejected": group[0]["video"], "is_tie": True})
+            rows.append(
+                {
+                    "reference": group[a]["reference"],
+                    "chosen": group[a]["video"],
+                    "rejected": group[b]["video"],
+                    "is_tie": False,
+                }
+            )
+        rows.append(
+            {
+                "reference": group[0]["reference"],
+                "chosen": group[0]["video"],
+                "rejected": group[0]["video"],
+                "is_tie": True,
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -86,7 +100,7 @@ def test_every_trainable_parameter_changes(tmp_path, tiny_data, kind, loss_type)
     trainer = RewardModelTrainer(model=model, args=_args(tmp_path, loss_type=loss_type), train_dataset=data)
     trainer.train()
     # Bradley-Terry only sees reward differences, so the bias of the final logit gets exactly zero gradient.
-    shift_invariant = {"head.out.4.bias"} if loss_type != "mse" and kind == "icreward" else set()
+    shift_invariant = {"head.out.4.bias", "head.skip.bias"} if loss_type != "mse" and kind == "icreward" else set()
     for name, param in model.named_parameters():
         if name in shift_invariant:
             assert torch.equal(param, before[name])
@@ -99,7 +113,9 @@ def test_every_trainable_parameter_changes(tmp_path, tiny_data, kind, loss_type)
 def test_trainable_backbone_with_separate_learning_rate(tmp_path, tiny_data):
     model = _model("icreward", freeze_backbone=False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = RewardModelTrainer(model=model, args=_args(tmp_path, backbone_learning_rate=1e-4, num_train_epochs=1), train_dataset=tiny_data)
+    trainer = RewardModelTrainer(
+        model=model, args=_args(tmp_path, backbone_learning_rate=1e-4, num_train_epochs=1), train_dataset=tiny_data
+    )
     assert not trainer.uses_cached_features
     trainer.train()
     lrs = {round(g["initial_lr"], 8) for g in trainer.optimizer.param_groups}
@@ -127,14 +143,26 @@ def test_mse_loss_matches_independent_computation(tmp_path, tiny_data):
 def test_pairwise_losses_match_independent_computation(tmp_path, tiny_data, loss_type):
     model = _model("mlp").eval()
     pairs = _pairs(tiny_data)
-    trainer = RewardModelTrainer(model=model, args=_args(tmp_path, loss_type=loss_type, tie_k=3.0), train_dataset=pairs)
+    trainer = RewardModelTrainer(
+        model=model, args=_args(tmp_path, loss_type=loss_type, tie_k=3.0), train_dataset=pairs
+    )
     rows = [trainer.train_dataset[i] for i in (0, 1, len(pairs) - 1)]  # two ordinary pairs and one tie
     batch = trainer.data_collator(rows)
     loss = trainer.compute_loss(model, batch).item()
     proc = model.get_processor()
     with torch.no_grad():
-        rc = model(**proc(videos=[pairs[i]["chosen"] for i in (0, 1, len(pairs) - 1)], reference_images=[pairs[i]["reference"] for i in (0, 1, len(pairs) - 1)])).logits
-        rr = model(**proc(videos=[pairs[i]["rejected"] for i in (0, 1, len(pairs) - 1)], reference_images=[pairs[i]["reference"] for i in (0, 1, len(pairs) - 1)])).logits
+        rc = model(
+            **proc(
+                videos=[pairs[i]["chosen"] for i in (0, 1, len(pairs) - 1)],
+                reference_images=[pairs[i]["reference"] for i in (0, 1, len(pairs) - 1)],
+            )
+        ).logits
+        rr = model(
+            **proc(
+                videos=[pairs[i]["rejected"] for i in (0, 1, len(pairs) - 1)],
+                reference_images=[pairs[i]["reference"] for i in (0, 1, len(pairs) - 1)],
+            )
+        ).logits
 
     def log_sigmoid(x):
         return -math.log1p(math.exp(-x))
@@ -155,7 +183,9 @@ def test_cached_features_train_to_the_same_weights_as_pixels(tmp_path, tiny_data
     results = []
     for cached in (True, False):
         model = _model("icreward", head_dropout=0.0)
-        trainer = RewardModelTrainer(model=model, args=_args(tmp_path / str(cached), precompute_features=cached), train_dataset=tiny_data)
+        trainer = RewardModelTrainer(
+            model=model, args=_args(tmp_path / str(cached), precompute_features=cached), train_dataset=tiny_data
+        )
         assert trainer.uses_cached_features is cached
         trainer.train()
         results.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
@@ -182,7 +212,9 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_data):
     assert (checkpoint / "model.safetensors").exists() and (checkpoint / "optimizer.pt").exists()
 
     resumed_model = _model("icreward")
-    resumed = RewardModelTrainer(model=resumed_model, args=_args(tmp_path / "resumed", **common), train_dataset=tiny_data)
+    resumed = RewardModelTrainer(
+        model=resumed_model, args=_args(tmp_path / "resumed", **common), train_dataset=tiny_data
+    )
     resumed.train(resume_from_checkpoint=str(checkpoint))
     for (name, a), (_, b) in zip(full.named_parameters(), resumed_model.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name} differs after resume")
@@ -190,10 +222,21 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_data):
 
 def test_evaluation_reports_documented_metrics_and_trained_model_reloads(tmp_path, tiny_data):
     model = _model("icreward")
-    trainer = RewardModelTrainer(model=model, args=_args(tmp_path, num_train_epochs=4), train_dataset=tiny_data, eval_dataset=tiny_data)
+    trainer = RewardModelTrainer(
+        model=model, args=_args(tmp_path, num_train_epochs=4), train_dataset=tiny_data, eval_dataset=tiny_data
+    )
     trainer.train()
     metrics = trainer.evaluate()
-    for key in ("eval_mse", "eval_mae", "eval_spearman", "eval_kendall", "eval_pairwise_accuracy", "eval_pairwise_accuracy_with_ties", "eval_accuracy/noise", "eval_accuracy/motion_decoupled"):
+    for key in (
+        "eval_mse",
+        "eval_mae",
+        "eval_spearman",
+        "eval_kendall",
+        "eval_pairwise_accuracy",
+        "eval_pairwise_accuracy_with_ties",
+        "eval_accuracy/noise",
+        "eval_accuracy/motion_decoupled",
+    ):
         assert key in metrics, key
     scores = trainer.predict_scores(tiny_data)
     expected = reward_regression_metrics(scores, tiny_data["score"], groups=tiny_data["source_id"])
@@ -231,7 +274,9 @@ def test_pairwise_accuracy_by_hand():
     assert math.isclose(acc["accuracy"], 4 / 5)
     # with ties: the tied pair (3,4) is predicted tied too -> 5/6
     assert math.isclose(acc["accuracy_with_ties"], 5 / 6)
-    metrics = reward_regression_metrics(preds, labels, groups=groups, perturbations=["none", "x", "y", "none", "none", "y"], motions=[0, 1, 0, 0, 0, 0])
+    metrics = reward_regression_metrics(
+        preds, labels, groups=groups, perturbations=["none", "x", "y", "none", "none", "y"], motions=[0, 1, 0, 0, 0, 0]
+    )
     assert math.isclose(metrics["mse"], float(np.mean((np.array(preds) - np.array(labels)) ** 2)))
     assert math.isclose(metrics["accuracy/x"], 0.0)  # (0,1): worse video has 'x', predicted wrongly
     assert math.isclose(metrics["accuracy/y"], 1.0)

@@ -28,20 +28,25 @@ __all__ = ["ComparisonSettings", "compare_reward_models", "write_comparison_repo
 class ComparisonSettings:
     """What both models share; every field is a CLI flag of ``icreward compare``."""
 
-    backbone: str = field(default="efficientnet-lite0", metadata={"help": "Backbone of both models (hub id, path or efficientnet-lite0)."})
-    image_size: int = field(default=160, metadata={"help": "Frame size fed to the backbone."})
+    backbone: str = field(
+        default="efficientnet-lite0",
+        metadata={"help": "Backbone of both models (hub id, path or efficientnet-lite0)."},
+    )
+    image_size: int = field(default=128, metadata={"help": "Frame size fed to the backbone."})
     num_frames: int = field(default=8, metadata={"help": "Frames sampled per video."})
-    num_train_epochs: float = field(default=30, metadata={"help": "Training epochs of each model."})
+    num_train_epochs: float = field(default=15, metadata={"help": "Training epochs of each model."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Head learning rate of both models."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     batch_size: int = field(default=16, metadata={"help": "Training batch size."})
-    head_hidden_size: int = field(default=128, metadata={"help": "ICReward head width."})
-    head_num_layers: int = field(default=2, metadata={"help": "ICReward cross-attention blocks."})
+    head_hidden_size: int = field(default=64, metadata={"help": "ICReward head width."})
+    head_num_layers: int = field(default=1, metadata={"help": "ICReward cross-attention blocks."})
     mlp_hidden_sizes: tuple[int, ...] = field(default=(256, 64), metadata={"help": "MLP baseline widths."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout in both heads."})
+    dropout: float = field(default=0.2, metadata={"help": "Dropout in both heads."})
     eval_every_epochs: int = field(default=2, metadata={"help": "Validation frequency (for the MSE curves)."})
     seed: int = field(default=0, metadata={"help": "Seed of both runs."})
-    include_feature_cosine: bool = field(default=True, metadata={"help": "Also report the zero-shot feature-cosine baseline."})
+    include_feature_cosine: bool = field(
+        default=True, metadata={"help": "Also report the zero-shot feature-cosine baseline."}
+    )
 
 
 class _EvalHistory(TrainerCallback):
@@ -55,7 +60,9 @@ class _EvalHistory(TrainerCallback):
 
 def _split(dataset_dict, name: str):
     if name not in dataset_dict:
-        raise ValueError(f"the dataset has no {name!r} split (it has {list(dataset_dict)}); both models need train/validation/test")
+        raise ValueError(
+            f"the dataset has no {name!r} split (it has {list(dataset_dict)}); both models need train/validation/test"
+        )
     return dataset_dict[name]
 
 
@@ -82,12 +89,19 @@ def compare_reward_models(
     train, val, test = (_split(dataset_dict, s) for s in ("train", "validation", "test"))
     shared = {"num_frames": settings.num_frames, "image_size": settings.image_size}
     store: dict = {} if feature_store is None else feature_store  # both models share the frozen backbone
-    results: dict[str, Any] = {"settings": settings.__dict__, "models": {}, "dataset": {s: len(dataset_dict[s]) for s in dataset_dict}}
+    results: dict[str, Any] = {
+        "settings": settings.__dict__,
+        "models": {},
+        "dataset": {s: len(dataset_dict[s]) for s in dataset_dict},
+    }
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     builders = {
         "icreward": lambda: ICRewardModel.from_pretrained_backbone(
-            settings.backbone, head_hidden_size=settings.head_hidden_size, head_num_layers=settings.head_num_layers,
-            head_dropout=settings.dropout, **shared,
+            settings.backbone,
+            head_hidden_size=settings.head_hidden_size,
+            head_num_layers=settings.head_num_layers,
+            head_dropout=settings.dropout,
+            **shared,
         ),
         "mlp": lambda: MLPRewardModel.from_pretrained_backbone(
             settings.backbone, hidden_sizes=list(settings.mlp_hidden_sizes), dropout=settings.dropout, **shared
@@ -136,11 +150,18 @@ def compare_reward_models(
         model.save_pretrained(
             save_dir,
             model_card_kwargs={
-                "dataset_name": str(dataset_dict.get("_name", "icreward bundled stress-test suite")) if isinstance(dataset_dict, dict) else None,
+                "dataset_name": str(dataset_dict.get("_name", "icreward bundled stress-test suite"))
+                if isinstance(dataset_dict, dict)
+                else None,
                 "training_data": f"{len(train)} training videos; metrics on {len(test)} test videos of held-out source images.",
                 "metrics": {k: v for k, v in results["models"][name]["test"].items() if isinstance(v, float)},
-                "training_args": {"num_train_epochs": settings.num_train_epochs, "learning_rate": settings.learning_rate,
-                                  "batch_size": settings.batch_size, "backbone": settings.backbone, "frozen_backbone": True},
+                "training_args": {
+                    "num_train_epochs": settings.num_train_epochs,
+                    "learning_rate": settings.learning_rate,
+                    "batch_size": settings.batch_size,
+                    "backbone": settings.backbone,
+                    "frozen_backbone": True,
+                },
             },
         )
 
@@ -150,14 +171,19 @@ def compare_reward_models(
         encoded = encode_dataset_features(probe, test, probe.get_processor(), store=store)
         scores = [
             FeatureCosineReward.score_features(
-                row["video__reference_features"][None], row["video__frame_features"][None], row["video__frame_mask"][None]
+                row["video__reference_features"][None],
+                row["video__frame_features"][None],
+                row["video__frame_mask"][None],
             ).item()
             for row in encoded
         ]
         predictions["feature_cosine"] = np.asarray(scores)
         results["models"]["feature_cosine"] = {
             "test": reward_regression_metrics(
-                scores, labels, groups=_meta(test, "source_id"), perturbations=_meta(test, "perturbation"),
+                scores,
+                labels,
+                groups=_meta(test, "source_id"),
+                perturbations=_meta(test, "perturbation"),
                 motions=_meta(test, "motion"),
             )
         }
@@ -187,11 +213,17 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
     for name, res in models.items():
         hist = [h for h in res.get("validation_history", []) if "eval_mse" in h]
         if hist:
-            axes[0].plot([h["epoch"] for h in hist], [h["eval_mse"] for h in hist], marker="o", label=_DISPLAY.get(name, name))
+            axes[0].plot(
+                [h["epoch"] for h in hist], [h["eval_mse"] for h in hist], marker="o", label=_DISPLAY.get(name, name)
+            )
     axes[0].set(xlabel="epoch", ylabel="validation MSE", title="Validation MSE during training")
     axes[0].legend()
     names = list(models)
-    axes[1].bar([_DISPLAY.get(n, n) for n in names], [models[n]["test"]["mse"] for n in names], color=["C0", "C1", "C2"][: len(names)])
+    axes[1].bar(
+        [_DISPLAY.get(n, n) for n in names],
+        [models[n]["test"]["mse"] for n in names],
+        color=["C0", "C1", "C2"][: len(names)],
+    )
     axes[1].set(ylabel="test MSE (held-out sources)", title="Test MSE")
     axes[1].tick_params(axis="x", labelrotation=15)
     fig.tight_layout()
@@ -205,7 +237,9 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
         for ax, (name, values) in zip(axes[0], preds.items()):
             ax.scatter(results["labels"], values, s=10, alpha=0.6)
             ax.plot([0, 1], [0, 1], "k--", lw=1)
-            ax.set(xlabel="true score", ylabel="predicted", title=_DISPLAY.get(name, name), xlim=(0, 1.02), ylim=(0, 1.02))
+            ax.set(
+                xlabel="true score", ylabel="predicted", title=_DISPLAY.get(name, name), xlim=(0, 1.02), ylim=(0, 1.02)
+            )
         fig.tight_layout()
         fig.savefig(output_dir / "scatter.png", dpi=120)
         plt.close(fig)
@@ -230,7 +264,15 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
         fig.savefig(output_dir / "per_perturbation_accuracy.png", dpi=120)
         plt.close(fig)
 
-    columns = ["mse", "mae", "spearman", "kendall", "pairwise_accuracy", "pairwise_accuracy_with_ties", "accuracy/motion_decoupled"]
+    columns = [
+        "mse",
+        "mae",
+        "spearman",
+        "kendall",
+        "pairwise_accuracy",
+        "pairwise_accuracy_with_ties",
+        "accuracy/motion_decoupled",
+    ]
     lines = [
         "# Reward model comparison",
         "",
@@ -252,7 +294,9 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
     lines += ["", "Plots: `mse.png` (Figure 2 analogue), `scatter.png`, `per_perturbation_accuracy.png`.", ""]
     for name, res in models.items():
         if "train_seconds" in res:
-            lines.append(f"- {_DISPLAY.get(name, name)}: trained in {res['train_seconds']:.1f} s, {res['trainable_parameters']} trainable parameters; saved to `{name}/`.")
+            lines.append(
+                f"- {_DISPLAY.get(name, name)}: trained in {res['train_seconds']:.1f} s, {res['trainable_parameters']} trainable parameters; saved to `{name}/`."
+            )
     path = output_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

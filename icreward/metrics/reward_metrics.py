@@ -103,7 +103,11 @@ def reward_regression_metrics(
     if perturbations is not None:
         for kind in sorted(set(perturbations)):
             acc = pairwise_accuracy(
-                preds, labs, groups, tie_threshold=tie_threshold, pair_filter=lambda i, j, hi, lo, k=kind: perturbations[lo] == k
+                preds,
+                labs,
+                groups,
+                tie_threshold=tie_threshold,
+                pair_filter=lambda i, j, hi, lo, k=kind: perturbations[lo] == k,
             )
             if acc["num_pairs"]:
                 metrics[f"accuracy/{kind}"] = acc["accuracy"]
@@ -118,7 +122,11 @@ def reward_regression_metrics(
 
 
 def preference_pair_metrics(
-    chosen_scores: Sequence[float], rejected_scores: Sequence[float], ties: Sequence[bool] | None = None, *, tie_threshold: float = 0.0
+    chosen_scores: Sequence[float],
+    rejected_scores: Sequence[float],
+    ties: Sequence[bool] | None = None,
+    *,
+    tie_threshold: float = 0.0,
 ) -> dict[str, float]:
     """Accuracy on explicit preference pairs: chosen scored above rejected (ties excluded), and with ties."""
     c = np.asarray(chosen_scores, dtype=np.float64)
@@ -129,4 +137,9 @@ def preference_pair_metrics(
     non_tied = ~t
     acc = float(np.mean(diff[non_tied] > 0)) if non_tied.any() else float("nan")
     with_ties = float(np.mean(np.where(t, pred_tie, (diff > 0) & ~pred_tie)))
-    return {"accuracy": acc, "accuracy_with_ties": with_ties, "margin": float(np.mean(diff)), "num_pairs": float(len(c))}
+    return {
+        "accuracy": acc,
+        "accuracy_with_ties": with_ties,
+        "margin": float(np.mean(diff)),
+        "num_pairs": float(len(c)),
+    }

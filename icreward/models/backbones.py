@@ -144,7 +144,11 @@ def backbone_normalization(backbone_type: str, backbone_config: dict[str, Any]) 
     return _IMAGENET_MEAN, _IMAGENET_STD
 
 
-_VISION_SUBCONFIG_TYPES = {"clip": "clip_vision_model", "siglip": "siglip_vision_model", "siglip2": "siglip2_vision_model"}
+_VISION_SUBCONFIG_TYPES = {
+    "clip": "clip_vision_model",
+    "siglip": "siglip_vision_model",
+    "siglip2": "siglip2_vision_model",
+}
 
 
 def resolve_backbone(name_or_path: str, backbone_type: str | None = None) -> tuple[str, dict[str, Any]]:

@@ -85,7 +85,9 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
         self.freeze_backbone = freeze_backbone
         self.backbone_lora = backbone_lora
         if head_hidden_size % head_num_heads:
-            raise ValueError(f"head_hidden_size ({head_hidden_size}) must be divisible by head_num_heads ({head_num_heads})")
+            raise ValueError(
+                f"head_hidden_size ({head_hidden_size}) must be divisible by head_num_heads ({head_num_heads})"
+            )
         self.head_hidden_size = head_hidden_size
         self.head_num_heads = head_num_heads
         self.head_num_layers = head_num_layers

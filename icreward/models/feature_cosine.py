@@ -39,7 +39,9 @@ class FeatureCosineReward(nn.Module):
         return self.score_features(ref, frm, mask)
 
     @staticmethod
-    def score_features(reference_features: torch.Tensor, frame_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    def score_features(
+        reference_features: torch.Tensor, frame_features: torch.Tensor, frame_mask: torch.Tensor
+    ) -> torch.Tensor:
         """``(B, D)`` and ``(B, F, D)`` pooled features -> ``(B,)`` scores in [0, 1]."""
         cos = F.cosine_similarity(frame_features, reference_features[:, None], dim=-1).clamp(min=0)
         mask = frame_mask.to(cos.dtype)

@@ -115,7 +115,11 @@ def create_reward_model_card(
     trainable = "frozen" if config.freeze_backbone and not getattr(config, "backbone_lora", None) else "fine-tuned"
     if getattr(config, "backbone_lora", None):
         trainable = "LoRA-tuned"
-    training = "Not recorded." if not training_args else "```json\n" + json.dumps(training_args, indent=2, default=str) + "\n```"
+    training = (
+        "Not recorded."
+        if not training_args
+        else "```json\n" + json.dumps(training_args, indent=2, default=str) + "\n```"
+    )
     content = _TEMPLATE.format(
         card_data=card_data.to_yaml(),
         title=title,

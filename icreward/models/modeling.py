@@ -55,7 +55,9 @@ def _validate_inputs(
     if pixel_values is None or reference_pixel_values is None:
         raise ValueError("both `pixel_values` (B, F, 3, H, W) and `reference_pixel_values` (B, 3, H, W) are required")
     if pixel_values.dim() != 5:
-        raise ValueError(f"`pixel_values` must be (batch, frames, 3, height, width), got shape {tuple(pixel_values.shape)}")
+        raise ValueError(
+            f"`pixel_values` must be (batch, frames, 3, height, width), got shape {tuple(pixel_values.shape)}"
+        )
     if reference_pixel_values.dim() != 4:
         raise ValueError(
             f"`reference_pixel_values` must be (batch, 3, height, width), got shape {tuple(reference_pixel_values.shape)}"
@@ -80,7 +82,9 @@ def _validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, dev
         return torch.ones(batch, frames, dtype=torch.bool, device=device)
     frame_mask = frame_mask.to(device=device).bool()
     if frame_mask.shape != (batch, frames):
-        raise ValueError(f"`frame_mask` must have shape (batch, frames) = {(batch, frames)}, got {tuple(frame_mask.shape)}")
+        raise ValueError(
+            f"`frame_mask` must have shape (batch, frames) = {(batch, frames)}, got {tuple(frame_mask.shape)}"
+        )
     if not frame_mask.any(dim=1).all():
         empty = (~frame_mask.any(dim=1)).nonzero().flatten().tolist()
         raise ValueError(f"videos at batch positions {empty} have zero valid frames in `frame_mask`")
@@ -220,7 +224,10 @@ class _RewardPreTrainedModel(PreTrainedModel):
         """
         resolved_type, backbone_config = resolve_backbone(backbone, backbone_type)
         config = cls.config_class(
-            backbone_type=resolved_type, backbone_config=backbone_config, backbone_name_or_path=backbone, **config_kwargs
+            backbone_type=resolved_type,
+            backbone_config=backbone_config,
+            backbone_name_or_path=backbone,
+            **config_kwargs,
         )
         model = cls(config)
         load_pretrained_backbone(model._unwrapped_backbone(), resolved_type, backbone, **(backbone_kwargs or {}))
@@ -261,7 +268,9 @@ class _RewardPreTrainedModel(PreTrainedModel):
             references, videos = [references], [videos]
         references, videos = list(references), list(videos)
         if len(references) != len(videos):
-            raise ValueError(f"got {len(references)} references for {len(videos)} videos; expected one reference per video")
+            raise ValueError(
+                f"got {len(references)} references for {len(videos)} videos; expected one reference per video"
+            )
         processor = processor or self.get_processor()
         was_training = self.training
         self.eval()
@@ -279,7 +288,9 @@ class _RewardPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """``PreTrainedModel.from_pretrained`` restricted to safetensors: a pickle-based checkpoint is refused."""
         if kwargs.get("use_safetensors") is False:
-            raise ValueError("icreward reward models load only from safetensors (use_safetensors=False is not allowed)")
+            raise ValueError(
+                "icreward reward models load only from safetensors (use_safetensors=False is not allowed)"
+            )
         kwargs["use_safetensors"] = True
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
@@ -349,7 +360,14 @@ class ImageConsistencyHead(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, hidden: int, num_heads: int, num_layers: int, dropout: float, max_frames: int, num_outputs: int
+        self,
+        in_dim: int,
+        hidden: int,
+        num_heads: int,
+        num_layers: int,
+        dropout: float,
+        max_frames: int,
+        num_outputs: int,
     ):
         super().__init__()
         self.num_stats = 3 + 4  # learned-space and raw-feature matching statistics
@@ -377,7 +395,9 @@ class ImageConsistencyHead(nn.Module):
         """``ref_tokens (B, Tr, D)``, ``frame_tokens (B, F, T, D)`` (anything at padded frames), ``frame_mask (B, F)``."""
         batch, num_frames, tokens = frame_tokens.shape[:3]
         if num_frames > self.max_frames:
-            raise ValueError(f"got {num_frames} frames but the head was built for at most max_frames={self.max_frames}")
+            raise ValueError(
+                f"got {num_frames} frames but the head was built for at most max_frames={self.max_frames}"
+            )
         ref = self.proj(ref_tokens)  # (B, Tr, H)
         frames = self.proj(frame_tokens) + self.frame_embedding.weight[:num_frames, None, :]  # (B, F, T, H)
         # All frames of a video side by side, (B, F * T, H): cross-attention is per query token, so attending per
@@ -385,7 +405,10 @@ class ImageConsistencyHead(nn.Module):
         x = frames.flatten(1, 2)
 
         stats = torch.cat(
-            [_matching_stats(frames, ref, global_cosine=False), _matching_stats(frame_tokens.float(), ref_tokens.float(), True)],
+            [
+                _matching_stats(frames, ref, global_cosine=False),
+                _matching_stats(frame_tokens.float(), ref_tokens.float(), True),
+            ],
             dim=2,
         )  # (B, F, num_stats)
 

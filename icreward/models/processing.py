@@ -113,7 +113,9 @@ class ICRewardProcessor(ImageProcessingMixin):
                 video = torch.stack([torch.as_tensor(f) for f in video])
         if not isinstance(video, (torch.Tensor, np.ndarray)) or video.ndim != 4:
             shape = tuple(getattr(video, "shape", ()))
-            raise ValueError(f"a video must be a path, a list of frames or a 4-d (F, 3, H, W) array; got {type(video).__name__} {shape}")
+            raise ValueError(
+                f"a video must be a path, a list of frames or a 4-d (F, 3, H, W) array; got {type(video).__name__} {shape}"
+            )
         frames = _to_uint8_chw(video, "video")
         if frames.shape[0] == 0:
             raise ValueError("video has zero frames")
@@ -132,7 +134,9 @@ class ICRewardProcessor(ImageProcessingMixin):
         if isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim == 3:
             return _to_uint8_chw(image, "reference image")
         shape = tuple(getattr(image, "shape", ()))
-        raise ValueError(f"a reference image must be a path, a PIL image or a 3-d (3, H, W) array; got {type(image).__name__} {shape}")
+        raise ValueError(
+            f"a reference image must be a path, a PIL image or a 3-d (3, H, W) array; got {type(image).__name__} {shape}"
+        )
 
     # -- transforms ----------------------------------------------------------------------------------------
     def resize(self, images: torch.Tensor) -> torch.Tensor:
@@ -141,7 +145,9 @@ class ICRewardProcessor(ImageProcessingMixin):
         height, width = x.shape[-2:]
         size = self.image_size
         if self.resize_mode == "squash":
-            return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+            return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(
+                0, 1
+            )
         scale = size / min(height, width)
         new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
@@ -153,7 +159,9 @@ class ICRewardProcessor(ImageProcessingMixin):
         std = torch.tensor(self.image_std, dtype=images.dtype).view(3, 1, 1)
         return (images - mean) / std
 
-    def __call__(self, videos: Any, reference_images: Any, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+    def __call__(
+        self, videos: Any, reference_images: Any, return_tensors: str | None = "pt", **kwargs
+    ) -> BatchFeature:
         """Process one or a batch of (video, reference image) pairs; videos of different lengths are padded."""
         if is_single_video(videos):
             videos, reference_images = [videos], [reference_images]
@@ -161,7 +169,9 @@ class ICRewardProcessor(ImageProcessingMixin):
             reference_images = [reference_images]
         videos, reference_images = list(videos), list(reference_images)
         if len(videos) != len(reference_images):
-            raise ValueError(f"got {len(reference_images)} reference images for {len(videos)} videos; expected one reference per video")
+            raise ValueError(
+                f"got {len(reference_images)} reference images for {len(videos)} videos; expected one reference per video"
+            )
         if not videos:
             raise ValueError("no videos to process")
         clips = [self.normalize(self.resize(self.load_video(v))) for v in videos]

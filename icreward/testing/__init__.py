@@ -1,13 +1,5 @@
 """Offline tiny-model factories used by the tests, the examples' defaults and the benchmarks."""
 
-from .tiny_pipelines import (
-    TINY_DEFAULTS,
-    build_tiny_tokenizer,
-    tiny_cogvideox_i2v_pipeline,
-    tiny_pipeline,
-    tiny_wan22_pipeline,
-    tiny_wan_i2v_pipeline,
-)
 from .tiny_backbones import (
     save_tiny_vision_checkpoint,
     tiny_clip_vision_config,
@@ -15,6 +7,14 @@ from .tiny_backbones import (
     tiny_icreward_config,
     tiny_mlp_reward_config,
     tiny_siglip_vision_config,
+)
+from .tiny_pipelines import (
+    TINY_DEFAULTS,
+    build_tiny_tokenizer,
+    tiny_cogvideox_i2v_pipeline,
+    tiny_pipeline,
+    tiny_wan22_pipeline,
+    tiny_wan_i2v_pipeline,
 )
 
 __all__ = [

@@ -81,7 +81,9 @@ def tiny_mlp_reward_config(backbone_config: dict[str, Any] | None = None, **kwar
     return MLPRewardConfig(backbone_type="transformers", backbone_config=backbone_config, **defaults)
 
 
-def save_tiny_vision_checkpoint(path: str | Path, backbone_config: dict[str, Any] | None = None, seed: int = 0) -> Path:
+def save_tiny_vision_checkpoint(
+    path: str | Path, backbone_config: dict[str, Any] | None = None, seed: int = 0
+) -> Path:
     """Save a random tiny transformers vision model to ``path`` (as a hub checkpoint would be laid out)."""
     from transformers import AutoConfig, AutoModel
 

@@ -1,7 +1,7 @@
 """Worker for tests/test_distributed.py: train a tiny ICRewardModel and save its final weights.
 
-    python tests/scripts/distributed_reward_training.py DATA_DIR OUT_FILE PER_DEVICE_BATCH
-    accelerate launch --multi_gpu --num_processes 2 ... tests/scripts/distributed_reward_training.py DATA_DIR OUT_FILE 2
+python tests/scripts/distributed_reward_training.py DATA_DIR OUT_FILE PER_DEVICE_BATCH
+accelerate launch --multi_gpu --num_processes 2 ... tests/scripts/distributed_reward_training.py DATA_DIR OUT_FILE 2
 """
 
 import os
