@@ -44,6 +44,10 @@ class ComparisonSettings:
     dropout: float = field(default=0.2, metadata={"help": "Dropout in both heads."})
     eval_every_epochs: int = field(default=2, metadata={"help": "Validation frequency (for the MSE curves)."})
     seed: int = field(default=0, metadata={"help": "Seed of both runs."})
+    best_metric: str | None = field(
+        default="pairwise_accuracy",
+        metadata={"help": "Keep each model's checkpoint with the best validation value of this metric ('' = last)."},
+    )
     include_feature_cosine: bool = field(
         default=True, metadata={"help": "Also report the zero-shot feature-cosine baseline."}
     )
@@ -123,7 +127,12 @@ def compare_reward_models(
             warmup_steps=steps_per_epoch,
             eval_strategy="steps",
             eval_steps=steps_per_epoch * settings.eval_every_epochs,
-            save_strategy="no",
+            save_strategy="steps" if settings.best_metric else "no",
+            save_steps=steps_per_epoch * settings.eval_every_epochs,
+            save_total_limit=2,
+            load_best_model_at_end=bool(settings.best_metric),
+            metric_for_best_model=settings.best_metric or None,
+            greater_is_better=None if not settings.best_metric else settings.best_metric not in ("mse", "mae", "loss"),
             logging_steps=steps_per_epoch,
             seed=settings.seed,
             use_cpu=not torch.cuda.is_available(),
