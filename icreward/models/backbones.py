@@ -9,6 +9,8 @@ Every backbone maps ``pixel_values (N, 3, H, W)`` (already normalised the way th
 - ``"transformers"``: any transformers vision encoder (CLIP vision, SigLIP vision, DINOv2, ViT, ...) built from
   a config dict; tokens are ``last_hidden_state``, pooled is ``pooler_output`` (or the token mean).
 - ``"open_clip"``: an open_clip model's image tower (``encode_image``); pooled only, one token.
+- ``"qwen2_vl"``: a Qwen2-VL / Qwen2.5-VL VLM reading the reference and the video in one sequence
+  (:mod:`icreward.models.qwen2_vl_backbone`, VideoReward-style); it has ``encode_pair`` instead of ``forward``.
 
 The architecture always comes from the reward model's config, so ``from_pretrained`` rebuilds it and then
 loads the saved weights; pretrained weights for a *new* model come from :func:`load_pretrained_backbone`.
@@ -32,7 +34,7 @@ __all__ = [
     "resolve_backbone",
 ]
 
-BACKBONE_TYPES = ("efficientnet_lite", "transformers", "open_clip")
+BACKBONE_TYPES = ("efficientnet_lite", "transformers", "open_clip", "qwen2_vl")
 
 _CLIP_MEAN, _CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 _IMAGENET_MEAN, _IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -127,6 +129,10 @@ def build_backbone(backbone_type: str, backbone_config: dict[str, Any]) -> Visio
         return OpenCLIPBackbone(
             backbone_config["model_name"], backbone_config.get("hidden_size"), backbone_config.get("model_cfg")
         )
+    if backbone_type == "qwen2_vl":
+        from .qwen2_vl_backbone import Qwen2VLBackbone
+
+        return Qwen2VLBackbone(backbone_config)
     raise ValueError(f"unknown backbone_type {backbone_type!r}; expected one of {BACKBONE_TYPES}")
 
 
@@ -134,7 +140,7 @@ def backbone_normalization(backbone_type: str, backbone_config: dict[str, Any]) 
     """The ``(image_mean, image_std)`` a backbone was trained with (the processor's defaults)."""
     if backbone_type == "efficientnet_lite":
         return _HALF, _HALF  # inputs in [-1, 1]
-    if backbone_type == "open_clip":
+    if backbone_type in ("open_clip", "qwen2_vl"):  # Qwen2-VL's image processor uses the CLIP statistics
         return _CLIP_MEAN, _CLIP_STD
     model_type = backbone_config.get("model_type", "")
     if model_type.startswith("clip"):
@@ -164,18 +170,23 @@ def resolve_backbone(name_or_path: str, backbone_type: str | None = None) -> tup
         return "efficientnet_lite", {"variant": name_or_path}
     if backbone_type == "open_clip" or name_or_path.startswith("open_clip:"):
         return "open_clip", {"model_name": name_or_path.split(":", 1)[-1]}
-    if backbone_type not in (None, "transformers"):
+    if backbone_type not in (None, "transformers", "qwen2_vl"):
         raise ValueError(f"cannot resolve {name_or_path!r} as a {backbone_type!r} backbone")
     from transformers import AutoConfig
 
+    from .qwen2_vl_backbone import QWEN2_VL_MODEL_TYPES
+
     hf_config = AutoConfig.from_pretrained(name_or_path)
+    is_vlm = hf_config.model_type in QWEN2_VL_MODEL_TYPES
+    if (backbone_type == "qwen2_vl") != is_vlm and backbone_type is not None:
+        raise ValueError(f"{name_or_path!r} ({hf_config.model_type}) is not a {backbone_type!r} backbone")
     if hf_config.model_type in _VISION_SUBCONFIG_TYPES:
         hf_config = hf_config.vision_config
     config = hf_config.to_dict()
     config["model_type"] = hf_config.model_type
     for key in ("architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype"):
         config.pop(key, None)
-    return "transformers", config
+    return ("qwen2_vl" if is_vlm else "transformers"), config
 
 
 def load_pretrained_backbone(backbone: VisionBackbone, backbone_type: str, name_or_path: str, **kwargs) -> None:
@@ -196,6 +207,10 @@ def load_pretrained_backbone(backbone: VisionBackbone, backbone_type: str, name_
             loaded = AutoModel.from_pretrained(name_or_path, **kwargs)
         if hasattr(loaded, "vision_model") and not isinstance(loaded, model_cls):
             loaded = loaded.vision_model
+        backbone.model.load_state_dict(loaded.state_dict(), strict=True)
+    elif backbone_type == "qwen2_vl":
+        # A hub checkpoint is a *ForConditionalGeneration; the base-model class drops its LM head on loading.
+        loaded = type(backbone.model).from_pretrained(name_or_path, **kwargs)
         backbone.model.load_state_dict(loaded.state_dict(), strict=True)
     elif isinstance(backbone, OpenCLIPBackbone):
         import open_clip

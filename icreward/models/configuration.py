@@ -41,7 +41,9 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
 
     Args:
         backbone_type (`str`, *optional*, defaults to `"efficientnet_lite"`):
-            `"efficientnet_lite"`, `"transformers"` (CLIP vision, SigLIP vision, DINOv2, ...) or `"open_clip"`.
+            `"efficientnet_lite"`, `"transformers"` (CLIP vision, SigLIP vision, DINOv2, ...), `"open_clip"` or
+            `"qwen2_vl"` (a Qwen2-VL / Qwen2.5-VL VLM reading the reference and the video together; its frame
+            features are per temporal patch of `temporal_patch_size` frames).
         backbone_config (`dict`, *optional*):
             Architecture of the backbone (a transformers config dict with `model_type`, or `{"variant": ...}`).
             Use :meth:`ICRewardModel.from_pretrained_backbone` to fill it from a hub id or local path.

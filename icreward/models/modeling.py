@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbones import VisionBackbone, build_backbone, load_pretrained_backbone, resolve_backbone
+from .backbones import BackboneFeatures, VisionBackbone, build_backbone, load_pretrained_backbone, resolve_backbone
 from .configuration import ICRewardConfig, MLPRewardConfig
 
 __all__ = ["ICRewardModel", "ImageConsistencyHead", "MLPRewardModel", "RewardModelOutput"]
@@ -184,17 +184,25 @@ class _RewardPreTrainedModel(PreTrainedModel):
     def is_gradient_checkpointing(self) -> bool:
         return getattr(self, "head_gradient_checkpointing", False)
 
-    def _encode(self, images: torch.Tensor):
+    def _encode(self, images: torch.Tensor, *pair_args):
         # A frozen backbone runs without autograd, unless the pixels themselves need gradients (the model is then
-        # a differentiable reward, e.g. for reward-feedback learning).
-        if self.backbone_is_trainable or (images.requires_grad and torch.is_grad_enabled()):
-            return self.backbone(images)
+        # a differentiable reward, e.g. for reward-feedback learning). With ``pair_args`` (reference pixels, frame
+        # mask) it is a joint ``encode_pair`` call.
+        encode = self.backbone.encode_pair if pair_args else self.backbone
+        needs_grad = images.requires_grad or (pair_args and pair_args[0].requires_grad)
+        if self.backbone_is_trainable or (needs_grad and torch.is_grad_enabled()):
+            return encode(images, *pair_args)
         with torch.no_grad():
-            return self.backbone(images)
+            return encode(images, *pair_args)
 
     def _encode_pair(self, pixel_values, reference_pixel_values, frame_mask):
         """Encode each reference once and only the valid frames, in a single backbone batch."""
         frame_mask = _validate_inputs(pixel_values, reference_pixel_values, frame_mask)
+        if hasattr(self.backbone, "encode_pair"):  # a VLM (qwen2_vl) reads reference and video jointly
+            ref_tokens, grid, frame_mask = self._encode(pixel_values, reference_pixel_values, frame_mask)
+            frm = grid[frame_mask]  # per valid temporal group, (N_valid, T, D), as the single-image backbones give
+            ref = BackboneFeatures(tokens=ref_tokens, pooled=ref_tokens.mean(dim=1))
+            return ref, BackboneFeatures(tokens=frm, pooled=frm.mean(dim=1)), frame_mask
         batch = pixel_values.shape[0]
         frames = pixel_values[frame_mask]  # (N_valid, 3, H, W)
         if frames.shape[-2:] == reference_pixel_values.shape[-2:]:

@@ -301,25 +301,12 @@ class RewardModelReward(BaseVideoReward):
         return self._score(pixel_values, reference_pixel_values).float().to(video.device)
 
     def _score(self, pixel_values: torch.Tensor, reference_pixel_values: torch.Tensor) -> torch.Tensor:
-        from ..models import ICRewardModel, MLPRewardModel
-
-        model = self.model
-        dtype = next(model.parameters()).dtype
-        pixel_values, reference_pixel_values = pixel_values.to(dtype), reference_pixel_values.to(dtype)
-        if isinstance(model, (ICRewardModel, MLPRewardModel)):
-            size, num_frames = pixel_values.shape[:2]
-            with torch.no_grad():
-                reference = model.backbone(reference_pixel_values)
-            frames = model.backbone(pixel_values.flatten(0, 1))
-            if isinstance(model, ICRewardModel):  # spatial tokens for the attention head
-                reference_features = reference.tokens
-                frame_features = frames.tokens.unflatten(0, (size, num_frames))
-            else:  # pooled features for the MLP
-                reference_features = reference.pooled
-                frame_features = frames.pooled.unflatten(0, (size, num_frames))
-            output = model(reference_features=reference_features, frame_features=frame_features, return_dict=True)
-        else:
-            output = model(pixel_values=pixel_values, reference_pixel_values=reference_pixel_values)
+        # icreward reward models keep a frozen backbone out of autograd unless the pixels need gradients, so the
+        # plain forward is differentiable with respect to the generated frames (for every backbone family).
+        dtype = next(self.model.parameters()).dtype
+        output = self.model(
+            pixel_values=pixel_values.to(dtype), reference_pixel_values=reference_pixel_values.to(dtype)
+        )
         scores = output.scores if hasattr(output, "scores") else output[0]
         return scores.reshape(-1)
 

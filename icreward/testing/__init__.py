@@ -1,11 +1,14 @@
 """Offline tiny-model factories used by the tests, the examples' defaults and the benchmarks."""
 
 from .tiny_backbones import (
+    save_tiny_qwen2_vl_checkpoint,
     save_tiny_vision_checkpoint,
     tiny_clip_vision_config,
     tiny_dinov2_config,
     tiny_icreward_config,
     tiny_mlp_reward_config,
+    tiny_qwen2_vl_config,
+    tiny_qwen2_vl_icreward_config,
     tiny_siglip_vision_config,
 )
 from .tiny_pipelines import (
@@ -24,10 +27,13 @@ __all__ = [
     "tiny_pipeline",
     "tiny_wan22_pipeline",
     "tiny_wan_i2v_pipeline",
+    "save_tiny_qwen2_vl_checkpoint",
     "save_tiny_vision_checkpoint",
     "tiny_clip_vision_config",
     "tiny_dinov2_config",
     "tiny_icreward_config",
     "tiny_mlp_reward_config",
+    "tiny_qwen2_vl_config",
+    "tiny_qwen2_vl_icreward_config",
     "tiny_siglip_vision_config",
 ]
