@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates/reuses .venv, installs icreward, runs the main job on the bundled offline data
+#   make demo   creates/reuses .venv, installs icreward, runs the main job on the bundled offline data: the ICReward
+#               paper's pipeline (reward models, best-of-N, ICReward-vs-MLP pairs, DPO, one report)
 #   make test   creates/reuses .venv, installs icreward with its dev extras, runs the test suite
 # Everything runs offline (HF_HUB_OFFLINE=1); no weights or data are downloaded.
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m icreward.cli demo --output_dir outputs/demo
+	$(PY) -m icreward.cli pipeline --output_dir outputs/demo
 
 test: install
 	$(PY) -m pytest tests -q

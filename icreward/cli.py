@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "stress-suite":
         return cmd_stress_suite(argv[1:])
+    if argv and argv[0] == "pipeline":
+        from .evaluation.paper_pipeline import main as pipeline_main
+
+        return pipeline_main(argv[1:]) or 0
     if argv and argv[0] == "human-study":
         from .evaluation.human_study import main as human_study_main
 

@@ -1,0 +1,121 @@
+import json
+
+import pytest
+
+from icreward.data.stress_suite import build_stress_suite
+from icreward.evaluation.paper_pipeline import PipelineSettings, build_parser, main, run_paper_pipeline
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The quick preset end to end on a three-photograph stress suite (one source per split)."""
+    root = tmp_path_factory.mktemp("paper")
+    dataset = build_stress_suite(
+        root / "suite",
+        sources=["chelsea", "coffee", "rocket"],
+        perturbations=["blur_noise", "color_drift"],
+        severities=(1.0,),
+        consistent_per_source=2,
+        image_size=32,
+        num_frames=4,
+        fps=4.0,
+    )
+    settings = PipelineSettings.quick(reward_num_frames=4, reward_batch_size=4, feature_backbone="")
+    results = run_paper_pipeline(root / "out", settings, dataset=dataset)
+    return root / "out", settings, results
+
+
+def test_report_has_every_section_and_plot(run):
+    out, _, results = run
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for heading in (
+        "## What these numbers mean",
+        "## Figure 2: reward-model training",
+        "## Table 1: best-of-N selection",
+        "## Figure 3: per-image CLIPSim of the picks",
+        "## DPO: ICReward-vs-MLP pairs",
+    ):
+        assert heading in report
+    # Offline metrics must say they use random weights.
+    assert "CLIPSim (random-weight tiny CLIP: plumbing only)" in report
+    assert "FVD (random-weight I3D: plumbing only)" in report
+    for image in ("reward_models/mse.png", "best_of_n/per_sample_clipsim.png"):
+        assert f"]({image})" in report
+        assert (out / image).read_bytes()[:8] == PNG
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == results
+
+
+def test_table1_has_every_method_and_metric(run):
+    _, settings, results = run
+    bon = results["best_of_n"]
+    assert bon["methods"] == ["random", "MLP", "ICReward"]
+    assert bon["sample_ids"] == list(settings.sources)
+    for method in bon["methods"]:
+        row = bon["table1"][method]
+        assert 0.0 <= row["clipsim"] <= 1.0 + 1e-6
+        assert row["fvd"] >= 0.0
+        assert row["motion"] >= 0.0
+        picks = bon["selections"][method]
+        assert len(picks) == len(settings.sources)
+        assert all(0 <= k < settings.num_candidates for k in picks)
+        # Table 1 is the mean over images of Figure 3's per-image values.
+        assert row["clipsim"] == pytest.approx(sum(bon["per_sample"]["clipsim"][method]) / len(picks))
+    assert "feature_cosine" not in bon["table1"]["ICReward"]  # disabled by feature_backbone=""
+    assert set(results["reward_models"]["test"]) == {"icreward", "mlp"}
+
+
+def test_dpo_pairs_are_icreward_vs_mlp_picks_and_dpo_ran(run):
+    out, settings, results = run
+    bon, pairs = results["best_of_n"], results["dpo_pairs"]
+    differing = [i for i, (a, b) in enumerate(zip(bon["selections"]["ICReward"], bon["selections"]["MLP"])) if a != b]
+    assert pairs["num_pairs"] == len(differing)
+    assert pairs["num_same_pick"] == len(settings.sources) - len(differing)
+    rows = [json.loads(line) for line in (out / "dpo" / "pairs.jsonl").read_text().splitlines()]
+    assert [r["image_index"] for r in rows] == differing
+    for row in rows:
+        g = row["image_index"]
+        assert row["chosen"].endswith(f"{bon['sample_ids'][g]}/candidate_{bon['selections']['ICReward'][g]}.mp4")
+        assert row["rejected"].endswith(f"{bon['sample_ids'][g]}/candidate_{bon['selections']['MLP'][g]}.mp4")
+        assert row["split"] == ("eval" if bon["sample_ids"][g] in pairs["held_out_images"] else "train")
+
+    report = (out / "report.md").read_text(encoding="utf-8")
+    dpo = results["dpo"]
+    if pairs["num_train_pairs"] == 0:  # both rewards agreed on every training image
+        assert "DPO was skipped" in report
+        pytest.skip("no training pair for this seed")
+    assert dpo["steps"] == settings.dpo_max_steps
+    assert (out / "dpo" / "pytorch_lora_weights.safetensors").stat().st_size > 0
+    assert dpo["lora_weights"] == ["pytorch_lora_weights.safetensors"]
+    for name in ("preference_accuracy.png", "running_win_rate.png"):
+        assert (out / "dpo" / name).read_bytes()[:8] == PNG
+        assert f"](dpo/{name})" in report
+    assert "### Figure 5: preference accuracy over steps" in report
+    assert "### Figure 6: running average of wins" in report
+    assert [p["step"] for p in dpo["curves"]["train"]] == list(range(1, settings.dpo_max_steps + 1))
+    if pairs["num_eval_pairs"]:
+        assert 0.0 <= dpo["final_eval_preference_accuracy"] <= 1.0
+        assert f"{dpo['final_eval_preference_accuracy']:.3f} on" in report
+    assert not (out / "dpo" / "_latent_cache").exists()
+
+
+def test_settings_validation_and_cli_flags():
+    with pytest.raises(ValueError, match="at least 2 reference images"):
+        PipelineSettings(sources=("coffee",))
+    with pytest.raises(ValueError, match="dpo_num_eval_images"):
+        PipelineSettings.quick(dpo_num_eval_images=3)
+    quick = PipelineSettings.quick(num_candidates=4)
+    assert quick.num_candidates == 4 and quick.dpo_max_steps == 4
+    assert PipelineSettings().reward_num_train_epochs == 15
+
+    args = build_parser().parse_args(
+        ["--quick", "--sources", "coffee", "rocket", "--include_feature_cosine", "false", "--clip_model", "none"]
+    )
+    assert args.quick and args.sources == ["coffee", "rocket"]
+    assert args.include_feature_cosine is False and args.clip_model is None
+    assert not hasattr(args, "dpo_max_steps")  # unset flags leave the preset's value
+    for f in PipelineSettings.__dataclass_fields__.values():
+        assert f.metadata.get("help"), f"{f.name} has no help"
+    with pytest.raises(SystemExit):
+        main(["--num_candidates", "many"])
