@@ -91,6 +91,26 @@ def _validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, dev
     return frame_mask
 
 
+def _validate_features(
+    reference_features: torch.Tensor | None,
+    frame_features: torch.Tensor | None,
+    frame_mask: torch.Tensor | None,
+    tokens: bool,
+) -> torch.Tensor:
+    """Check precomputed features (token grids for ICReward, pooled vectors for the MLP); return the mask."""
+    if frame_features is None or reference_features is None:
+        raise ValueError("pass both `reference_features` and `frame_features`, or neither")
+    expected = ("(B, F, T, D)", "(B, Tr, D)") if tokens else ("(B, F, D)", "(B, D)")
+    if frame_features.dim() != len(expected[0].split(",")) or reference_features.dim() != len(expected[1].split(",")):
+        raise ValueError(
+            f"`frame_features` must be {expected[0]} and `reference_features` {expected[1]}, got "
+            f"{tuple(frame_features.shape)} and {tuple(reference_features.shape)}"
+        )
+    if frame_features.shape[0] != reference_features.shape[0]:
+        raise ValueError(f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos")
+    return _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
+
+
 def _mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels = labels.to(scores.device, scores.dtype)
     if labels.shape != scores.shape:
@@ -540,18 +560,7 @@ class ICRewardModel(_RewardPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if frame_features is not None or reference_features is not None:
-            if frame_features is None or reference_features is None:
-                raise ValueError("pass both `reference_features` and `frame_features`, or neither")
-            if frame_features.dim() != 4 or reference_features.dim() != 3:
-                raise ValueError(
-                    "`frame_features` must be (B, F, T, D) and `reference_features` (B, Tr, D), got "
-                    f"{tuple(frame_features.shape)} and {tuple(reference_features.shape)}"
-                )
-            if frame_features.shape[0] != reference_features.shape[0]:
-                raise ValueError(
-                    f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos"
-                )
-            frame_mask = _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
+            frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=True)
             ref_tokens, frame_tokens = reference_features, frame_features
         else:
             ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
@@ -625,18 +634,7 @@ class MLPRewardModel(_RewardPreTrainedModel):
         r"""Same inputs as :meth:`ICRewardModel.forward`; features are pooled: ``(B, D)`` and ``(B, F, D)``."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if frame_features is not None or reference_features is not None:
-            if frame_features is None or reference_features is None:
-                raise ValueError("pass both `reference_features` and `frame_features`, or neither")
-            if frame_features.dim() != 3 or reference_features.dim() != 2:
-                raise ValueError(
-                    "`frame_features` must be (B, F, D) and `reference_features` (B, D), got "
-                    f"{tuple(frame_features.shape)} and {tuple(reference_features.shape)}"
-                )
-            if frame_features.shape[0] != reference_features.shape[0]:
-                raise ValueError(
-                    f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos"
-                )
-            frame_mask = _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
+            frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=False)
             ref_feat, frame_feat = reference_features, frame_features
         else:
             ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
