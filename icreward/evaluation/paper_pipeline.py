@@ -685,7 +685,7 @@ def write_pipeline_report(results: Mapping[str, Any], output_dir: str | os.PathL
         "## DPO: ICReward-vs-MLP pairs",
         "",
         f"Per image, ICReward's pick is *chosen* and the MLP's pick *rejected*: {pairs['num_pairs']} pairs from "
-        f"{pairs['num_images']} images ({pairs['num_same_pick']} images gave none because both picked the same "
+        f"{pairs['num_images']} images ({pairs['num_same_pick']} gave none because both picked the same "
         f"video); {pairs['num_train_pairs']} for training, {pairs['num_eval_pairs']} held out (images "
         f"{', '.join(pairs['held_out_images']) or 'none'}). Pairs: `dpo/pairs.jsonl`.",
         "",
