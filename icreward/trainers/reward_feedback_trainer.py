@@ -59,6 +59,7 @@ from transformers import Trainer, TrainerCallback
 from ..adapters import VideoModelAdapter, get_adapter
 from ..losses import velocity_kl
 from ..rewards.combined import BaseVideoReward, CombinedReward, as_video_reward
+from .adapter_lora import AdapterLoRATrainerMixin
 from .reward_feedback_config import RewardFeedbackConfig
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 _ROW_KEY_COLUMN = "__reward_row_key"
-_TRAINING_ARGS_NAME = "training_args.bin"
 #: IPRO's face-reward weight, the default weight of every reward.
 DEFAULT_REWARD_WEIGHT = 0.1
 
@@ -431,7 +431,7 @@ class _ValidationCallback(TrainerCallback):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class RewardFeedbackTrainer(Trainer):
+class RewardFeedbackTrainer(AdapterLoRATrainerMixin, Trainer):
     """Reward feedback learning with truncated backpropagation and a velocity KL regulariser (DRaFT-K / IPRO).
 
     Args:
@@ -969,30 +969,6 @@ class RewardFeedbackTrainer(Trainer):
             self._warned_video_trackers.add(tracker)
 
     # ----------------------------------------------------------------------------------------------- saving
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save the LoRA in diffusers format (``pipe.load_lora_weights(output_dir)``), plus the training args."""
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save:
-            return
-        os.makedirs(output_dir, exist_ok=True)
-        self.adapter.save_lora_weights(output_dir)
-        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
-            self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, _TRAINING_ARGS_NAME))
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call=_internal_call)
-        if not _internal_call and self.args.should_save:
-            self.create_model_card(output_dir=output_dir)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        logger.info("Loading LoRA weights from %s", resume_from_checkpoint)
-        self.adapter.load_lora_weights(resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        logger.info("Loading best LoRA from %s (score: %s)", self.state.best_model_checkpoint, self.state.best_metric)
-        self.adapter.load_lora_weights(self.state.best_model_checkpoint)
-
     def create_model_card(
         self,
         model_name: str | None = None,

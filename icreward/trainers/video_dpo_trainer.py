@@ -56,6 +56,7 @@ from transformers.trainer_utils import EvalPrediction
 from ..adapters import VideoModelAdapter, get_adapter
 from ..data.dpo_pairs import decode_pair_videos, load_dpo_pairs, load_reference_image, validate_dpo_pairs
 from ..losses import diffusion_dpo_loss, dpo_implicit_accuracy, per_sample_mse
+from .adapter_lora import AdapterLoRATrainerMixin
 from .latent_cache import LatentCache
 from .video_dpo_config import VideoDPOConfig
 
@@ -64,7 +65,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["PreferenceCurveCallback", "VideoDPODataCollator", "VideoDPOTrainer"]
 
 _CACHE_KEY_COLUMN = "__latent_cache_key"
-_TRAINING_ARGS_NAME = "training_args.bin"
 
 
 class VideoDPODataCollator:
@@ -209,7 +209,7 @@ class PreferenceCurveCallback(TrainerCallback):
         plt.close(fig)
 
 
-class VideoDPOTrainer(Trainer):
+class VideoDPOTrainer(AdapterLoRATrainerMixin, Trainer):
     """Diffusion-DPO / Flow-DPO (and an SFT-on-chosen baseline) with LoRA on image-to-video diffusion pipelines.
 
     Args:
@@ -523,30 +523,6 @@ class VideoDPOTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----------------------------------------------------------------------------------------------- saving
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save the LoRA in diffusers format (``pipe.load_lora_weights(output_dir)``), plus the training args."""
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save:
-            return
-        os.makedirs(output_dir, exist_ok=True)
-        self.adapter.save_lora_weights(output_dir)
-        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
-            self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, _TRAINING_ARGS_NAME))
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call=_internal_call)
-        if not _internal_call and self.args.should_save:
-            self.create_model_card(output_dir=output_dir)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        logger.info("Loading LoRA weights from %s", resume_from_checkpoint)
-        self.adapter.load_lora_weights(resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        logger.info("Loading best LoRA from %s (score: %s)", self.state.best_model_checkpoint, self.state.best_metric)
-        self.adapter.load_lora_weights(self.state.best_model_checkpoint)
-
     def create_model_card(
         self,
         model_name: str | None = None,
