@@ -282,3 +282,24 @@ def test_pairwise_accuracy_by_hand():
     assert math.isclose(metrics["accuracy/y"], 1.0)
     # only pair (1,2) has the better video (1) moving more; predicted right
     assert metrics["num_motion_decoupled_pairs"] == 1 and metrics["accuracy/motion_decoupled"] == 1.0
+
+
+def test_in_batch_ranking_term_matches_independent_computation(tmp_path, tiny_data):
+    model = _model("icreward").eval()
+    args = _args(tmp_path, ranking_loss_weight=0.5, ranking_margin=0.05)
+    trainer = RewardModelTrainer(model=model, args=args, train_dataset=tiny_data)
+    rows = [trainer.train_dataset[i] for i in (0, 1, 2, 4, 5)]  # source s0: three videos, s1: two
+    batch = trainer.data_collator(rows)
+    assert batch["groups"].tolist() == [0, 0, 0, 1, 1]
+    loss = trainer.compute_loss(model, batch).item()
+    with torch.no_grad():
+        out = model(**{k: batch[k] for k in ("frame_features", "reference_features", "frame_mask")}, labels=batch["labels"])
+    logits, labels, groups = out.logits.tolist(), batch["labels"].tolist(), batch["groups"].tolist()
+    terms = [
+        math.log1p(math.exp(-(logits[i] - logits[j])))
+        for i in range(5)
+        for j in range(5)
+        if groups[i] == groups[j] and labels[i] - labels[j] > 0.05
+    ]
+    assert len(terms) == 4  # s0: 3 ordered pairs, s1: 1
+    assert math.isclose(loss, out.loss.item() + 0.5 * sum(terms) / len(terms), rel_tol=1e-5)

@@ -42,6 +42,9 @@ class ComparisonSettings:
     head_num_layers: int = field(default=1, metadata={"help": "ICReward cross-attention blocks."})
     mlp_hidden_sizes: tuple[int, ...] = field(default=(256, 64), metadata={"help": "MLP baseline widths."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout in both heads."})
+    ranking_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the in-batch same-source ranking term added to the MSE (0 = paper)."}
+    )
     eval_every_epochs: int = field(default=2, metadata={"help": "Validation frequency (for the MSE curves)."})
     seed: int = field(default=0, metadata={"help": "Seed of both runs."})
     best_metric: str | None = field(
@@ -123,6 +126,7 @@ def compare_reward_models(
             per_device_eval_batch_size=64,
             learning_rate=settings.learning_rate,
             weight_decay=settings.weight_decay,
+            ranking_loss_weight=settings.ranking_loss_weight,
             lr_scheduler_type="cosine",
             warmup_steps=steps_per_epoch,
             eval_strategy="steps",

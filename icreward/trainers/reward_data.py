@@ -50,10 +50,13 @@ class RewardDataCollator:
     backbone features (see :func:`encode_dataset_features`) are padded and stacked instead of read from disk.
     """
 
-    def __init__(self, processor, pairwise: bool = False, score_column: str = "score"):
+    def __init__(
+        self, processor, pairwise: bool = False, score_column: str = "score", group_column: str | None = None
+    ):
         self.processor = processor
         self.pairwise = pairwise
         self.score_column = score_column
+        self.group_column = group_column
 
     def _videos(self, rows: list[dict], column: str, prefix: str) -> dict[str, torch.Tensor]:
         if f"{column}__frame_features" in rows[0]:
@@ -76,6 +79,10 @@ class RewardDataCollator:
             return out
         out = self._videos(rows, "video", "")
         out["labels"] = torch.tensor([float(r[self.score_column]) for r in rows], dtype=torch.float32)
+        if self.group_column and all(self.group_column in r for r in rows):
+            # Videos of the same source image share an id: the in-batch ranking term compares only those.
+            ids: dict[Any, int] = {}
+            out["groups"] = torch.tensor([ids.setdefault(r[self.group_column], len(ids)) for r in rows])
         return out
 
 

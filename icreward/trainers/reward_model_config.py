@@ -27,6 +27,17 @@ class RewardModelConfig(TrainingArguments):
             "choices": ["mse", "bt", "bt_ties"],
         },
     )
+    ranking_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "With loss_type 'mse': weight of an added Bradley-Terry term over the pairs of videos of the same "
+            "group (`group_column`) in each batch whose labels differ by more than `ranking_margin` (0 = the paper's "
+            "pure regression)."
+        },
+    )
+    ranking_margin: float = field(
+        default=0.05, metadata={"help": "Label difference below which in-batch pairs are not ranked."}
+    )
     tie_k: float = field(
         default=5.0, metadata={"help": "k of the BT-with-ties model (must be > 1); log k is the tie margin."}
     )

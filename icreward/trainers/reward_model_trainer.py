@@ -103,7 +103,9 @@ class RewardModelTrainer(Trainer):
         elif eval_dataset is not None:
             eval_dataset = encoded["eval"]
 
-        data_collator = data_collator or RewardDataCollator(processing_class, pairwise=self.pairwise)
+        data_collator = data_collator or RewardDataCollator(
+            processing_class, pairwise=self.pairwise, group_column=args.group_column
+        )
         self.user_compute_metrics = compute_metrics
         super().__init__(
             model=model,
@@ -181,7 +183,12 @@ class RewardModelTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         if not self.pairwise:
             outputs = model(**self._inputs(inputs), labels=inputs["labels"])
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
+            loss = outputs.loss
+            if self.args.ranking_loss_weight > 0 and "groups" in inputs:
+                loss = loss + self.args.ranking_loss_weight * self._in_batch_ranking_loss(
+                    outputs.logits, inputs["labels"], inputs["groups"]
+                )
+            return (loss, outputs) if return_outputs else loss
         chosen, rejected = self._pair_forward(model, inputs)
         ties = inputs.get("ties") if self.args.loss_type == "bt_ties" else None
         losses = bradley_terry_loss(chosen.logits, rejected.logits, ties=ties, k=self.args.tie_k)
@@ -189,6 +196,15 @@ class RewardModelTrainer(Trainer):
         if return_outputs:
             return loss, {"chosen_scores": chosen.scores, "rejected_scores": rejected.scores}
         return loss
+
+    def _in_batch_ranking_loss(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Mean Bradley-Terry loss over same-group pairs whose labels differ by more than ``ranking_margin``."""
+        diff = labels[:, None] - labels[None, :]
+        pairs = (groups[:, None] == groups[None, :]) & (diff > self.args.ranking_margin)
+        if not pairs.any():
+            return logits.sum() * 0.0
+        hi, lo = pairs.nonzero(as_tuple=True)
+        return bradley_terry_loss(logits[hi], logits[lo]).mean()
 
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
