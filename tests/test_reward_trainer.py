@@ -293,7 +293,9 @@ def test_in_batch_ranking_term_matches_independent_computation(tmp_path, tiny_da
     assert batch["groups"].tolist() == [0, 0, 0, 1, 1]
     loss = trainer.compute_loss(model, batch).item()
     with torch.no_grad():
-        out = model(**{k: batch[k] for k in ("frame_features", "reference_features", "frame_mask")}, labels=batch["labels"])
+        out = model(
+            **{k: batch[k] for k in ("frame_features", "reference_features", "frame_mask")}, labels=batch["labels"]
+        )
     logits, labels, groups = out.logits.tolist(), batch["labels"].tolist(), batch["groups"].tolist()
     terms = [
         math.log1p(math.exp(-(logits[i] - logits[j])))
