@@ -305,3 +305,25 @@ def test_in_batch_ranking_term_matches_independent_computation(tmp_path, tiny_da
     ]
     assert len(terms) == 4  # s0: 3 ordered pairs, s1: 1
     assert math.isclose(loss, out.loss.item() + 0.5 * sum(terms) / len(terms), rel_tol=1e-5)
+
+
+def test_interrupted_checkpoint_save_is_never_resumed(tmp_path, tiny_data):
+    from icreward.trainers.checkpointing import CHECKPOINT_COMPLETE_NAME
+
+    args = _args(tmp_path, num_train_epochs=2, save_strategy="steps", save_steps=3)
+    RewardModelTrainer(model=_model("icreward"), args=args, train_dataset=tiny_data).train()
+    out = tmp_path / "out"
+    assert (out / "checkpoint-3" / CHECKPOINT_COMPLETE_NAME).exists() and (
+        out / "checkpoint-6" / CHECKPOINT_COMPLETE_NAME
+    ).exists()
+    (out / "checkpoint-6" / CHECKPOINT_COMPLETE_NAME).unlink()  # as if the run died while writing checkpoint-6
+
+    with pytest.raises(ValueError, match="incomplete"):
+        RewardModelTrainer(model=_model("icreward"), args=args, train_dataset=tiny_data).train(
+            resume_from_checkpoint=str(out / "checkpoint-6")
+        )
+    resumed = RewardModelTrainer(model=_model("icreward"), args=args, train_dataset=tiny_data)
+    resumed.train(resume_from_checkpoint=True)  # picks checkpoint-3, the last complete one, and finishes the run
+    assert resumed.state.global_step == 6
+    # steps 4-6 really ran again: checkpoint-6 was written anew, this time completely
+    assert (out / "checkpoint-6" / CHECKPOINT_COMPLETE_NAME).exists()

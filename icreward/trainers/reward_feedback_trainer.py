@@ -60,6 +60,7 @@ from ..adapters import VideoModelAdapter, get_adapter
 from ..losses import velocity_kl
 from ..rewards.combined import BaseVideoReward, CombinedReward, as_video_reward
 from .adapter_lora import AdapterLoRATrainerMixin
+from .checkpointing import CompleteCheckpointMixin
 from .reward_feedback_config import RewardFeedbackConfig
 
 logger = logging.getLogger(__name__)
@@ -431,7 +432,7 @@ class _ValidationCallback(TrainerCallback):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class RewardFeedbackTrainer(AdapterLoRATrainerMixin, Trainer):
+class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer):
     """Reward feedback learning with truncated backpropagation and a velocity KL regulariser (DRaFT-K / IPRO).
 
     Args:

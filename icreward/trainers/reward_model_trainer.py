@@ -13,6 +13,7 @@ from transformers.trainer_utils import EvalPrediction
 
 from ..losses import bradley_terry_loss
 from ..metrics.reward_metrics import preference_pair_metrics, reward_regression_metrics
+from .checkpointing import CompleteCheckpointMixin
 from .reward_data import RewardDataCollator, check_columns, encode_dataset_features
 from .reward_model_config import RewardModelConfig
 
@@ -23,7 +24,7 @@ __all__ = ["RewardModelTrainer"]
 _MODEL_INPUTS = ("pixel_values", "frame_mask", "reference_pixel_values", "frame_features", "reference_features")
 
 
-class RewardModelTrainer(Trainer):
+class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
     r"""Trainer for image-to-video consistency reward models.
 
     Args:

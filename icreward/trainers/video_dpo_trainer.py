@@ -57,6 +57,7 @@ from ..adapters import VideoModelAdapter, get_adapter
 from ..data.dpo_pairs import decode_pair_videos, load_dpo_pairs, load_reference_image, validate_dpo_pairs
 from ..losses import diffusion_dpo_loss, dpo_implicit_accuracy, per_sample_mse
 from .adapter_lora import AdapterLoRATrainerMixin
+from .checkpointing import CompleteCheckpointMixin
 from .latent_cache import LatentCache
 from .video_dpo_config import VideoDPOConfig
 
@@ -209,7 +210,7 @@ class PreferenceCurveCallback(TrainerCallback):
         plt.close(fig)
 
 
-class VideoDPOTrainer(AdapterLoRATrainerMixin, Trainer):
+class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer):
     """Diffusion-DPO / Flow-DPO (and an SFT-on-chosen baseline) with LoRA on image-to-video diffusion pipelines.
 
     Args:

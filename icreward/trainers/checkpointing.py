@@ -1,0 +1,65 @@
+"""Checkpoints that say when they are complete.
+
+``transformers.Trainer`` writes ``checkpoint-N`` in place, file by file: a crash while saving leaves a folder that
+``get_last_checkpoint`` would pick for ``resume_from_checkpoint=True``. Our trainers write a marker file last
+(atomically: temp file + ``os.replace``) and only resume from checkpoints that carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+logger = logging.getLogger("icreward")
+
+CHECKPOINT_COMPLETE_NAME = "checkpoint_complete.json"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+__all__ = ["CHECKPOINT_COMPLETE_NAME", "CompleteCheckpointMixin", "last_complete_checkpoint"]
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The highest-step ``checkpoint-N`` in ``folder`` that carries the completion marker (None if there is none);
+    incomplete ones are skipped with a warning."""
+    if not os.path.isdir(folder):
+        return None
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(folder) if (m := _CHECKPOINT_RE.match(name)))
+    for _, name in reversed(steps):
+        path = os.path.join(folder, name)
+        if os.path.isfile(os.path.join(path, CHECKPOINT_COMPLETE_NAME)):
+            return path
+        logger.warning("skipping %s: it has no %s (interrupted while saving?)", path, CHECKPOINT_COMPLETE_NAME)
+    return None
+
+
+class CompleteCheckpointMixin:
+    """Mixed into ``transformers.Trainer`` subclasses: mark finished checkpoints, resume only from finished ones."""
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        path = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        marker = os.path.join(path, CHECKPOINT_COMPLETE_NAME)
+        tmp = f"{marker}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"global_step": self.state.global_step}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, marker)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint in {self.args.output_dir} to resume from")
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)) and not os.path.isfile(
+            os.path.join(resume_from_checkpoint, CHECKPOINT_COMPLETE_NAME)
+        ):
+            raise ValueError(
+                f"checkpoint {resume_from_checkpoint} is incomplete: it has no {CHECKPOINT_COMPLETE_NAME} (the run was "
+                "probably interrupted while saving it); resume from an earlier checkpoint or pass True"
+            )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
