@@ -126,6 +126,7 @@ class _RewardPreTrainedModel(PreTrainedModel):
 
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
+    feature_kind: str  # which BackboneFeatures field the head reads: "tokens" or "pooled"
     _no_split_modules: list[str] = []
 
     def _build_backbone(self, config) -> VisionBackbone:
@@ -232,6 +233,18 @@ class _RewardPreTrainedModel(PreTrainedModel):
         else:
             ref, frm = self._encode(reference_pixel_values), self._encode(frames)
         return ref, frm, frame_mask
+
+    def extract_features(
+        self, pixel_values: torch.Tensor, reference_pixel_values: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Backbone features to cache for a frozen backbone (``feature_kind``: ``"tokens"`` gives
+        ``reference_features (B, Tr, D)`` and ``frame_features (B, F, T, D)``, ``"pooled"`` gives ``(B, D)`` and
+        ``(B, F, D)``; zeros at padded frames), plus the ``frame_mask``. ``forward`` accepts them instead of pixels."""
+        ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
+        ref_values, frame_values = getattr(ref, self.feature_kind), getattr(frm, self.feature_kind)
+        grid = frame_values.new_zeros(*frame_mask.shape, *frame_values.shape[1:])
+        grid[frame_mask] = frame_values
+        return {"reference_features": ref_values, "frame_features": grid, "frame_mask": frame_mask}
 
     @classmethod
     def from_pretrained_backbone(
@@ -501,6 +514,7 @@ class ICRewardModel(_RewardPreTrainedModel):
 
     config_class = ICRewardConfig
     base_model_prefix = "icreward"
+    feature_kind = "tokens"  # the attention head works on spatial tokens
 
     def __init__(self, config: ICRewardConfig):
         super().__init__(config)
@@ -525,16 +539,6 @@ class ICRewardModel(_RewardPreTrainedModel):
     @head_gradient_checkpointing.setter
     def head_gradient_checkpointing(self, value: bool) -> None:
         self.head.gradient_checkpointing = value
-
-    def extract_features(
-        self, pixel_values: torch.Tensor, reference_pixel_values: torch.Tensor, frame_mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Backbone tokens to cache for a frozen backbone: ``reference_features (B, Tr, D)`` and
-        ``frame_features (B, F, T, D)`` (zeros at padded frames), plus the ``frame_mask``."""
-        ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
-        grid = frm.tokens.new_zeros(*frame_mask.shape, *frm.tokens.shape[1:])
-        grid[frame_mask] = frm.tokens
-        return {"reference_features": ref.tokens, "frame_features": grid, "frame_mask": frame_mask}
 
     def forward(
         self,
@@ -563,10 +567,9 @@ class ICRewardModel(_RewardPreTrainedModel):
             frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=True)
             ref_tokens, frame_tokens = reference_features, frame_features
         else:
-            ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
-            ref_tokens = ref.tokens
-            frame_tokens = frm.tokens.new_zeros(*frame_mask.shape, *frm.tokens.shape[1:])
-            frame_tokens[frame_mask] = frm.tokens
+            features = self.extract_features(pixel_values, reference_pixel_values, frame_mask)
+            ref_tokens, frame_tokens = features["reference_features"], features["frame_features"]
+            frame_mask = features["frame_mask"]
 
         head_logits = self.head(ref_tokens, frame_tokens, frame_mask)  # (B, num_heads)
         head_scores = torch.sigmoid(head_logits.float())
@@ -596,6 +599,7 @@ class MLPRewardModel(_RewardPreTrainedModel):
 
     config_class = MLPRewardConfig
     base_model_prefix = "icreward_mlp"
+    feature_kind = "pooled"
 
     def __init__(self, config: MLPRewardConfig):
         super().__init__(config)
@@ -610,15 +614,6 @@ class MLPRewardModel(_RewardPreTrainedModel):
         self._mark_head(self.mlp)
         self.post_init()
         self._apply_backbone_freezing()
-
-    def extract_features(
-        self, pixel_values: torch.Tensor, reference_pixel_values: torch.Tensor, frame_mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Pooled backbone features to cache: ``reference_features (B, D)``, ``frame_features (B, F, D)``."""
-        ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
-        grid = frm.pooled.new_zeros(*frame_mask.shape, frm.pooled.shape[-1])
-        grid[frame_mask] = frm.pooled
-        return {"reference_features": ref.pooled, "frame_features": grid, "frame_mask": frame_mask}
 
     def forward(
         self,
@@ -637,10 +632,9 @@ class MLPRewardModel(_RewardPreTrainedModel):
             frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=False)
             ref_feat, frame_feat = reference_features, frame_features
         else:
-            ref, frm, frame_mask = self._encode_pair(pixel_values, reference_pixel_values, frame_mask)
-            ref_feat = ref.pooled
-            frame_feat = frm.pooled.new_zeros(*frame_mask.shape, frm.pooled.shape[-1])
-            frame_feat[frame_mask] = frm.pooled
+            features = self.extract_features(pixel_values, reference_pixel_values, frame_mask)
+            ref_feat, frame_feat = features["reference_features"], features["frame_features"]
+            frame_mask = features["frame_mask"]
 
         ref_feat = F.normalize(ref_feat.float(), dim=-1)
         frame_feat = F.normalize(frame_feat.float(), dim=-1)

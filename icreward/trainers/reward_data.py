@@ -132,7 +132,7 @@ def encode_dataset_features(
         raise ValueError("feature caching needs a frozen backbone; this model's backbone is trainable")
     store = {} if store is None else store
     fingerprint = backbone_fingerprint(model, processor)
-    kind = "tokens" if model.config.model_type == "icreward" else "pooled"
+    kind = model.feature_kind
     was_training = model.training
     model.eval()
     device = model.device
