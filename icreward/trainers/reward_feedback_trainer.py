@@ -970,32 +970,18 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             self._warned_video_trackers.add(tracker)
 
     # ----------------------------------------------------------------------------------------------- saving
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-        output_dir: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Write ``README.md`` (a diffusers LoRA model card citing IPRO and DRaFT) to ``output_dir``."""
-        if not self.is_world_process_zero():
-            return
-        output_dir = output_dir or self.args.output_dir
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        card = _render_model_card(
+    def _render_model_card(self, model_name: str, dataset_name: str | None, tags: list[str]) -> str:
+        """A diffusers LoRA model card citing IPRO and DRaFT."""
+        return _render_model_card(
             adapter=self.adapter,
             args=self.args,
             reward=self.reward,
-            model_name=model_name or os.path.basename(os.path.normpath(output_dir)),
+            model_name=model_name,
             dataset_name=dataset_name,
-            tags=[*self._tag_names, *tags],
+            tags=tags,
             log_history=self.state.log_history,
             num_train_rows=len(self.train_dataset) if self.train_dataset is not None else None,
         )
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
-            f.write(card)
 
 
 def _unique_names(rewards: Sequence[BaseVideoReward]) -> list[str]:

@@ -524,31 +524,17 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
         super().log(logs, start_time)
 
     # ----------------------------------------------------------------------------------------------- saving
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-        output_dir: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Write ``README.md`` (diffusers LoRA model card citing ICReward and Diffusion-DPO) to ``output_dir``."""
-        if not self.is_world_process_zero():
-            return
-        output_dir = output_dir or self.args.output_dir
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        card = _render_model_card(
+    def _render_model_card(self, model_name: str, dataset_name: str | None, tags: list[str]) -> str:
+        """A diffusers LoRA model card citing ICReward and Diffusion-DPO."""
+        return _render_model_card(
             adapter=self.adapter,
             args=self.args,
-            model_name=model_name or os.path.basename(os.path.normpath(output_dir)),
+            model_name=model_name,
             dataset_name=dataset_name,
-            tags=[*self._tag_names, *tags],
+            tags=tags,
             log_history=self.state.log_history,
             num_train_pairs=len(self.train_dataset) if self.train_dataset is not None else None,
         )
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
-            f.write(card)
 
 
 _CITATIONS = """\
