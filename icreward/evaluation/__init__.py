@@ -1,7 +1,7 @@
 """Evaluation: reward-model comparison (Figure 2), best-of-N selection (Table 1, Figure 3), the human preference
 study tool (Figure 4) and the reward-hacking report. Submodules are imported on use."""
 
-import importlib
+from .._lazy import lazy_exports
 
 _LAZY = {
     "ComparisonSettings": "reward_comparison",
@@ -28,15 +28,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

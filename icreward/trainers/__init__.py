@@ -1,7 +1,7 @@
 """Trainers (``transformers.Trainer`` subclasses) and their configs: one ``xxx_config.py`` + ``xxx_trainer.py`` pair
 per method. Imported lazily so that using one trainer does not import the others' dependencies (e.g. diffusers)."""
 
-import importlib
+from .._lazy import lazy_exports
 
 _LAZY = {
     "RewardModelConfig": "reward_model_config",
@@ -18,15 +18,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
