@@ -11,6 +11,7 @@ from collections.abc import Callable
 def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package`` exporting ``names``: attribute name -> submodule (relative to
     ``package``) that defines it. Each attribute is imported on first access and cached in the package."""
+
     def __getattr__(name: str):
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
