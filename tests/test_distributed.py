@@ -1,11 +1,13 @@
 """Two CPU processes (DDP over gloo) train to the same weights as one process with the same global batch."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -13,11 +15,47 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from icreward.trainers.checkpointing import CHECKPOINT_COMPLETE_NAME
 from icreward.video import write_video
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_reward_training.py"
+DPO_SCRIPT = Path(__file__).parent / "scripts" / "distributed_dpo_training.py"
 # Gradient all-reduce sums in a different order than one process does: float32 rounding only.
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+# Each pair draws its own noise and timestep, so the runs differ only by float rounding (batch-4 and batch-2 matmuls
+# round differently): measured at most 1.8e-6 after 3 SGD steps, whereas noise drawn per process and micro-batch
+# (the scheme before per-pair noise) gave differences of 1.1e-3. rtol=0: LoRA A entries are ~0.2 but move by only
+# 1e-6 to 3e-4, so a relative tolerance would hide a wrong update.
+DPO_TOLERANCE = dict(rtol=0, atol=1e-5)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _accelerate() -> str:
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    assert accelerate, "accelerate's CLI must be installed beside this Python"
+    return accelerate
+
+
+def _launch_two_processes(port: int, script: Path, *args: str) -> None:
+    # `--cpu --num_processes 2` silently runs one process; this form really starts two (see DESIGN.md).
+    cmd = [
+        _accelerate(),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(script),
+        *args,
+    ]
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
 
 
 def _dataset(root: Path) -> Path:
@@ -42,35 +80,12 @@ def _dataset(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    assert accelerate, "accelerate's CLI must be installed beside this Python"
     data = _dataset(tmp_path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
     single.parent.mkdir()
     double.parent.mkdir()
-    subprocess.run([sys.executable, str(SCRIPT), str(data), str(single), "4"], check=True, env=env, timeout=300)
-    # `--cpu --num_processes 2` silently runs one process; this form really starts two (see DESIGN.md).
-    cmd = [
-        accelerate,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-        str(SCRIPT),
-        str(data),
-        str(double),
-        "2",
-    ]
-    subprocess.run(cmd, check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(SCRIPT), str(data), str(single), "4"], check=True, env=ENV, timeout=300)
+    _launch_two_processes(29517, SCRIPT, str(data), str(double), "2")
     with safe_open(str(double), "pt") as f:
         assert f.metadata()["world_size"] == "2"
     a, b = load_file(single), load_file(double)
@@ -79,3 +94,55 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert trained
     for key in a:
         torch.testing.assert_close(a[key], b[key], **TOLERANCE, msg=f"{key} differs between 1 and 2 processes")
+
+
+def _dpo_pairs(root: Path) -> Path:
+    """Four preference pairs: chosen = the reference image held still, rejected = noise."""
+    rng = np.random.RandomState(0)
+    rows = []
+    for i in range(4):
+        image = (rng.rand(32, 32, 3) * 255).astype(np.uint8)
+        Image.fromarray(image).save(root / f"image_{i}.png")
+        still = torch.from_numpy(image).permute(2, 0, 1)[None].repeat(9, 1, 1, 1)
+        noise = torch.from_numpy((rng.rand(9, 3, 32, 32) * 255).astype(np.uint8))
+        rows.append(
+            {
+                "image": str(root / f"image_{i}.png"),
+                "prompt": f"a still photo number {i}",
+                "chosen": str(write_video(root / f"chosen_{i}.mp4", still)),
+                "rejected": str(write_video(root / f"rejected_{i}.mp4", noise)),
+            }
+        )
+    path = root / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_two_process_dpo_matches_single_process(tmp_path):
+    pairs = _dpo_pairs(tmp_path)
+    single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
+    single.parent.mkdir()
+    double.parent.mkdir()
+    cmd = [sys.executable, str(DPO_SCRIPT), str(pairs), str(single), "4", "1"]
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
+    _launch_two_processes(29518, DPO_SCRIPT, str(pairs), str(double), "2", "1")
+    with safe_open(str(double), "pt") as f:
+        assert f.metadata()["world_size"] == "2"
+    a, b = load_file(single), load_file(double)
+    assert a.keys() == b.keys()
+    final = [k for k in a if not k.startswith("initial/")]
+    assert final and any("lora_A" in k for k in final) and any("lora_B" in k for k in final)
+    for key in final:
+        torch.testing.assert_close(a[f"initial/{key}"], b[f"initial/{key}"], rtol=0, atol=0)
+    # Training moved the LoRA far beyond the tolerance, so agreement within it is not trivial.
+    assert max(float((a[k] - a[f"initial/{k}"]).abs().max()) for k in final) > 100 * DPO_TOLERANCE["atol"]
+    for key in final:
+        torch.testing.assert_close(b[key], a[key], **DPO_TOLERANCE, msg=f"{key} differs between 1 and 2 processes")
+
+    # The checkpoint is marked complete only after both processes wrote their parts (process 1 writes late).
+    checkpoint = double.parent / "checkpoint-3"
+    marker = checkpoint / CHECKPOINT_COMPLETE_NAME
+    rng_states = [checkpoint / f"rng_state_{i}.pth" for i in range(2)]
+    assert marker.is_file() and all(path.is_file() for path in rng_states)
+    assert marker.stat().st_mtime_ns >= max(path.stat().st_mtime_ns for path in rng_states)

@@ -105,15 +105,15 @@ def test_loss_matches_independent_formula(tmp_path, pairs):
     adapter = trainer.adapter
     _randomize_lora(adapter)  # the policy must differ from the reference for a meaningful check
     batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
-    trainer._noise_generator = lambda training: torch.Generator().manual_seed(1234)
+    trainer._pair_generators = lambda training, ids: [torch.Generator().manual_seed(1234 + i) for i in range(len(ids))]
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch)
 
-    # Independent computation: the trainer draws timesteps, then one noise tensor shared by winner and loser.
-    g = torch.Generator().manual_seed(1234)
+    # Independent computation: per pair, a timestep then one noise tensor, shared by winner and loser.
+    generators = [torch.Generator().manual_seed(1234 + i) for i in range(2)]
     x_w, x_l, cond = batch["latents_chosen"], batch["latents_rejected"], batch["conditions"]
-    t = adapter.sample_timesteps(2, generator=g, device="cpu")
-    eps = torch.randn(x_w.shape, generator=g)
+    t = torch.cat([adapter.sample_timesteps(1, generator=g, device="cpu") for g in generators])
+    eps = torch.stack([torch.randn(x_w.shape[1:], generator=g) for g in generators])
     sigma = (t / 1000).view(-1, 1, 1, 1, 1)
 
     def mse(x, ref):
@@ -185,8 +185,7 @@ def test_reference_is_the_base_model(tmp_path, pairs):
     with torch.no_grad():
         torch.testing.assert_close(explicit._reference_prediction(x, t, cond), base, rtol=0, atol=0)
     losses = []
-    for tr in (trainer, explicit):
-        tr._noise_generator = lambda training: torch.Generator().manual_seed(7)
+    for tr in (trainer, explicit):  # same seed, step and pairs: the same noise
         tr.model.train()
         losses.append(tr.compute_loss(tr.model, tr.data_collator([tr.train_dataset[0], tr.train_dataset[1]])))
     torch.testing.assert_close(losses[0].detach(), losses[1].detach(), rtol=1e-6, atol=1e-7)
@@ -215,6 +214,35 @@ def test_evaluation_noise_is_fixed_per_pair(tmp_path, pairs):
     for key in ("eval_mse/chosen", "eval_mse/rejected", "eval_mse/ref_chosen", "eval_dpo_loss"):
         assert batched[key] == pytest.approx(one_by_one[key], rel=1e-5), key
     assert batched["eval_num_pairs"] == one_by_one["eval_num_pairs"] == len(pairs)
+
+
+def test_training_noise_is_fixed_per_pair_and_step(tmp_path, pairs):
+    trainer = VideoDPOTrainer(
+        model=tiny_wan_i2v_pipeline(seed=0), args=_config(tmp_path), train_dataset=pairs, peft_config=LORA
+    )
+    rows = [trainer.train_dataset[i] for i in range(3)]
+    latents = trainer.data_collator(rows)["latents_chosen"]
+    ids = [trainer.data_collator([row])["pair_ids"][0] for row in rows]
+
+    def draw(indices, training=True):
+        return trainer._draw_noise(latents[indices], training, [ids[i] for i in indices])
+
+    t_all, noise_all = draw([0, 1, 2])
+    t_one, noise_one = draw([2])
+    t_rev, noise_rev = draw([2, 0])
+    # A pair's draw ignores its batch and position: the same whatever the batch size or process layout.
+    torch.testing.assert_close(t_one[0], t_all[2], rtol=0, atol=0)
+    torch.testing.assert_close(noise_one[0], noise_all[2], rtol=0, atol=0)
+    torch.testing.assert_close(noise_rev, noise_all[[2, 0]], rtol=0, atol=0)
+    assert not torch.equal(noise_all[0], noise_all[1])  # ... but differs between pairs
+    trainer.state.global_step = 1
+    t_next, noise_next = draw([0, 1, 2])
+    assert not torch.equal(noise_next, noise_all) and not torch.equal(t_next, t_all)  # and between steps
+    _, noise_eval = draw([0, 1, 2], training=False)
+    trainer.state.global_step = 5
+    _, noise_eval_later = draw([0, 1, 2], training=False)
+    torch.testing.assert_close(noise_eval, noise_eval_later, rtol=0, atol=0)  # evaluation ignores the step
+    assert not torch.equal(noise_eval, noise_all)
 
 
 def test_preference_accuracy_rises(tmp_path, pairs):

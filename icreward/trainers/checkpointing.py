@@ -2,7 +2,17 @@
 
 ``transformers.Trainer`` writes ``checkpoint-N`` in place, file by file: a crash while saving leaves a folder that
 ``get_last_checkpoint`` would pick for ``resume_from_checkpoint=True``. Our trainers write a marker file last
-(atomically: temp file + ``os.replace``) and only resume from checkpoints that carry it.
+(atomically: temp file + ``os.replace``), after every process has written its part (each writes its own
+``rng_state_<i>.pth``), and only resume from checkpoints that carry it.
+
+Why a marker rather than writing into a staging folder renamed to ``checkpoint-N`` at the end:
+``Trainer._save_checkpoint`` builds the ``checkpoint-N`` path itself and, inside the same call, looks up the best
+checkpoint under that name (and stores it in the ``trainer_state.json`` it writes), starts an asynchronous Hub
+upload of the folder and rotates old checkpoints. A staging folder means redirecting ``_get_output_dir`` during
+the call and redoing those three steps after the rename, or copying the whole private method; and the rename has
+to be coordinated across processes and nodes (which process renames, shared or node-local disks), which is what
+made transformers revert its own staging-folder checkpoints twice (PR 27820 in 4.36, PR 35580 reverted by
+PR 36112).
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ class CompleteCheckpointMixin:
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
+        # Every process writes files into the checkpoint (its RNG state at least): mark it only once all are done.
+        self.accelerator.wait_for_everyone()
         if not self.args.should_save:
             return
         path = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")

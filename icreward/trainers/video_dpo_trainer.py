@@ -30,10 +30,15 @@ logged: ``mse/chosen``, ``mse/rejected`` (policy), ``mse/ref_chosen``, ``mse/ref
 under ``loss_type="sft"`` in evaluation) and ``num_pairs``. All are exact means over the pairs seen since the last
 log, gathered across processes.
 
-Randomness. Training noise and timesteps come from a generator seeded with (``seed``, process, global step,
-micro-batch), so ``resume_from_checkpoint`` replays a run exactly. Evaluation noise depends only on (``seed``,
-pair): every evaluation scores a pair under the same noise whatever the batch size or number of processes, so the
-preference-accuracy curve moves only when the model does.
+Randomness. Each pair's noise and timestep come from its own generator, seeded from (``seed``, global step, pair)
+in training and (``seed``, pair) in evaluation, where the pair is its :func:`pair_id`. A pair therefore gets the same
+noise whatever batch, process or accumulation micro-batch it lands in: two processes with batch 2 train exactly
+like one process with batch 4 (or batch 2 and two accumulation steps), up to float rounding, and
+``resume_from_checkpoint`` replays a run exactly. Every evaluation scores a pair under the same noise, so the
+preference-accuracy curve moves only when the model does. The loss is the mean over the process's pairs; with
+equal per-process batches, DDP's gradient averaging (and the Trainer's division by the accumulation steps) makes it
+the mean over the global batch. A custom collator that returns no ``pair_ids`` falls back to one generator per
+micro-batch, seeded from (``seed``, process, step, micro-batch): reproducible, but tied to the process layout.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ class VideoDPODataCollator:
 
 
 def pair_id(row: dict[str, Any]) -> str:
-    """A stable identifier of a pair (its prompt and video paths), used to fix its evaluation noise."""
+    """A stable identifier of a pair (its prompt and video paths), used to seed its noise."""
     payload = [str(row.get("prompt")), str(row.get("chosen")), str(row.get("rejected"))]
     if isinstance(row.get("image"), (str, os.PathLike)):
         payload.append(os.fspath(row["image"]))
@@ -374,29 +379,38 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
         key = json.dumps([self.args.seed, *index]).encode()
         return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
 
-    def _noise_generator(self, training: bool) -> torch.Generator:
-        """Training noise: a CPU generator seeded from (seed, step, micro-batch, process), so resuming replays it."""
+    def _pair_generators(self, training: bool, pair_ids: list[str]) -> list[torch.Generator]:
+        """One generator per pair, keyed by the pair (and the step in training), never by the batch layout."""
+        if training:
+            return [self._generator("train", self.state.global_step, pid) for pid in pair_ids]
+        return [self._generator("eval", pid) for pid in pair_ids]
+
+    def _batch_generator(self, training: bool) -> torch.Generator:
+        """Fallback for batches without ``pair_ids``: one generator per (process, step, micro-batch)."""
         if self.state.global_step != self._noise_step:
             self._noise_step, self._noise_micro = self.state.global_step, 0
-        index = ("train", self.accelerator.process_index, self._noise_step, self._noise_micro)
+        mode = "train" if training else "eval"
+        index = ("batch", mode, self.accelerator.process_index, self._noise_step, self._noise_micro)
         self._noise_micro += 1
         return self._generator(*index)
 
     def _draw_noise(self, latents: torch.Tensor, training: bool, pair_ids: list[str] | None):
-        """One timestep and one noise tensor per pair.
+        """One timestep and one noise tensor per pair, drawn from that pair's own generator.
 
-        In evaluation they depend only on the pair (its id) and the seed: every evaluation of every run, whatever
-        the batch size or number of processes, scores a pair under the same noise, so accuracy curves show the
-        model's change and nothing else.
+        A pair's draw depends only on the seed, the pair and (in training) the global step: not on its batch, the
+        number of processes or gradient accumulation. So multi-process runs match single-process ones, resuming
+        replays the run, and every evaluation scores a pair under the same noise.
         """
         args, adapter = self.args, self.adapter
         sampling = {"sampling": args.timestep_sampling, "logit_mean": args.logit_mean, "logit_std": args.logit_std}
-        if training or pair_ids is None:
-            generator = self._noise_generator(training)
+        if pair_ids is None:
+            generator = self._batch_generator(training)
             timesteps = adapter.sample_timesteps(latents.shape[0], generator=generator, device="cpu", **sampling)
             noise = torch.randn(latents.shape, generator=generator)
         else:
-            generators = [self._generator("eval", pid) for pid in pair_ids]
+            if len(pair_ids) != latents.shape[0]:
+                raise ValueError(f"got {len(pair_ids)} pair_ids for a batch of {latents.shape[0]} pairs")
+            generators = self._pair_generators(training, pair_ids)
             timesteps = torch.cat(
                 [adapter.sample_timesteps(1, generator=g, device="cpu", **sampling) for g in generators]
             )
