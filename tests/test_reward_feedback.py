@@ -219,6 +219,63 @@ def test_training_increases_a_learnable_reward(tmp_path, rows):
     assert after["eval_rewards/pattern"] > before["eval_rewards/pattern"] + 0.1, (before, after)
 
 
+def _lora(pipe):
+    return {name: value for name, value in _params(pipe).items() if "lora_" in name}
+
+
+def test_resume_after_a_crash_while_saving_matches_uninterrupted_run(tmp_path, rows):
+    from icreward.trainers.checkpointing import CHECKPOINT_COMPLETE_NAME
+
+    # Accumulation (the noise counter per micro-step), a decoded frame window drawn from the noise generator, a
+    # decaying learning rate (scheduler state) and Adam (optimizer state): everything a resume has to restore.
+    settings = dict(
+        max_steps=6,
+        save_strategy="steps",
+        save_steps=2,
+        gradient_accumulation_steps=2,
+        decode_frame_subset=2,
+        kl_weight=1.0,
+        lr_scheduler_type="linear",
+        learning_rate=5e-3,
+    )
+
+    def trainer(subdir):
+        pipe = tiny_wan_i2v_pipeline(seed=0)
+        return pipe, _trainer(tmp_path / subdir, rows, pipe=pipe, **settings)
+
+    full_pipe, full = trainer("full")
+    initial = _lora(full_pipe)
+    full.train()
+    uninterrupted = _lora(full_pipe)
+
+    # The run dies while writing checkpoint-4: its LoRA and optimizer are on disk, its RNG state is not.
+    _, crashed = trainer("crash")
+    save_rng_state = crashed._save_rng_state
+
+    def die_at_step_4(output_dir):
+        if crashed.state.global_step == 4:
+            raise RuntimeError("killed while saving")
+        save_rng_state(output_dir)
+
+    crashed._save_rng_state = die_at_step_4
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        crashed.train()
+    out = tmp_path / "crash" / "out"
+    assert (out / "checkpoint-2" / CHECKPOINT_COMPLETE_NAME).is_file()
+    assert (out / "checkpoint-4" / "pytorch_lora_weights.safetensors").is_file()
+    assert not (out / "checkpoint-4" / CHECKPOINT_COMPLETE_NAME).exists()
+
+    resumed_pipe, resumed = trainer("crash")
+    resumed.train(resume_from_checkpoint=True)  # skips the incomplete checkpoint-4, resumes from checkpoint-2
+    assert [log["step"] for log in resumed.state.log_history if "loss" in log] == [1, 2, 3, 4, 5, 6]
+    assert (out / "checkpoint-4" / CHECKPOINT_COMPLETE_NAME).is_file()  # rewritten, complete this time
+    final = _lora(resumed_pipe)
+    assert final.keys() == uninterrupted.keys() and final
+    assert all(not torch.equal(final[name], initial[name]) for name in final)  # so equality below means something
+    for name in uninterrupted:
+        torch.testing.assert_close(final[name], uninterrupted[name], rtol=0, atol=0, msg=name)
+
+
 def test_nan_rewards_are_guarded(tmp_path, rows, caplog):
     def sometimes_nan(video):
         score = brightness(video)
