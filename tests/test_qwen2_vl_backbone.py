@@ -123,7 +123,7 @@ def test_from_pretrained_backbone_loads_a_local_checkpoint(tmp_path):
     assert not torch.equal(_model(seed=0).backbone.model.state_dict()[key], state[key])
 
 
-def test_lora_and_gradient_checkpointing_train_the_backbone():
+def test_lora_and_activation_checkpointing_train_the_backbone():
     pytest.importorskip("peft")
     model = _model()
     model.enable_backbone_lora({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
@@ -141,12 +141,13 @@ def test_lora_and_gradient_checkpointing_train_the_backbone():
     grads = {n: p.grad.clone() for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert any(g.abs().sum() > 0 for n, g in grads.items() if "language_model" in n)
     model.zero_grad()
-    model.gradient_checkpointing_enable()
-    assert model.backbone.model.is_gradient_checkpointing
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing and model.backbone.model.is_activation_checkpointing
     ckpt = model(pixel_values=videos, reference_pixel_values=refs, labels=labels)
     ckpt.loss.backward()
     torch.testing.assert_close(ckpt.loss, plain.loss)
     for name, param in model.backbone.named_parameters():
         if param.requires_grad:
             torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-6)
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
+    assert not model.is_activation_checkpointing and not model.backbone.model.is_activation_checkpointing

@@ -316,3 +316,38 @@ def test_frozen_reward_model_is_differentiable_with_respect_to_pixels():
     model(pixel_values=videos, reference_pixel_values=refs).scores.sum().backward()
     assert videos.grad is not None and videos.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_activation_checkpointing_gives_the_same_gradients_without_deprecation_warnings():
+    import warnings
+
+    from peft import LoraConfig
+
+    torch.manual_seed(0)
+    model = ICRewardModel(tiny_icreward_config(head_num_layers=2))
+    model.enable_backbone_lora(
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    model.train()
+    videos, refs = _batch()
+    labels = torch.tensor([0.2, 0.9])
+
+    def grads():
+        model.zero_grad()
+        model(pixel_values=videos, reference_pixel_values=refs, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain = grads()
+    with warnings.catch_warnings():
+        # The Trainer's call (TrainingArguments(activation_checkpointing=True)) must not go through the
+        # gradient_checkpointing_* names that transformers 5 deprecates.
+        warnings.simplefilter("error", FutureWarning)
+        model.activation_checkpointing_enable(every_n_layers=1, offload=False)
+        assert model.is_activation_checkpointing and model.head.gradient_checkpointing
+        assert model.backbone.model.is_activation_checkpointing
+        checkpointed = grads()
+        model.activation_checkpointing_disable()
+    assert not model.is_activation_checkpointing and not model.backbone.model.is_activation_checkpointing
+    assert plain.keys() == checkpointed.keys() and any("lora_" in n for n in plain)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6)

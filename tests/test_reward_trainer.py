@@ -179,6 +179,16 @@ def test_pairwise_losses_match_independent_computation(tmp_path, tiny_data, loss
     assert math.isclose(loss, sum(losses) / 3, rel_tol=1e-5)
 
 
+def test_activation_checkpointing_argument_checkpoints_backbone_and_head(tmp_path, tiny_data):
+    model = _model("icreward", freeze_backbone=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = _args(tmp_path, activation_checkpointing=True, num_train_epochs=1)
+    trainer = RewardModelTrainer(model=model, args=args, train_dataset=tiny_data)
+    assert model.is_activation_checkpointing and model.backbone.model.is_activation_checkpointing
+    trainer.train()
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "encoder.layers" in n)
+
+
 def test_cached_features_train_to_the_same_weights_as_pixels(tmp_path, tiny_data):
     results = []
     for cached in (True, False):

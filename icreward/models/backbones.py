@@ -53,8 +53,11 @@ class VisionBackbone(nn.Module):
     hidden_size: int
     supports_gradient_checkpointing: bool = False
 
-    def gradient_checkpointing_enable(self) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support activation checkpointing")
+
+    def activation_checkpointing_disable(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support activation checkpointing")
 
 
 class EfficientNetLiteBackbone(VisionBackbone):
@@ -93,8 +96,12 @@ class TransformersVisionBackbone(VisionBackbone):
             pooled = tokens.mean(dim=1)
         return BackboneFeatures(tokens=tokens, pooled=pooled)
 
-    def gradient_checkpointing_enable(self) -> None:
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs) -> None:
+        ckpt_kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
+        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs, **kwargs)
+
+    def activation_checkpointing_disable(self) -> None:
+        self.model.activation_checkpointing_disable()
 
 
 class OpenCLIPBackbone(VisionBackbone):

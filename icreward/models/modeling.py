@@ -190,20 +190,26 @@ class _RewardPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Checkpoint the backbone where it supports it (transformers encoders) and the head's blocks."""
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Checkpoint the backbone where it supports it (transformers encoders, Qwen2-VL; ``every_n_layers`` and
+        ``offload`` go to it) and the head's cross-attention blocks. ``TrainingArguments(activation_checkpointing=True)``
+        calls this; the deprecated ``gradient_checkpointing_enable`` alias of transformers reaches it too."""
         if self.backbone.supports_gradient_checkpointing:
-            self.backbone.gradient_checkpointing_enable()
+            self.backbone.activation_checkpointing_enable(
+                activation_checkpointing_kwargs, every_n_layers=every_n_layers, offload=offload
+            )
         self.head_gradient_checkpointing = True
 
-    def gradient_checkpointing_disable(self) -> None:
+    def activation_checkpointing_disable(self) -> None:
         if self.backbone.supports_gradient_checkpointing:
-            self.backbone.model.gradient_checkpointing_disable()
+            self.backbone.activation_checkpointing_disable()
         self.head_gradient_checkpointing = False
 
     @property
-    def is_gradient_checkpointing(self) -> bool:
-        return getattr(self, "head_gradient_checkpointing", False)
+    def is_activation_checkpointing(self) -> bool:
+        return bool(getattr(self, "head_gradient_checkpointing", False))
 
     def _encode(self, images: torch.Tensor, *pair_args):
         # A frozen backbone runs without autograd, unless the pixels themselves need gradients (the model is then

@@ -113,8 +113,12 @@ class Qwen2VLBackbone(VisionBackbone):
             "the Qwen2-VL backbone encodes a reference image and a video together; use encode_pair(...)"
         )
 
-    def gradient_checkpointing_enable(self) -> None:
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs) -> None:
+        ckpt_kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
+        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs, **kwargs)
+
+    def activation_checkpointing_disable(self) -> None:
+        self.model.activation_checkpointing_disable()
 
     def _sequence(self, n_img: int, n_vid: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.hf_config

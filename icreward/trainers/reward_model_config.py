@@ -14,7 +14,7 @@ class RewardModelConfig(TrainingArguments):
     r"""Configuration of :class:`RewardModelTrainer`, a :class:`~transformers.TrainingArguments` subclass.
 
     Everything ``TrainingArguments`` accepts works too (``output_dir``, ``learning_rate``, ``num_train_epochs``,
-    ``eval_strategy``, ``save_steps``, ``gradient_checkpointing``, ``report_to`` ...). Defaults differ from
+    ``eval_strategy``, ``save_steps``, ``activation_checkpointing``, ``report_to`` ...). Defaults differ from
     transformers where CPU-friendliness or reward training needs it (``bf16=False``, ``remove_unused_columns=False``,
     ``report_to="none"``).
     """
@@ -79,7 +79,9 @@ class RewardModelConfig(TrainingArguments):
     )
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (off: it raises on CPU)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep all columns; the collator needs them."})
-    report_to: str | list[str] | None = field(
+    # `None` first, as in TrainingArguments: TRL's argument parser (TrlParser, used by examples/train_reward.py) takes
+    # the second member of a three-way union as the argument type and fails on `list[str]` there.
+    report_to: None | str | list[str] = field(
         default="none", metadata={"help": "Trackers to log to ('none', 'wandb', ...)."}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})

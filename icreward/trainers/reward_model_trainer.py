@@ -120,8 +120,11 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             optimizers=optimizers,
             **kwargs,
         )
-        if args.gradient_checkpointing and not model.is_gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+        if args.activation_checkpointing and not model.is_activation_checkpointing:
+            # Now rather than when training starts (where the Trainer would): the feature cache is decided before.
+            ckpt_kwargs = dict(args.activation_checkpointing_kwargs or {})
+            every_n_layers, offload = ckpt_kwargs.pop("every_n_layers", 1), ckpt_kwargs.pop("offload", False)
+            model.activation_checkpointing_enable(ckpt_kwargs or None, every_n_layers=every_n_layers, offload=offload)
 
     # -- metadata for metrics ------------------------------------------------------------------------------
     def _remember(self, original, prepared):
