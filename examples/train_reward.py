@@ -18,6 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from transformers import set_seed  # noqa: E402
 from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
 
 from icreward import ICRewardModel, MLPRewardModel, RewardModelConfig, RewardModelTrainer  # noqa: E402
@@ -67,6 +68,9 @@ def load_dataset(name: str):
 
 def main(script_args: ScriptArguments, training_args: RewardModelConfig, model_args: ModelConfig) -> None:
     dataset = load_dataset(script_args.dataset)
+    # Seed before the head is created (the Trainer only seeds in its constructor): the run is reproducible, and every
+    # process starts from the same head.
+    set_seed(training_args.seed)
     common = dict(
         freeze_backbone=script_args.freeze_backbone,
         image_size=script_args.image_size,
@@ -107,6 +111,9 @@ def main(script_args: ScriptArguments, training_args: RewardModelConfig, model_a
                     "epochs": training_args.num_train_epochs,
                     "loss_type": training_args.loss_type,
                     "backbone": script_args.backbone,
+                    "per_device_train_batch_size": training_args.per_device_train_batch_size,
+                    "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+                    "num_processes": training_args.world_size,
                 },
             },
         )

@@ -1071,7 +1071,8 @@ def _render_model_card(
         )
     rewards = ", ".join(f"`{name}` (weight {weight:g})" for name, weight in reward.weights.items())
     kl = f"velocity KL against the LoRA-disabled model, weight {args.kl_weight:g}" if args.kl_weight > 0 else "no KL"
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    num_processes = max(args.world_size, 1)
+    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
     lines = [
         *meta,
         "",
@@ -1100,8 +1101,8 @@ def _render_model_card(
         f"frames at {args.height}x{args.width}",
         f"- LoRA: rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}",
         f"- learning rate {args.learning_rate}, effective batch {effective_batch} (per device "
-        f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps}), "
-        f"{args.max_steps} steps, seed {args.seed}",
+        f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} x {num_processes} "
+        f"process{'es' if num_processes != 1 else ''}), {args.max_steps} steps, seed {args.seed}",
     ]
     if num_train_rows is not None:
         lines.append(f"- training rows: {num_train_rows}")

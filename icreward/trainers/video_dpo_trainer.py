@@ -606,6 +606,8 @@ def _render_model_card(
     targets = sorted(getattr(peft_config, "target_modules", None) or [])
     evals = [log for log in log_history if "eval_rewards/accuracies" in log]
     last_eval = evals[-1] if evals else None
+    num_processes = max(args.world_size, 1)
+    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
 
     meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
     if base_model and not os.path.isdir(str(base_model)):
@@ -655,8 +657,9 @@ def _render_model_card(
         f"- timestep sampling: {args.timestep_sampling}; video size: {args.num_frames} frames at "
         f"{args.height}x{args.width}",
         f"- LoRA: rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}",
-        f"- learning rate {args.learning_rate}, per-device batch {args.per_device_train_batch_size}, "
-        f"gradient accumulation {args.gradient_accumulation_steps}, seed {args.seed}",
+        f"- learning rate {args.learning_rate}, effective batch {effective_batch} pairs (per device "
+        f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} x {num_processes} "
+        f"process{'es' if num_processes != 1 else ''}), seed {args.seed}",
     ]
     if num_train_pairs is not None:
         lines.append(f"- training pairs: {num_train_pairs}")
