@@ -1,7 +1,9 @@
 """The ``icreward`` command line.
 
-icreward demo [--output_dir DIR] [--quick]     train ICReward + the MLP baseline on the bundled data, report
+icreward demo [--output_dir DIR] [--cross_validate]
+                                               train ICReward + the MLP baseline on the bundled data, report
 icreward compare --dataset DIR [...]           the same on any dataset with train/validation/test splits
+                                               (--cross_validate: leave-one-photograph-out folds instead)
 icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
 icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
 icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
@@ -39,25 +41,41 @@ def _settings(args: argparse.Namespace):
     return ComparisonSettings(**values)
 
 
-def _print_report(results: dict, output_dir: Path) -> None:
+def _add_cross_validation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cross_validate",
+        action="store_true",
+        help="Pool all splits and run leave-one-group-out folds (test one group, validate on the next, train on "
+        "the rest); writes cv_report.md with means, paired differences and per-fold results.",
+    )
+    parser.add_argument("--group_column", default="photo", help="Column whose values are the folds' groups.")
+    parser.add_argument("--num_folds", type=int, default=None, help="Only the first N folds (default: all groups).")
+
+
+def _run(dataset, args: argparse.Namespace) -> int:
+    from .evaluation.reward_comparison import compare_reward_models, cross_validate_reward_models
+
+    output_dir = Path(args.output_dir)
+    if args.cross_validate:
+        cross_validate_reward_models(
+            dataset, output_dir, _settings(args), group_column=args.group_column, num_folds=args.num_folds
+        )
+        print((output_dir / "cv_report.md").read_text())
+        print(f"Per-fold reports, plots and trained models are in {output_dir}/fold-*/")
+        return 0
+    compare_reward_models(dataset, output_dir, _settings(args))
     print((output_dir / "report.md").read_text())
     print(f"Report, plots and both trained models are in {output_dir}/")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .data.stress_suite import load_sample_dataset
-    from .evaluation.reward_comparison import compare_reward_models
 
-    dataset = load_sample_dataset()
-    output_dir = Path(args.output_dir)
-    results = compare_reward_models(dataset, output_dir, _settings(args))
-    _print_report(results, output_dir)
-    return 0
+    return _run(load_sample_dataset(), args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluation.reward_comparison import compare_reward_models
-
     path = Path(args.dataset)
     if path.exists():
         from .data.stress_suite import load_stress_suite
@@ -67,10 +85,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         import datasets
 
         dataset = datasets.load_dataset(args.dataset)
-    output_dir = Path(args.output_dir)
-    results = compare_reward_models(dataset, output_dir, _settings(args))
-    _print_report(results, output_dir)
-    return 0
+    return _run(dataset, args)
 
 
 def _load_from_disk(path: Path):
@@ -119,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="Train ICReward and the MLP baseline on the bundled offline data and compare.")
     demo.add_argument("--output_dir", default="outputs/demo")
     _add_settings_flags(demo)
+    _add_cross_validation_flags(demo)
     compare = sub.add_parser(
         "compare", help="Train and compare both reward models on a dataset with train/validation/test."
     )
@@ -127,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     compare.add_argument("--output_dir", required=True)
     _add_settings_flags(compare)
+    _add_cross_validation_flags(compare)
     score = sub.add_parser("score", help="Score videos against a reference image with a trained reward model.")
     score.add_argument("--model", required=True, help="Directory (or hub id) of a trained ICReward/MLP reward model.")
     score.add_argument("--reference", required=True)

@@ -21,7 +21,13 @@ from ..metrics.reward_metrics import reward_regression_metrics
 
 logger = logging.getLogger("icreward")
 
-__all__ = ["ComparisonSettings", "compare_reward_models", "write_comparison_report"]
+__all__ = [
+    "ComparisonSettings",
+    "compare_reward_models",
+    "cross_validate_reward_models",
+    "write_comparison_report",
+    "write_cross_validation_report",
+]
 
 
 @dataclass
@@ -311,5 +317,190 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
                 f"- {_DISPLAY.get(name, name)}: trained in {res['train_seconds']:.1f} s, {res['trainable_parameters']} trainable parameters; saved to `{name}/`."
             )
     path = output_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cross-validation over held-out groups (photographs)
+# --------------------------------------------------------------------------------------------------------------
+
+#: Metrics summarised over folds (per-perturbation accuracies are added when present).
+CV_METRICS = ("mse", "spearman", "pairwise_accuracy", "accuracy/motion_decoupled")
+
+
+def _fold_splits(groups: list, num_folds: int | None) -> list[tuple[list, Any, Any]]:
+    """Leave-one-group-out folds: ``(train groups, validation group, test group)``; validation is the next group."""
+    ordered = sorted(set(groups))
+    if len(ordered) < 3:
+        raise ValueError(
+            f"cross-validation needs at least 3 groups (train, validation, test), got {len(ordered)}: {ordered}"
+        )
+    folds = []
+    for k, test_group in enumerate(ordered[: num_folds or len(ordered)]):
+        val_group = ordered[(k + 1) % len(ordered)]
+        folds.append(([g for g in ordered if g not in (test_group, val_group)], val_group, test_group))
+    return folds
+
+
+def cross_validate_reward_models(
+    dataset_dict,
+    output_dir: str | Path,
+    settings: ComparisonSettings | None = None,
+    *,
+    group_column: str = "photo",
+    num_folds: int | None = None,
+    feature_store: dict | None = None,
+) -> dict[str, Any]:
+    """Leave-one-group-out cross-validation of :func:`compare_reward_models`.
+
+    All splits of ``dataset_dict`` are pooled; fold ``k`` tests on the ``k``-th group of ``group_column`` (a
+    photograph, so derived crops never straddle train and test), validates on the next group and trains on the
+    rest. With two held-out photographs a single comparison moves by a few points from seed to seed; the mean over
+    folds, the paired per-fold difference and the fold wins say whether one model really ranks better. Each fold's
+    full report is in ``output_dir/fold-<group>/``; the summary in ``cv_report.md`` / ``cv_report.json``.
+    """
+    from datasets import concatenate_datasets
+
+    settings = settings or ComparisonSettings()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    splits = [dataset_dict[name] for name in dataset_dict if not str(name).startswith("_")]
+    pooled = concatenate_datasets(splits) if len(splits) > 1 else splits[0]
+    if group_column not in pooled.column_names:
+        raise ValueError(
+            f"cross-validation groups by the {group_column!r} column, which the dataset lacks "
+            f"(columns: {pooled.column_names}); pass group_column= (e.g. 'source_id')"
+        )
+    groups = list(pooled[group_column])
+    store: dict = {} if feature_store is None else feature_store  # every fold reuses the backbone encodings
+    folds: list[dict[str, Any]] = []
+    for train_groups, val_group, test_group in _fold_splits(groups, num_folds):
+        index = {g: [i for i, x in enumerate(groups) if x == g] for g in (val_group, test_group)}
+        train_index = [i for i, x in enumerate(groups) if x in set(train_groups)]
+        fold_data = {
+            "train": pooled.select(train_index),
+            "validation": pooled.select(index[val_group]),
+            "test": pooled.select(index[test_group]),
+        }
+        logger.info("fold %d: test %s, validation %s, train %s", len(folds), test_group, val_group, train_groups)
+        fold_results = compare_reward_models(
+            fold_data, output_dir / f"fold-{test_group}", settings, feature_store=store
+        )
+        folds.append(
+            {
+                "test_group": test_group,
+                "validation_group": val_group,
+                "train_groups": train_groups,
+                "test": {name: res["test"] for name, res in fold_results["models"].items()},
+            }
+        )
+    summary = _summarise_folds(folds)
+    results = {"settings": settings.__dict__, "group_column": group_column, "folds": folds, "summary": summary}
+    write_cross_validation_report(results, output_dir)
+    return results
+
+
+def _summarise_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    models = list(folds[0]["test"])
+    metrics = list(CV_METRICS) + sorted(
+        {k for f in folds for res in f["test"].values() for k in res if k.startswith("accuracy/")} - set(CV_METRICS)
+    )
+    summary: dict[str, Any] = {"num_folds": len(folds), "models": {}, "paired": {}}
+    for name in models:
+        summary["models"][name] = {}
+        for metric in metrics:
+            values = np.array([f["test"][name].get(metric, np.nan) for f in folds], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            if values.size:
+                summary["models"][name][metric] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                    "num_folds": int(values.size),
+                }
+    # Paired over folds: ICReward minus each other model (same test photograph, same training data).
+    if "icreward" in models:
+        for other in (m for m in models if m != "icreward"):
+            summary["paired"][other] = {}
+            for metric in ("pairwise_accuracy", "accuracy/motion_decoupled", "mse"):
+                pairs = [
+                    (f["test"]["icreward"][metric], f["test"][other][metric])
+                    for f in folds
+                    if metric in f["test"]["icreward"] and metric in f["test"][other]
+                ]
+                if not pairs:
+                    continue
+                diff = np.array([a - b for a, b in pairs])
+                better = diff < 0 if metric == "mse" else diff > 0
+                summary["paired"][other][metric] = {
+                    "mean_difference": float(diff.mean()),
+                    "standard_error": float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0,
+                    "icreward_better_folds": int(better.sum()),
+                    "num_folds": int(diff.size),
+                }
+    return summary
+
+
+def write_cross_validation_report(results: dict[str, Any], output_dir: str | Path) -> Path:
+    """Write ``cv_report.json`` and ``cv_report.md`` (mean +- std over folds, paired differences, per-fold table)."""
+    output_dir = Path(output_dir)
+    (output_dir / "cv_report.json").write_text(json.dumps(results, indent=2, default=float))
+    summary, folds = results["summary"], results["folds"]
+    models = list(summary["models"])
+    lines = [
+        "# Reward model comparison: leave-one-group-out cross-validation",
+        "",
+        f"{summary['num_folds']} folds over the `{results['group_column']}` column: each fold tests on one group, "
+        "validates on the next and trains on the rest. Mean +- standard deviation over folds.",
+        "",
+        "| model | " + " | ".join(CV_METRICS) + " |",
+        "|---|" + "---|" * len(CV_METRICS),
+    ]
+    for name in models:
+        cells = []
+        for metric in CV_METRICS:
+            cell = summary["models"][name].get(metric)
+            cells.append(f"{cell['mean']:.4f} +- {cell['std']:.4f}" if cell else "-")
+        lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
+    if summary["paired"]:
+        lines += [
+            "",
+            "Paired over folds, ICReward minus the other model (mean +- standard error; folds where ICReward is better):",
+            "",
+            "| versus | pairwise accuracy | motion-decoupled accuracy | MSE |",
+            "|---|---|---|---|",
+        ]
+        for other, diffs in summary["paired"].items():
+            cells = []
+            for metric in ("pairwise_accuracy", "accuracy/motion_decoupled", "mse"):
+                d = diffs.get(metric)
+                cells.append(
+                    f"{d['mean_difference']:+.4f} +- {d['standard_error']:.4f} ({d['icreward_better_folds']}/{d['num_folds']})"
+                    if d
+                    else "-"
+                )
+            lines.append(f"| {_DISPLAY.get(other, other)} | " + " | ".join(cells) + " |")
+    kinds = sorted(
+        {m.split("/", 1)[1] for res in summary["models"].values() for m in res if m.startswith("accuracy/")}
+    )
+    if kinds:
+        lines += ["", "Pairwise accuracy by perturbation type of the lower-scored video (mean over folds):", ""]
+        lines += ["| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        for name in models:
+            res = summary["models"][name]
+            cells = [f"{res[f'accuracy/{k}']['mean']:.3f}" if f"accuracy/{k}" in res else "-" for k in kinds]
+            lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
+    lines += ["", "Per fold (test group: pairwise accuracy / motion-decoupled accuracy):", ""]
+    lines += ["| test group | validation group | " + " | ".join(_DISPLAY.get(m, m) for m in models) + " |"]
+    lines += ["|---|---|" + "---|" * len(models)]
+    for fold in folds:
+        cells = [
+            f"{fold['test'][m].get('pairwise_accuracy', float('nan')):.3f} / "
+            f"{fold['test'][m].get('accuracy/motion_decoupled', float('nan')):.3f}"
+            for m in models
+        ]
+        lines.append(f"| {fold['test_group']} | {fold['validation_group']} | " + " | ".join(cells) + " |")
+    lines += ["", "Each fold's full report (plots, saved models) is in `fold-<test group>/`.", ""]
+    path = output_dir / "cv_report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
