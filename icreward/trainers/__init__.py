@@ -8,6 +8,7 @@ _LAZY = {
     "RewardModelTrainer": "reward_model_trainer",
     "RewardDataCollator": "reward_data",
     "encode_dataset_features": "reward_data",
+    "DiffusionTrainingConfig": "diffusion_config",
     "VideoDPOConfig": "video_dpo_config",
     "VideoDPOTrainer": "video_dpo_trainer",
     "VideoDPODataCollator": "video_dpo_trainer",

@@ -1,7 +1,12 @@
-"""Saving and loading shared by the trainers that fine-tune a video model's LoRA through a model-family adapter."""
+"""What the trainers that fine-tune a video model's LoRA through a model-family adapter share: building the adapter
+and injecting the LoRA, seeded noise, per-sample metrics gathered across processes, evaluation, saving, loading and
+the model card."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import logging
 import os
 from typing import Any
@@ -9,18 +14,142 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import VideoModelAdapter, get_adapter
+from .diffusion_config import DiffusionTrainingConfig
+
 logger = logging.getLogger("icreward")
 
 TRAINING_ARGS_NAME = "training_args.bin"
 
-__all__ = ["AdapterLoRATrainerMixin", "TRAINING_ARGS_NAME"]
+__all__ = [
+    "AdapterLoRATrainerMixin",
+    "TRAINING_ARGS_NAME",
+    "batch_breakdown",
+    "describe_lora",
+    "render_lora_model_card",
+    "seeded_generator",
+]
+
+
+def seeded_generator(*key: Any) -> torch.Generator:
+    """A CPU generator seeded from a JSON-serialisable key: the same key gives the same noise on any process."""
+    digest = hashlib.sha256(json.dumps(list(key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 class AdapterLoRATrainerMixin:
-    """Checkpoints hold the LoRA in diffusers format (``pipe.load_lora_weights(dir)`` works on any of them), so
-    ``transformers.Trainer``'s save / resume / best-model paths go through ``self.adapter``. The class using it
-    defines ``_render_model_card(model_name, dataset_name, tags) -> str`` (its method-specific card)."""
+    """Mixed into the ``transformers.Trainer`` subclasses that train a LoRA on ``self.adapter`` (a
+    :class:`~icreward.adapters.VideoModelAdapter`).
 
+    Checkpoints hold the LoRA in diffusers format (``pipe.load_lora_weights(dir)`` works on any of them), so
+    ``transformers.Trainer``'s save / resume / best-model paths go through ``self.adapter``. The class using it
+    defines ``_render_model_card(model_name, dataset_name, tags) -> str`` (its method-specific card),
+    ``_logits_and_labels(outputs)`` (what :meth:`prediction_step` returns besides the loss), ``self._metrics``
+    (``{"train": defaultdict(list), "eval": defaultdict(list)}``) with ``_pop_metrics(mode) -> dict`` (the means it
+    logs), and ``self._noise_step, self._noise_micro = -1, 0`` (the micro-batch counter).
+    """
+
+    # ------------------------------------------------------------------------------------------------ setup
+    @staticmethod
+    def _resolve_adapter(model: Any, args: DiffusionTrainingConfig) -> VideoModelAdapter:
+        base = get_adapter(model)
+        if model is base:  # an adapter built by the user: keep its settings
+            return base
+        options = {"train_expert": args.wan22_train_expert, "max_sequence_length": args.max_sequence_length}
+        accepted = inspect.signature(type(base).__init__).parameters
+        kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+        return type(base)(base.pipeline, **kwargs) if kwargs else base
+
+    @staticmethod
+    def _setup_lora(adapter: VideoModelAdapter, peft_config: Any, *, requirement: str) -> None:
+        """Inject ``peft_config`` into the trainable denoiser(s), or keep training the LoRA they carry; only LoRA
+        parameters train. ``requirement`` starts the error raised when there is neither."""
+        if peft_config is not None:
+            if adapter.has_lora():
+                raise ValueError("the model already has a LoRA adapter; pass peft_config=None to keep training it")
+            adapter.add_lora(peft_config)
+        elif not adapter.has_lora():
+            raise ValueError(
+                f"{requirement}: pass peft_config=LoraConfig(r=..., lora_alpha=...) (default target modules for "
+                f"{adapter.family}: {list(adapter.default_lora_target_modules)})"
+            )
+        else:
+            adapter.freeze()
+            for module in adapter.trainable_modules.values():
+                for name, param in module.named_parameters():
+                    param.requires_grad_("lora_" in name)
+        # LoRA weights train in float32 even when the frozen base runs in bf16/fp16 (as diffusers' scripts do).
+        for module in adapter.trainable_modules.values():
+            for param in module.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
+
+    @staticmethod
+    def _allow_unused_experts(adapter: VideoModelAdapter, args: DiffusionTrainingConfig) -> None:
+        """Two experts (Wan 2.2): a step whose trained timesteps all fall in one expert's range leaves the other
+        without gradients, which DDP has to be told."""
+        if len(adapter.trainable_modules) > 1 and args.ddp_find_unused_parameters is None:
+            args.ddp_find_unused_parameters = True
+
+    def _move_encoders(self, device: torch.device | str) -> None:
+        """Move the VAE and the text / image encoders: they are not submodules of the trained module, so the
+        Trainer never moves them."""
+        for module in self.adapter.encoder_modules.values():
+            module.to(device)
+
+    # ------------------------------------------------------------------------------------------------ noise
+    def _micro_batch_index(self) -> tuple[int, int]:
+        """``(global step, micro-batch)``: how many batches this process drew noise for before, in this step."""
+        if self.state.global_step != self._noise_step:
+            self._noise_step, self._noise_micro = self.state.global_step, 0
+        index = (self._noise_step, self._noise_micro)
+        self._noise_micro += 1
+        return index
+
+    # ---------------------------------------------------------------------------------------------- metrics
+    def _store(
+        self, per_sample: dict[str, torch.Tensor], training: bool, scalars: dict[str, float] | None = None
+    ) -> None:
+        """Gather values from all processes and keep them until the next log (exact means over samples and steps).
+
+        Per-sample values go through ``gather_for_metrics`` (which drops the samples padded onto the last batch);
+        scalars, one per process and micro-step, through ``gather``.
+        """
+        mode = "train" if training else "eval"
+        for name, value in per_sample.items():
+            gathered = self.accelerator.gather_for_metrics(value.detach().float().reshape(-1))
+            self._metrics[mode][name].extend(gathered.cpu().tolist())
+        if scalars:
+            gathered = self.accelerator.gather(torch.tensor([list(scalars.values())], device=self.args.device))
+            for name, column in zip(scalars, gathered.cpu().T.tolist(), strict=True):
+                self._metrics[mode][name].extend(column)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        return (loss, *self._logits_and_labels(outputs))
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._metrics["eval"].clear()
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        # Exact means over all evaluated samples, returned by evaluate() and logged with its other metrics.
+        for name, value in self._pop_metrics("eval").items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        return output
+
+    # ----------------------------------------------------------------------------------------------- saving
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save the LoRA in diffusers format (``pipe.load_lora_weights(output_dir)``), plus the training args."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -66,3 +195,94 @@ class AdapterLoRATrainerMixin:
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def describe_lora(adapter: VideoModelAdapter) -> str:
+    """``rank R, alpha A, target modules [...]; files [...]`` of the adapter's LoRA, for the model card."""
+    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
+    first_module = next(iter(adapter.trainable_modules.values()))
+    peft_config = getattr(first_module, "peft_config", {}).get("default")
+    rank, alpha = getattr(peft_config, "r", None), getattr(peft_config, "lora_alpha", None)
+    targets = sorted(getattr(peft_config, "target_modules", None) or [])
+    return f"rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}"
+
+
+def batch_breakdown(args: DiffusionTrainingConfig) -> tuple[int, str]:
+    """The effective batch of an optimiser step and what makes it up, e.g.
+    ``(64, "per device 1 x accumulation 64 x 1 process")``."""
+    num_processes = max(args.world_size, 1)
+    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
+    breakdown = (
+        f"per device {args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} x "
+        f"{num_processes} process{'es' if num_processes != 1 else ''}"
+    )
+    return effective_batch, breakdown
+
+
+def render_lora_model_card(
+    adapter: VideoModelAdapter,
+    *,
+    model_name: str,
+    dataset_name: str | None,
+    tags: list[str],
+    trainer_name: str,
+    description: str,
+    training: list[str],
+    citations: str,
+) -> str:
+    """A diffusers-style LoRA model card: YAML metadata, a sentence on the method (``trainer_name``: ``description``),
+    usage snippet, the ``training`` summary lines, citations."""
+    pipeline = adapter.pipeline
+    config = getattr(pipeline, "config", {}) or {}
+    base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
+    pipeline_class = type(pipeline).__name__
+    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
+
+    meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
+    if base_model and not os.path.isdir(str(base_model)):
+        meta.append(f"base_model: {base_model}")
+    meta.append("tags:")
+    meta += [f"- {tag}" for tag in dict.fromkeys([*tags, adapter.family, "template:diffusion-lora"])]
+    if dataset_name:
+        meta.append(f"datasets:\n- {dataset_name}")
+    meta.append("---")
+
+    if len(lora_files) == 1 and lora_files[0] == "pytorch_lora_weights.safetensors":
+        load = 'pipe.load_lora_weights("<this repo or folder>")'
+    else:
+        load = (
+            "from icreward.adapters import load_wan22_lora\n"
+            'load_wan22_lora(pipe, "<this repo or folder>")  # each expert\'s LoRA into its expert'
+        )
+    lines = [
+        *meta,
+        "",
+        f"# {model_name}",
+        "",
+        f"A LoRA for `{base_model or pipeline_class}` ({adapter.family}) trained with "
+        f"[icreward](https://github.com/icreward/icreward)'s `{trainer_name}`: {description}",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import torch",
+        f"from diffusers import {pipeline_class}",
+        "",
+        f'pipe = {pipeline_class}.from_pretrained("{base_model or "<base model>"}", torch_dtype=torch.bfloat16)',
+        load,
+        "```",
+        "",
+        "## Training",
+        "",
+        *training,
+        "",
+        "## Citation",
+        "",
+        citations,
+    ]
+    return "\n".join(lines)

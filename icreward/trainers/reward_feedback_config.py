@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from .diffusion_config import DiffusionTrainingConfig, shared_field
 
 __all__ = ["RewardFeedbackConfig"]
 
 
 @dataclass
-class RewardFeedbackConfig(TrainingArguments):
-    r"""Configuration of :class:`RewardFeedbackTrainer`, a :class:`~transformers.TrainingArguments` subclass.
+class RewardFeedbackConfig(DiffusionTrainingConfig):
+    r"""Configuration of :class:`RewardFeedbackTrainer`, a :class:`~transformers.TrainingArguments` subclass
+    (through :class:`~icreward.trainers.diffusion_config.DiffusionTrainingConfig`, the fields it shares with
+    :class:`~icreward.trainers.video_dpo_config.VideoDPOConfig`).
 
     Reward feedback learning for image-to-video diffusion models with truncated backpropagation (DRaFT-K, Clark et
     al., 2024) and a velocity KL regulariser, as in IPRO (identity-preserving I2V via reward-guided optimisation,
@@ -102,24 +104,6 @@ class RewardFeedbackConfig(TrainingArguments):
             "at frame 0 are decoded as a clip of their own by causal VAEs, an approximation. None decodes all."
         },
     )
-    num_frames: int = field(default=81, metadata={"help": "Frames per generated video; 4k + 1 for Wan/CogVideoX."})
-    height: int = field(default=480, metadata={"help": "Video height; reference images are cover-resized to it."})
-    width: int = field(default=832, metadata={"help": "Video width; reference images are cover-resized to it."})
-    max_sequence_length: int | None = field(
-        default=None,
-        metadata={
-            "help": "Text tokens per prompt; the model family's default when unset (512 for Wan, which Wan 2.1 I2V "
-            "requires; 226 for CogVideoX)."
-        },
-    )
-    wan22_train_expert: str = field(
-        default="low_noise",
-        metadata={
-            "help": "Wan 2.2 A14B: which expert gets LoRA: 'low_noise' (transformer_2, as in IPRO), 'high_noise' or "
-            "'both'. The K trained steps must reach the trained expert's timestep range.",
-            "choices": ["low_noise", "high_noise", "both"],
-        },
-    )
     ground_truth_max_frames: int | None = field(
         default=None,
         metadata={
@@ -140,11 +124,17 @@ class RewardFeedbackConfig(TrainingArguments):
         metadata={"help": "Validation videos per round: the first rows of eval_dataset, else of train_dataset."},
     )
     validation_fps: float = field(default=16.0, metadata={"help": "Frame rate of the saved validation videos."})
-    bf16: bool = field(
-        default=False, metadata={"help": "bfloat16 mixed precision (off by default: it raises on CPU)."}
+    # Fields of DiffusionTrainingConfig (default, choices and checks there) with this config's own help text
+    num_frames: int = shared_field("num_frames", help="Frames per generated video; 4k + 1 for Wan/CogVideoX.")
+    height: int = shared_field("height", help="Video height; reference images are cover-resized to it.")
+    width: int = shared_field("width", help="Video width; reference images are cover-resized to it.")
+    wan22_train_expert: str = shared_field(
+        "wan22_train_expert",
+        help="Wan 2.2 A14B: which expert gets LoRA: 'low_noise' (transformer_2, as in IPRO), 'high_noise' or "
+        "'both'. The K trained steps must reach the trained expert's timestep range.",
     )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep all dataset columns; the collator reads image/prompt/ground_truth."}
+    remove_unused_columns: bool = shared_field(
+        "remove_unused_columns", help="Keep all dataset columns; the collator reads image/prompt/ground_truth."
     )
     learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate (IPRO: 2e-5 with Adam)."})
     max_steps: int = field(default=100, metadata={"help": "Optimiser steps (IPRO: 100)."})
@@ -181,19 +171,12 @@ class RewardFeedbackConfig(TrainingArguments):
             raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {self.guidance_scale}")
         if self.decode_frame_subset is not None and self.decode_frame_subset < 1:
             raise ValueError(f"decode_frame_subset must be >= 1 or None, got {self.decode_frame_subset}")
-        if self.wan22_train_expert not in ("low_noise", "high_noise", "both"):
-            raise ValueError(
-                f"wan22_train_expert must be 'low_noise', 'high_noise' or 'both', got {self.wan22_train_expert!r}"
-            )
         if self.validation_steps is not None and self.validation_steps < 1:
             raise ValueError(f"validation_steps must be >= 1 or None, got {self.validation_steps}")
         if self.num_validation_videos < 0:
             raise ValueError(f"num_validation_videos must be >= 0, got {self.num_validation_videos}")
         if self.ground_truth_max_frames is not None and self.ground_truth_max_frames < 1:
             raise ValueError(f"ground_truth_max_frames must be >= 1 or None, got {self.ground_truth_max_frames}")
-        for name in ("num_frames", "height", "width"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.validation_fps <= 0:
             raise ValueError(f"validation_fps must be positive, got {self.validation_fps}")
-        super().__post_init__()
+        super().__post_init__()  # the shared fields (wan22_train_expert, video size), then TrainingArguments

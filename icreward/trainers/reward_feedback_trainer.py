@@ -38,7 +38,6 @@ Trainer's ``loss``, ``grad_norm`` and ``learning_rate``. Validation rounds log `
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import logging
@@ -56,10 +55,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback
 
-from ..adapters import VideoModelAdapter, get_adapter
+from ..adapters import VideoModelAdapter
 from ..losses import velocity_kl
 from ..rewards.combined import BaseVideoReward, CombinedReward, as_video_reward
-from .adapter_lora import AdapterLoRATrainerMixin
+from .adapter_lora import (
+    AdapterLoRATrainerMixin,
+    batch_breakdown,
+    describe_lora,
+    render_lora_model_card,
+    seeded_generator,
+)
 from .checkpointing import CompleteCheckpointMixin
 from .reward_feedback_config import RewardFeedbackConfig
 
@@ -491,7 +496,11 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             raise ValueError("RewardFeedbackTrainer needs a train_dataset of (image, prompt[, ground_truth]) rows")
 
         adapter = self._resolve_adapter(model, args)
-        self._setup_lora(adapter, peft_config)
+        self._setup_lora(
+            adapter,
+            peft_config,
+            requirement="RewardFeedbackTrainer trains LoRA adapters (the KL reference is the LoRA-disabled network)",
+        )
         self.adapter = adapter
         self.reward = self._build_reward(reward_funcs, args.reward_weights)
         self.reward.eval().requires_grad_(False)
@@ -499,9 +508,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         timesteps = adapter.inference_timesteps(args.num_inference_steps)
         self._check_trained_steps(adapter, timesteps, args)
         frame_axis = self._latent_frame_axis(adapter, args) if args.decode_frame_subset is not None else None
-        if len(adapter.trainable_modules) > 1 and args.ddp_find_unused_parameters is None:
-            # Two experts: a step whose K trained timesteps all fall in one expert's range leaves the other unused.
-            args.ddp_find_unused_parameters = True
+        self._allow_unused_experts(adapter, args)
 
         train_dataset = self._with_row_keys(load_prompt_dataset(train_dataset))
         if eval_dataset is not None:
@@ -540,8 +547,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         )
         self._validation_collator = collator
         device = self.args.device
-        for module in self.adapter.encoder_modules.values():
-            module.to(device)
+        self._move_encoders(device)
         self.reward.to(device)
 
         # Fail on bad rows before the first step, and build per-row reward state (face pools) once.
@@ -555,39 +561,6 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             self.add_callback(_ValidationCallback(self))
 
     # ------------------------------------------------------------------------------------------------ setup
-    @staticmethod
-    def _resolve_adapter(model: Any, args: RewardFeedbackConfig) -> VideoModelAdapter:
-        base = get_adapter(model)
-        if model is base:  # an adapter built by the user: keep its settings
-            return base
-        options = {"train_expert": args.wan22_train_expert, "max_sequence_length": args.max_sequence_length}
-        accepted = inspect.signature(type(base).__init__).parameters
-        kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
-        return type(base)(base.pipeline, **kwargs) if kwargs else base
-
-    @staticmethod
-    def _setup_lora(adapter: VideoModelAdapter, peft_config: Any) -> None:
-        if peft_config is not None:
-            if adapter.has_lora():
-                raise ValueError("the model already has a LoRA adapter; pass peft_config=None to keep training it")
-            adapter.add_lora(peft_config)
-        elif not adapter.has_lora():
-            raise ValueError(
-                "RewardFeedbackTrainer trains LoRA adapters (the KL reference is the LoRA-disabled network): pass "
-                f"peft_config=LoraConfig(r=..., lora_alpha=...) (default target modules for {adapter.family}: "
-                f"{list(adapter.default_lora_target_modules)})"
-            )
-        else:
-            adapter.freeze()
-            for module in adapter.trainable_modules.values():
-                for name, param in module.named_parameters():
-                    param.requires_grad_("lora_" in name)
-        # LoRA weights train in float32 even when the frozen base runs in bf16/fp16 (as diffusers' scripts do).
-        for module in adapter.trainable_modules.values():
-            for param in module.parameters():
-                if param.requires_grad and param.dtype != torch.float32:
-                    param.data = param.data.float()
-
     @staticmethod
     def _build_reward(reward_funcs: Any, reward_weights: list[float] | None) -> CombinedReward:
         """Normalise every accepted reward form into one :class:`CombinedReward`."""
@@ -714,15 +687,11 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
     def _noise_generator(self, training: bool) -> torch.Generator:
         """A CPU generator seeded from (seed, step, micro-batch, process): resuming replays identical noise."""
         if training:
-            if self.state.global_step != self._noise_step:
-                self._noise_step, self._noise_micro = self.state.global_step, 0
-            index = ("train", self._noise_step, self._noise_micro)
-            self._noise_micro += 1
+            index = ("train", *self._micro_batch_index())
         else:
             index = ("eval", self._eval_batch_index)  # the same noise at every evaluation
             self._eval_batch_index += 1
-        key = json.dumps([self.args.seed, self.accelerator.process_index, *index]).encode()
-        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+        return seeded_generator(self.args.seed, self.accelerator.process_index, *index)
 
     def _latent_shape(self) -> tuple[int, ...]:
         """Per-sample latent shape for the configured video size (encoded once from a blank video)."""
@@ -793,7 +762,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             loss = loss + kl_loss
             per_sample["kl"] = kl
             scalars["loss/kl"] = float(kl_loss.detach())
-        self._store(per_sample, scalars, training)
+        self._store(per_sample, training, scalars)
         outputs = {"rewards": rewards.total.detach()}
         return (loss, outputs) if return_outputs else loss
 
@@ -804,22 +773,6 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
                 "computed under no_grad): only the KL term trains the model"
             )
             self._warned_no_reward_gradient = True
-
-    def _store(self, per_sample: dict[str, torch.Tensor], scalars: dict[str, float], training: bool) -> None:
-        """Gather values from all processes and keep them until the next log (exact means over samples and steps).
-
-        Per-sample values go through ``gather_for_metrics`` (which drops the samples padded onto the last batch);
-        scalars, one per process and micro-step, through ``gather``.
-        """
-        mode = "train" if training else "eval"
-        device = self.args.device
-        for name, value in per_sample.items():
-            gathered = self.accelerator.gather_for_metrics(value.detach().float().reshape(-1))
-            self._metrics[mode][name].extend(gathered.cpu().tolist())
-        if scalars:
-            gathered = self.accelerator.gather(torch.tensor([list(scalars.values())], device=device))
-            for name, column in zip(scalars, gathered.cpu().T.tolist(), strict=True):
-                self._metrics[mode][name].extend(column)
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
         stored = self._metrics[mode]
@@ -838,36 +791,17 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-        loss = loss.detach()
-        if prediction_loss_only:
-            return loss, None, None
+    @staticmethod
+    def _logits_and_labels(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``prediction_step``'s logits (the weighted rewards, ``(N,)``) and zero labels."""
         rewards = outputs["rewards"]
-        return loss, rewards, torch.zeros_like(rewards)
+        return rewards, torch.zeros_like(rewards)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._eval_batch_index = 0
         return super().evaluate(
             eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
         )
-
-    def evaluation_loop(
-        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
-    ):
-        self._metrics["eval"].clear()
-        output = super().evaluation_loop(
-            dataloader,
-            description,
-            prediction_loss_only=prediction_loss_only,
-            ignore_keys=ignore_keys,
-            metric_key_prefix=metric_key_prefix,
-        )
-        for name, value in self._pop_metrics("eval").items():
-            output.metrics[f"{metric_key_prefix}_{name}"] = value
-        return output
 
     @torch.no_grad()
     def generate_validation_videos(self) -> dict[str, float]:
@@ -1041,75 +975,36 @@ def _render_model_card(
     num_train_rows: int | None,
 ) -> str:
     """A diffusers-style LoRA model card: YAML metadata, usage snippet, training summary, citations."""
-    pipeline = adapter.pipeline
-    config = getattr(pipeline, "config", {}) or {}
-    base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
-    pipeline_class = type(pipeline).__name__
-    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
-    first_module = next(iter(adapter.trainable_modules.values()))
-    peft_config = getattr(first_module, "peft_config", {}).get("default")
-    rank, alpha = getattr(peft_config, "r", None), getattr(peft_config, "lora_alpha", None)
-    targets = sorted(getattr(peft_config, "target_modules", None) or [])
     train_logs = [log for log in log_history if "reward" in log]
     first_log, last_log = (train_logs[0], train_logs[-1]) if train_logs else (None, None)
-
-    meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
-    if base_model and not os.path.isdir(str(base_model)):
-        meta.append(f"base_model: {base_model}")
-    meta.append("tags:")
-    meta += [f"- {tag}" for tag in dict.fromkeys([*tags, adapter.family, "template:diffusion-lora"])]
-    if dataset_name:
-        meta.append(f"datasets:\n- {dataset_name}")
-    meta.append("---")
-
-    if len(lora_files) == 1 and lora_files[0] == "pytorch_lora_weights.safetensors":
-        load = 'pipe.load_lora_weights("<this repo or folder>")'
-    else:
-        load = (
-            "from icreward.adapters import load_wan22_lora\n"
-            'load_wan22_lora(pipe, "<this repo or folder>")  # each expert\'s LoRA into its expert'
-        )
     rewards = ", ".join(f"`{name}` (weight {weight:g})" for name, weight in reward.weights.items())
     kl = f"velocity KL against the LoRA-disabled model, weight {args.kl_weight:g}" if args.kl_weight > 0 else "no KL"
-    num_processes = max(args.world_size, 1)
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
-    lines = [
-        *meta,
-        "",
-        f"# {model_name}",
-        "",
-        f"A LoRA for `{base_model or pipeline_class}` ({adapter.family}) trained with "
-        "[icreward](https://github.com/icreward/icreward)'s `RewardFeedbackTrainer`: reward feedback learning with "
-        "truncated backpropagation through the sampler (DRaFT-K) and a velocity KL regulariser, following IPRO "
-        "(identity-preserving image-to-video generation via reward-guided optimisation).",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "import torch",
-        f"from diffusers import {pipeline_class}",
-        "",
-        f'pipe = {pipeline_class}.from_pretrained("{base_model or "<base model>"}", torch_dtype=torch.bfloat16)',
-        load,
-        "```",
-        "",
-        "## Training",
-        "",
+    effective_batch, breakdown = batch_breakdown(args)
+    training = [
         f"- rewards: {rewards}; {kl}",
         f"- sampling: {args.num_inference_steps} steps from pure noise, gradients through the last "
         f"{args.truncated_backprop_steps}; guidance scale {args.guidance_scale:g}; video size {args.num_frames} "
         f"frames at {args.height}x{args.width}",
-        f"- LoRA: rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}",
-        f"- learning rate {args.learning_rate}, effective batch {effective_batch} (per device "
-        f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} x {num_processes} "
-        f"process{'es' if num_processes != 1 else ''}), {args.max_steps} steps, seed {args.seed}",
+        f"- LoRA: {describe_lora(adapter)}",
+        f"- learning rate {args.learning_rate}, effective batch {effective_batch} ({breakdown}), {args.max_steps} "
+        f"steps, seed {args.seed}",
     ]
     if num_train_rows is not None:
-        lines.append(f"- training rows: {num_train_rows}")
+        training.append(f"- training rows: {num_train_rows}")
     if first_log is not None and last_log is not None:
-        lines.append(
+        training.append(
             f"- weighted reward: {first_log['reward']:.4f} at step {first_log.get('step')} -> "
             f"{last_log['reward']:.4f} at step {last_log.get('step')}"
         )
-    lines += ["", "## Citation", "", _CITATIONS]
-    return "\n".join(lines)
+    return render_lora_model_card(
+        adapter,
+        model_name=model_name,
+        dataset_name=dataset_name,
+        tags=tags,
+        trainer_name="RewardFeedbackTrainer",
+        description="reward feedback learning with truncated backpropagation through the sampler (DRaFT-K) and a "
+        "velocity KL regulariser, following IPRO (identity-preserving image-to-video generation via reward-guided "
+        "optimisation).",
+        training=training,
+        citations=_CITATIONS,
+    )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from .diffusion_config import DiffusionTrainingConfig, shared_field
 
 __all__ = ["VideoDPOConfig"]
 
 
 @dataclass
-class VideoDPOConfig(TrainingArguments):
-    r"""Configuration of :class:`VideoDPOTrainer`, a :class:`~transformers.TrainingArguments` subclass.
+class VideoDPOConfig(DiffusionTrainingConfig):
+    r"""Configuration of :class:`VideoDPOTrainer`, a :class:`~transformers.TrainingArguments` subclass (through
+    :class:`~icreward.trainers.diffusion_config.DiffusionTrainingConfig`, the fields it shares with
+    :class:`~icreward.trainers.reward_feedback_config.RewardFeedbackConfig`).
 
     Diffusion-DPO (Wallace et al., 2023) on image-to-video diffusion models, in its flow-matching form for Wan
     (Flow-DPO, as in VideoAlign) and its epsilon / v form for CogVideoX. Each step draws one noise tensor and one
@@ -56,11 +58,6 @@ class VideoDPOConfig(TrainingArguments):
     )
     logit_mean: float = field(default=0.0, metadata={"help": "Mean of the normal for 'logit_normal' sampling."})
     logit_std: float = field(default=1.0, metadata={"help": "Std of the normal for 'logit_normal' sampling."})
-    num_frames: int = field(
-        default=81, metadata={"help": "Frames per video (evenly sampled from each file); 4k + 1 for Wan/CogVideoX."}
-    )
-    height: int = field(default=480, metadata={"help": "Video height; videos and images are cover-resized to it."})
-    width: int = field(default=832, metadata={"help": "Video width; videos and images are cover-resized to it."})
     precompute_latents: bool = field(
         default=True,
         metadata={
@@ -76,21 +73,6 @@ class VideoDPOConfig(TrainingArguments):
         },
     )
     precompute_batch_size: int = field(default=1, metadata={"help": "Pairs per encoder batch when precomputing."})
-    max_sequence_length: int | None = field(
-        default=None,
-        metadata={
-            "help": "Text tokens per prompt; the model family's default when unset (512 for Wan, which Wan 2.1 I2V "
-            "requires; 226 for CogVideoX)."
-        },
-    )
-    wan22_train_expert: str = field(
-        default="low_noise",
-        metadata={
-            "help": "Wan 2.2 A14B: which expert gets LoRA: 'low_noise' (transformer_2, as in IPRO), 'high_noise' "
-            "(transformer) or 'both'. Timesteps are drawn from the trained experts' range.",
-            "choices": ["low_noise", "high_noise", "both"],
-        },
-    )
     image_column: str | None = field(
         default=None,
         metadata={"help": "Reference-image column of the pair dataset; 'image' or else 'reference' when unset."},
@@ -106,11 +88,19 @@ class VideoDPOConfig(TrainingArguments):
             "`<output_dir>/preference_curves.json` and PNGs during training."
         },
     )
-    bf16: bool = field(
-        default=False, metadata={"help": "bfloat16 mixed precision (off by default: it raises on CPU)."}
+    # Fields of DiffusionTrainingConfig (default, choices and checks there) with this config's own help text
+    num_frames: int = shared_field(
+        "num_frames", help="Frames per video (evenly sampled from each file); 4k + 1 for Wan/CogVideoX."
     )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep all dataset columns; the pair collator needs them."}
+    height: int = shared_field("height", help="Video height; videos and images are cover-resized to it.")
+    width: int = shared_field("width", help="Video width; videos and images are cover-resized to it.")
+    wan22_train_expert: str = shared_field(
+        "wan22_train_expert",
+        help="Wan 2.2 A14B: which expert gets LoRA: 'low_noise' (transformer_2, as in IPRO), 'high_noise' "
+        "(transformer) or 'both'. Timesteps are drawn from the trained experts' range.",
+    )
+    remove_unused_columns: bool = shared_field(
+        "remove_unused_columns", help="Keep all dataset columns; the pair collator needs them."
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA parameters)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps (or fraction of training)."})
@@ -124,11 +114,6 @@ class VideoDPOConfig(TrainingArguments):
             raise ValueError(f"timestep_sampling must be 'uniform' or 'logit_normal', got {self.timestep_sampling!r}")
         if self.logit_std <= 0:
             raise ValueError(f"logit_std must be > 0, got {self.logit_std}")
-        if self.wan22_train_expert not in ("low_noise", "high_noise", "both"):
-            raise ValueError(
-                f"wan22_train_expert must be 'low_noise', 'high_noise' or 'both', got {self.wan22_train_expert!r}"
-            )
-        for name in ("num_frames", "height", "width", "precompute_batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        super().__post_init__()
+        if int(self.precompute_batch_size) <= 0:
+            raise ValueError(f"precompute_batch_size must be positive, got {self.precompute_batch_size}")
+        super().__post_init__()  # the shared fields (wan22_train_expert, video size), then TrainingArguments

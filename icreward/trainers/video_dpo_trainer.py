@@ -44,7 +44,6 @@ micro-batch, seeded from (``seed``, process, step, micro-batch): reproducible, b
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -58,10 +57,16 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalPrediction
 
-from ..adapters import VideoModelAdapter, get_adapter
+from ..adapters import VideoModelAdapter
 from ..data.dpo_pairs import decode_pair_videos, load_dpo_pairs, load_reference_image, validate_dpo_pairs
 from ..losses import diffusion_dpo_loss, dpo_implicit_accuracy, per_sample_mse
-from .adapter_lora import AdapterLoRATrainerMixin
+from .adapter_lora import (
+    AdapterLoRATrainerMixin,
+    batch_breakdown,
+    describe_lora,
+    render_lora_model_card,
+    seeded_generator,
+)
 from .checkpointing import CompleteCheckpointMixin
 from .latent_cache import LatentCache
 from .video_dpo_config import VideoDPOConfig
@@ -270,32 +275,12 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
                 eval_dataset = self._prepare_pairs(eval_dataset, args)
 
         adapter = self._resolve_adapter(model, args)
-        if peft_config is not None:
-            if adapter.has_lora():
-                raise ValueError("the model already has a LoRA adapter; pass peft_config=None to keep training it")
-            adapter.add_lora(peft_config)
-        elif not adapter.has_lora():
-            raise ValueError(
-                "VideoDPOTrainer trains LoRA adapters: pass peft_config=LoraConfig(r=..., lora_alpha=...) "
-                f"(default target modules for {adapter.family}: {list(adapter.default_lora_target_modules)})"
-            )
-        else:
-            adapter.freeze()
-            for module in adapter.trainable_modules.values():
-                for name, param in module.named_parameters():
-                    param.requires_grad_("lora_" in name)
-        # LoRA weights train in float32 even when the frozen base runs in bf16/fp16 (as diffusers' scripts do).
-        for module in adapter.trainable_modules.values():
-            for param in module.parameters():
-                if param.requires_grad and param.dtype != torch.float32:
-                    param.data = param.data.float()
+        self._setup_lora(adapter, peft_config, requirement="VideoDPOTrainer trains LoRA adapters")
         self.adapter = adapter
         self.ref_adapter = None if ref_model is None else self._resolve_adapter(ref_model, args)
         if self.ref_adapter is not None:
             self.ref_adapter.freeze()
-        if len(adapter.trainable_modules) > 1 and args.ddp_find_unused_parameters is None:
-            # Two experts: a step whose timesteps all fall in one expert's range leaves the other without grads.
-            args.ddp_find_unused_parameters = True
+        self._allow_unused_experts(adapter, args)
 
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._noise_step, self._noise_micro = -1, 0
@@ -314,8 +299,7 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
             optimizers=optimizers,
         )
         device = self.args.device
-        for module in self.adapter.encoder_modules.values():
-            module.to(device)
+        self._move_encoders(device)
         if self.ref_adapter is not None:
             for module in self.ref_adapter.trainable_modules.values():
                 module.to(device)
@@ -325,16 +309,6 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
             self.add_callback(PreferenceCurveCallback())
 
     # ------------------------------------------------------------------------------------------------ setup
-    @staticmethod
-    def _resolve_adapter(model: Any, args: VideoDPOConfig) -> VideoModelAdapter:
-        base = get_adapter(model)
-        if model is base:  # an adapter built by the user: keep its settings
-            return base
-        options = {"train_expert": args.wan22_train_expert, "max_sequence_length": args.max_sequence_length}
-        accepted = inspect.signature(type(base).__init__).parameters
-        kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
-        return type(base)(base.pipeline, **kwargs) if kwargs else base
-
     @staticmethod
     def _prepare_pairs(dataset: Any, args: VideoDPOConfig) -> Dataset:
         dataset = load_dpo_pairs(dataset, image_column=args.image_column)
@@ -371,13 +345,11 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
         if isinstance(self.data_collator, VideoDPODataCollator):
             self.data_collator.cache = self.latent_cache
         # Steps only run the denoiser now: free the accelerator memory of the VAE and encoders.
-        for module in self.adapter.encoder_modules.values():
-            module.to("cpu")
+        self._move_encoders("cpu")
 
     # ------------------------------------------------------------------------------------------------- loss
     def _generator(self, *index: Any) -> torch.Generator:
-        key = json.dumps([self.args.seed, *index]).encode()
-        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+        return seeded_generator(self.args.seed, *index)
 
     def _pair_generators(self, training: bool, pair_ids: list[str]) -> list[torch.Generator]:
         """One generator per pair, keyed by the pair (and the step in training), never by the batch layout."""
@@ -387,12 +359,8 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
 
     def _batch_generator(self, training: bool) -> torch.Generator:
         """Fallback for batches without ``pair_ids``: one generator per (process, step, micro-batch)."""
-        if self.state.global_step != self._noise_step:
-            self._noise_step, self._noise_micro = self.state.global_step, 0
         mode = "train" if training else "eval"
-        index = ("batch", mode, self.accelerator.process_index, self._noise_step, self._noise_micro)
-        self._noise_micro += 1
-        return self._generator(*index)
+        return self._generator("batch", mode, self.accelerator.process_index, *self._micro_batch_index())
 
     def _draw_noise(self, latents: torch.Tensor, training: bool, pair_ids: list[str] | None):
         """One timestep and one noise tensor per pair, drawn from that pair's own generator.
@@ -491,38 +459,11 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
         outputs = {"rewards_chosen": rewards_chosen, "rewards_rejected": rewards_rejected, "accuracies": accuracies}
         return (loss, outputs) if return_outputs else loss
 
-    def _store(self, values: dict[str, torch.Tensor], training: bool) -> None:
-        """Gather per-sample values from all processes and keep them until the next log (exact pair means)."""
-        mode = "train" if training else "eval"
-        for name, value in values.items():
-            gathered = self.accelerator.gather_for_metrics(value.detach().float())
-            self._metrics[mode][name].extend(gathered.cpu().tolist())
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-        loss = loss.detach()
-        if prediction_loss_only:
-            return loss, None, None
+    @staticmethod
+    def _logits_and_labels(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``prediction_step``'s logits ``(N, 2)`` [reward_chosen, reward_rejected] and zero labels."""
         logits = torch.stack([outputs["rewards_chosen"], outputs["rewards_rejected"]], dim=1)
-        return loss, logits, torch.zeros(logits.shape[0], device=logits.device)
-
-    def evaluation_loop(
-        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
-    ):
-        self._metrics["eval"].clear()
-        output = super().evaluation_loop(
-            dataloader,
-            description,
-            prediction_loss_only=prediction_loss_only,
-            ignore_keys=ignore_keys,
-            metric_key_prefix=metric_key_prefix,
-        )
-        # Exact means over all evaluated pairs, returned by evaluate() and logged with its other metrics.
-        for name, value in self._pop_metrics("eval").items():
-            output.metrics[f"{metric_key_prefix}_{name}"] = value
-        return output
+        return logits, torch.zeros(logits.shape[0], device=logits.device)
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
         stored = self._metrics[mode]
@@ -594,79 +535,38 @@ def _render_model_card(
     num_train_pairs: int | None,
 ) -> str:
     """A diffusers-style LoRA model card: YAML metadata, usage snippet, training summary, citations."""
-    pipeline = adapter.pipeline
-    config = getattr(pipeline, "config", {}) or {}
-    base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
-    pipeline_class = type(pipeline).__name__
-    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
-    first_module = next(iter(adapter.trainable_modules.values()))
-    peft_config = getattr(first_module, "peft_config", {}).get("default")
-    rank = getattr(peft_config, "r", None)
-    alpha = getattr(peft_config, "lora_alpha", None)
-    targets = sorted(getattr(peft_config, "target_modules", None) or [])
     evals = [log for log in log_history if "eval_rewards/accuracies" in log]
     last_eval = evals[-1] if evals else None
-    num_processes = max(args.world_size, 1)
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
-
-    meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
-    if base_model and not os.path.isdir(str(base_model)):
-        meta.append(f"base_model: {base_model}")
-    meta.append("tags:")
-    meta += [f"- {tag}" for tag in dict.fromkeys([*tags, adapter.family, "template:diffusion-lora"])]
-    if dataset_name:
-        meta.append(f"datasets:\n- {dataset_name}")
-    meta.append("---")
-
-    if len(lora_files) == 1 and lora_files[0] == "pytorch_lora_weights.safetensors":
-        load = 'pipe.load_lora_weights("<this repo or folder>")'
-    else:
-        load = (
-            "from icreward.adapters import load_wan22_lora\n"
-            'load_wan22_lora(pipe, "<this repo or folder>")  # each expert\'s LoRA into its expert'
-        )
+    effective_batch, breakdown = batch_breakdown(args)
     if args.loss_type == "sft":
         objective = "supervised fine-tuning on the chosen videos (SFT baseline)"
     elif adapter.prediction_type == "flow":
         objective = f"Flow-DPO (Diffusion-DPO on velocity targets), beta = {args.beta}"
     else:
         objective = f"Diffusion-DPO on {adapter.prediction_type} targets, beta = {args.beta}"
-    lines = [
-        *meta,
-        "",
-        f"# {model_name}",
-        "",
-        f"A LoRA for `{base_model or pipeline_class}` ({adapter.family}) trained with "
-        "[icreward](https://github.com/icreward/icreward)'s `VideoDPOTrainer`: image-to-video preference "
-        "optimisation towards videos that stay consistent with their reference image, following the ICReward "
-        "recipe (pairs where the ICReward model's pick is preferred over the MLP baseline's pick).",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "import torch",
-        f"from diffusers import {pipeline_class}",
-        "",
-        f'pipe = {pipeline_class}.from_pretrained("{base_model or "<base model>"}", torch_dtype=torch.bfloat16)',
-        load,
-        "```",
-        "",
-        "## Training",
-        "",
+    training = [
         f"- objective: {objective}; reference model: the base model (LoRA disabled)",
         f"- timestep sampling: {args.timestep_sampling}; video size: {args.num_frames} frames at "
         f"{args.height}x{args.width}",
-        f"- LoRA: rank {rank}, alpha {alpha}, target modules {targets}; files {lora_files}",
-        f"- learning rate {args.learning_rate}, effective batch {effective_batch} pairs (per device "
-        f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} x {num_processes} "
-        f"process{'es' if num_processes != 1 else ''}), seed {args.seed}",
+        f"- LoRA: {describe_lora(adapter)}",
+        f"- learning rate {args.learning_rate}, effective batch {effective_batch} pairs ({breakdown}), seed {args.seed}",
     ]
     if num_train_pairs is not None:
-        lines.append(f"- training pairs: {num_train_pairs}")
+        training.append(f"- training pairs: {num_train_pairs}")
     if last_eval is not None:
-        lines.append(
+        training.append(
             f"- held-out preference accuracy at step {last_eval.get('step')}: "
             f"{last_eval['eval_rewards/accuracies']:.3f}"
         )
-    lines += ["", "## Citation", "", _CITATIONS]
-    return "\n".join(lines)
+    return render_lora_model_card(
+        adapter,
+        model_name=model_name,
+        dataset_name=dataset_name,
+        tags=tags,
+        trainer_name="VideoDPOTrainer",
+        description="image-to-video preference optimisation towards videos that stay consistent with their "
+        "reference image, following the ICReward recipe (pairs where the ICReward model's pick is preferred over the "
+        "MLP baseline's pick).",
+        training=training,
+        citations=_CITATIONS,
+    )

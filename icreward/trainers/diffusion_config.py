@@ -1,0 +1,71 @@
+"""Training arguments shared by the image-to-video diffusion trainers' configs (TRL-style dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from transformers import TrainingArguments
+
+__all__ = ["DiffusionTrainingConfig", "shared_field"]
+
+WAN22_TRAIN_EXPERTS = ("low_noise", "high_noise", "both")
+
+
+@dataclass
+class DiffusionTrainingConfig(TrainingArguments):
+    r"""What :class:`~icreward.trainers.video_dpo_config.VideoDPOConfig` and
+    :class:`~icreward.trainers.reward_feedback_config.RewardFeedbackConfig` share, a
+    :class:`~transformers.TrainingArguments` subclass: the video size, the prompt length and the Wan 2.2 expert that
+    gets LoRA (what building the model-family adapter and its inputs reads), and the defaults that video LoRA
+    training and CPU runs need: ``bf16=False`` (TRL's ``True`` raises on CPU; turn it on on GPUs) and
+    ``remove_unused_columns=False`` (the collators read the dataset's columns).
+
+    The two configs restate some of these fields with help text of their own (:func:`shared_field`) and set their
+    own ``learning_rate`` and ``logging_steps`` defaults.
+    """
+
+    num_frames: int = field(default=81, metadata={"help": "Frames per video; 4k + 1 for Wan/CogVideoX."})
+    height: int = field(default=480, metadata={"help": "Video height."})
+    width: int = field(default=832, metadata={"help": "Video width."})
+    max_sequence_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Text tokens per prompt; the model family's default when unset (512 for Wan, which Wan 2.1 I2V "
+            "requires; 226 for CogVideoX)."
+        },
+    )
+    wan22_train_expert: str = field(
+        default="low_noise",
+        metadata={
+            "help": "Wan 2.2 A14B: which expert gets LoRA: 'low_noise' (transformer_2, as in IPRO), 'high_noise' "
+            "(transformer) or 'both'.",
+            "choices": list(WAN22_TRAIN_EXPERTS),
+        },
+    )
+    bf16: bool = field(
+        default=False, metadata={"help": "bfloat16 mixed precision (off by default: it raises on CPU)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep all dataset columns; the collator reads them."}
+    )
+
+    def __post_init__(self):
+        if self.wan22_train_expert not in WAN22_TRAIN_EXPERTS:
+            raise ValueError(
+                f"wan22_train_expert must be 'low_noise', 'high_noise' or 'both', got {self.wan22_train_expert!r}"
+            )
+        for name in ("num_frames", "height", "width"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        super().__post_init__()
+
+
+def shared_field(name: str, *, help: str) -> Any:
+    """The :class:`DiffusionTrainingConfig` field ``name`` (its default and choices) with a config's own help text.
+
+    For a subclass whose help says what the field means in its method, e.g.
+    ``num_frames: int = shared_field("num_frames", help="Frames per generated video; ...")``.
+    """
+    base = next(f for f in fields(DiffusionTrainingConfig) if f.name == name)
+    return field(default=base.default, metadata={**base.metadata, "help": help})
