@@ -87,6 +87,40 @@ def test_register_custom_adapter():
         get_adapter(Dummy())
 
 
+@pytest.mark.parametrize("prediction_type,dtype", [("flow", torch.float32), ("epsilon", torch.long)])
+def test_denoise_step_calls_predict_then_scheduler_step(prediction_type, dtype):
+    """A family implements only scheduler_step; denoise_step gives it one timestep per sample, typed by family."""
+    seen = []
+
+    class StepAdapter(VideoModelAdapter):
+        can_handle = classmethod(lambda cls, pipeline: False)
+        trainable_modules = property(lambda self: {"transformer": torch.nn.Linear(1, 1)})
+        prepare_conditions = prepare_latents = decode_latents = add_noise = target = None
+
+        @property
+        def prediction_type(self):
+            return prediction_type
+
+        def predict(self, noisy_latents, timesteps, conditions):
+            seen.append(timesteps)
+            return torch.ones_like(noisy_latents)
+
+        def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
+            seen.append((timesteps, next_timesteps))
+            return latents - model_output
+
+    adapter = StepAdapter(pipeline=object())
+    x = torch.zeros(3, 2)
+    torch.testing.assert_close(adapter.denoise_step(x, 500.0, 250.0, {}), -torch.ones(3, 2))
+    t, (t_step, t_next) = seen
+    assert t is t_step and t.dtype == t_next.dtype == dtype
+    assert t.tolist() == [500] * 3 and t_next.tolist() == [250] * 3
+    adapter.denoise_step(x, 500.0, 250.0, {}, model_output=x)
+    assert len(seen) == 3  # a given model_output skips predict
+    with pytest.raises(NotImplementedError, match="neither scheduler_step nor denoise_step"):
+        VideoModelAdapter.scheduler_step(adapter, x, x, t, t_next)
+
+
 def test_lora_on_a_plain_module(tmp_path):
     """The path an Open-Sora adapter takes: a plain nn.Module denoiser and no diffusers LoRA loader."""
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 4))

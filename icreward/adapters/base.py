@@ -10,8 +10,8 @@ here, and nothing else:
 - ``sample_timesteps``: training timesteps (uniform or logit-normal), restricted to the trained expert;
 - ``add_noise`` / ``target``: the forward process and the regression target (velocity, epsilon or v);
 - ``predict``: the denoiser forward with the family's image conditioning;
-- ``denoise_step`` / ``decode_latents``: one differentiable sampler step / a differentiable decode through the
-  frozen VAE (what reward-feedback training needs);
+- ``denoise_step`` / ``decode_latents``: one differentiable sampler step (``predict``, then the family's
+  ``scheduler_step``) / a differentiable decode through the frozen VAE (what reward-feedback training needs);
 - ``trainable_modules`` / ``default_lora_target_modules``: the network(s) that receive LoRA, and where;
 - ``add_lora`` / ``disable_lora``: inject a peft LoRA / a context giving the frozen reference network;
 - ``save_lora_weights``: diffusers-format LoRA files that ``pipe.load_lora_weights(dir)`` reads.
@@ -58,7 +58,7 @@ Plugging in another family (for example Open-Sora, which is not part of diffuser
         def add_noise(self, latents, noise, timesteps): ...   # rectified flow: (1 - s) x0 + s n, s = t / T
         def target(self, latents, noise, timesteps): ...      # n - x0
         def predict(self, noisy_latents, timesteps, conditions): ...  # reference frames enter through the mask
-        def denoise_step(self, latents, timestep, next_timestep, conditions): ...
+        def scheduler_step(self, latents, model_output, timesteps, next_timesteps): ...  # Euler: x + (s' - s) v
         def decode_latents(self, latents): ...
 
 Open-Sora 1.2/1.3 (STDiT3) injects the reference latents into the first frame positions and masks their timestep;
@@ -199,6 +199,9 @@ class VideoModelAdapter(ABC):
             module.eval()
 
     # -------------------------------------------------------------------------------------------- data
+    #: text length passed to the pipeline's ``encode_prompt``; each family's ``__init__`` sets it.
+    max_sequence_length: int | None = None
+
     @abstractmethod
     def prepare_conditions(
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
@@ -212,6 +215,20 @@ class VideoModelAdapter(ABC):
     @abstractmethod
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode normalised latents to videos ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiably (frozen VAE)."""
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings ``(B, max_sequence_length, D)`` from a diffusers pipeline's ``encode_prompt`` (no CFG).
+
+        Padding is as the pipeline's own (Wan zeroes the embeddings after each prompt's length).
+        """
+        embeds, _ = self.pipeline.encode_prompt(
+            prompt=list(prompts),
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            device=self.pipeline.text_encoder.device,
+        )
+        return embeds
 
     # ------------------------------------------------------------------------------------------- noise
     @property
@@ -270,7 +287,6 @@ class VideoModelAdapter(ABC):
     ) -> torch.Tensor:
         """Denoiser forward with the family's image conditioning; returns a tensor shaped like ``noisy_latents``."""
 
-    @abstractmethod
     def denoise_step(
         self,
         latents: torch.Tensor,
@@ -282,10 +298,39 @@ class VideoModelAdapter(ABC):
     ) -> torch.Tensor:
         """One deterministic sampler step ``x_t -> x_{t_next}`` as a pure, differentiable function.
 
-        Pass ``model_output`` to reuse a prediction (for example after classifier-free guidance); otherwise
-        :meth:`predict` is called. Gradients flow when grad mode is on, which reward-feedback training
-        (DRaFT-K) enables only for the last steps.
+        ``timestep`` and ``next_timestep`` are scalars or one per sample. Pass ``model_output`` to reuse a
+        prediction (for example after classifier-free guidance); otherwise :meth:`predict` is called. The update
+        itself is the family's :meth:`scheduler_step`. Gradients flow when grad mode is on, which reward-feedback
+        training (DRaFT-K) enables only for the last steps.
         """
+        t = self._per_sample_timesteps(timestep, latents)
+        t_next = self._per_sample_timesteps(next_timestep, latents)
+        if model_output is None:
+            model_output = self.predict(latents, t, conditions)
+        return self.scheduler_step(latents, model_output, t, t_next)
+
+    def scheduler_step(
+        self,
+        latents: torch.Tensor,
+        model_output: torch.Tensor,
+        timesteps: torch.Tensor,
+        next_timesteps: torch.Tensor,
+    ) -> torch.Tensor:
+        """The family's deterministic update ``x_t -> x_{t_next}`` from the denoiser output (a pure function).
+
+        The stateless counterpart of a diffusers scheduler's ``step``; timesteps come one per sample, typed as in
+        :meth:`sample_timesteps`. Adapters implement this, or override :meth:`denoise_step` as a whole.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither scheduler_step nor denoise_step")
+
+    def _per_sample_timesteps(self, timestep: torch.Tensor | float, latents: torch.Tensor) -> torch.Tensor:
+        """A scalar or per-sample timestep -> one per sample on the latents' device, float for flow models and
+        integer for discrete-time ones (as :meth:`sample_timesteps` draws them)."""
+        if self.prediction_type == "flow":
+            t = torch.as_tensor(timestep, dtype=torch.float32, device=latents.device)
+        else:
+            t = torch.as_tensor(timestep, device=latents.device).long()
+        return t.expand(latents.shape[0])
 
     def inference_timesteps(self, num_inference_steps: int) -> torch.Tensor:
         """The sampler's timesteps for ``num_inference_steps``, followed by the final ``0``."""
@@ -459,6 +504,12 @@ class VideoModelAdapter(ABC):
                 "pass (videos + 1) / 2"
             )
         return (videos * 2.0 - 1.0).permute(0, 2, 1, 3, 4)
+
+    @staticmethod
+    def videos_from_model_output(video: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`videos_to_model_input` for a VAE's decode: ``(B, 3, F, H, W)`` in ``[-1, 1]`` ->
+        ``(B, F, 3, H, W)`` float32 in ``[0, 1]`` (clamped)."""
+        return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
 
     @staticmethod
     def images_to_pil(images: Sequence[Any] | torch.Tensor | PIL.Image.Image) -> list[PIL.Image.Image]:

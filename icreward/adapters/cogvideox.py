@@ -103,16 +103,6 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
             )
 
     # ------------------------------------------------------------------------------------------ data
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        embeds, _ = self.pipeline.encode_prompt(
-            prompt=list(prompts),
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-            device=self.pipeline.text_encoder.device,
-        )
-        return embeds
-
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, F, H, W)`` in [-1, 1] -> posterior mode ``(B, F', C, h, w)`` float32 (unscaled)."""
         vae = self.vae
@@ -160,8 +150,7 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
         """``(B, F', C, h, w)`` -> ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiable through the frozen VAE."""
         vae = self.vae
         x = (latents / self.scaling_factor).permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)
-        video = vae.decode(x).sample
-        return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
+        return self.videos_from_model_output(vae.decode(x).sample)
 
     # ------------------------------------------------------------------------------------------ noise
     def _alphas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -210,24 +199,11 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
         timesteps[-1] = -1
         return timesteps
 
-    def denoise_step(
-        self,
-        latents: torch.Tensor,
-        timestep: torch.Tensor | float,
-        next_timestep: torch.Tensor | float,
-        conditions: dict[str, torch.Tensor],
-        *,
-        model_output: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Deterministic DDIM step (eta = 0); ``next_timestep < 0`` steps to the clean sample."""
-        batch = latents.shape[0]
-        t = torch.as_tensor(timestep, device=latents.device).long().expand(batch)
-        t_next = torch.as_tensor(next_timestep, device=latents.device).long().expand(batch)
-        if model_output is None:
-            model_output = self.predict(latents, t, conditions)
-        alpha = self._alphas(t, latents)
-        is_final = (t_next < 0).view(-1, *([1] * (latents.ndim - 1)))
-        alpha_next = torch.where(is_final, 1.0, self._alphas(t_next.clamp(min=0), latents))
+    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
+        """Deterministic DDIM step (eta = 0); ``next_timesteps < 0`` steps to the clean sample."""
+        alpha = self._alphas(timesteps, latents)
+        is_final = (next_timesteps < 0).view(-1, *([1] * (latents.ndim - 1)))
+        alpha_next = torch.where(is_final, 1.0, self._alphas(next_timesteps.clamp(min=0), latents))
         if self.prediction_type == "v_prediction":
             x0 = alpha.sqrt() * latents - (1 - alpha).sqrt() * model_output
             eps = alpha.sqrt() * model_output + (1 - alpha).sqrt() * latents

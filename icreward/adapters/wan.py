@@ -79,17 +79,6 @@ class _WanBase(VideoModelAdapter):
 
     # ------------------------------------------------------------------------------------------ data
     @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """UMT5 embeddings ``(B, max_sequence_length, D)``, zeroed after each prompt's length (as the pipeline)."""
-        embeds, _ = self.pipeline.encode_prompt(
-            prompt=list(prompts),
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-            device=self.pipeline.text_encoder.device,
-        )
-        return embeds
-
-    @torch.no_grad()
     def prepare_latents(self, videos: torch.Tensor) -> torch.Tensor:
         """VAE-encode videos ``(B, F, 3, H, W)`` and normalise with the VAE's ``latents_mean`` / ``latents_std``.
 
@@ -152,8 +141,7 @@ class _WanBase(VideoModelAdapter):
         vae = self.vae
         mean, std = self._latent_stats(latents.device, latents.dtype)
         x = (latents * std + mean).to(vae.device, vae.dtype)
-        video = vae.decode(x, return_dict=False)[0]
-        return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
+        return self.videos_from_model_output(vae.decode(x, return_dict=False)[0])
 
     # ------------------------------------------------------------------------------------------ noise
     def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -183,22 +171,9 @@ class _WanBase(VideoModelAdapter):
         )[0]
         return out.float()
 
-    def denoise_step(
-        self,
-        latents: torch.Tensor,
-        timestep: torch.Tensor | float,
-        next_timestep: torch.Tensor | float,
-        conditions: dict[str, torch.Tensor],
-        *,
-        model_output: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
         """Euler step of the probability-flow ODE: ``x + (s_next - s) * v``."""
-        batch = latents.shape[0]
-        t = torch.as_tensor(timestep, dtype=torch.float32, device=latents.device).expand(batch)
-        t_next = torch.as_tensor(next_timestep, dtype=torch.float32, device=latents.device).expand(batch)
-        if model_output is None:
-            model_output = self.predict(latents, t, conditions)
-        return latents + (self._sigmas(t_next, latents) - self._sigmas(t, latents)) * model_output
+        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
 
 
 class WanI2VAdapter(_WanBase):
