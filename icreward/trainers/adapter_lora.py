@@ -1,5 +1,5 @@
 """What the trainers that fine-tune a video model's LoRA through a model-family adapter share: building the adapter
-and injecting the LoRA, seeded noise, per-sample metrics gathered across processes, evaluation, saving, loading and
+and injecting the LoRA, seeded noise keyed by stable row ids, per-sample metrics gathered across processes, evaluation, saving, loading and
 the model card."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ import inspect
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
+import PIL.Image
 import torch
 from torch import nn
 
@@ -26,7 +28,9 @@ __all__ = [
     "TRAINING_ARGS_NAME",
     "batch_breakdown",
     "describe_lora",
+    "image_identity",
     "render_lora_model_card",
+    "row_id",
     "seeded_generator",
 ]
 
@@ -35,6 +39,37 @@ def seeded_generator(*key: Any) -> torch.Generator:
     """A CPU generator seeded from a JSON-serialisable key: the same key gives the same noise on any process."""
     digest = hashlib.sha256(json.dumps(list(key)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def row_id(*parts: Any) -> str:
+    """A stable identifier of a dataset row from JSON-serialisable ``parts`` (its prompt, file paths, image digest).
+
+    The trainers seed a row's noise from it (with :func:`seeded_generator`), so that the row draws the same noise
+    whatever batch, process or accumulation micro-batch it lands in, and in every run over the same data.
+    """
+    return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()
+
+
+def image_identity(image: Any) -> str:
+    """What stands for a row's reference image in its :func:`row_id`: a path as given (so ids do not depend on the
+    working directory), and an in-memory image (PIL, encoded bytes, a ``datasets`` image dict) a digest of its
+    content (never its ``repr``, which holds a memory address)."""
+    if isinstance(image, Mapping):  # datasets.Image(decode=False): {"bytes": ..., "path": ...}
+        if image.get("bytes"):
+            image = bytes(image["bytes"])
+        elif image.get("path"):
+            image = image["path"]
+        else:
+            raise ValueError("image dict has neither bytes nor path")
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, (bytes, bytearray)):
+        return "sha256:" + hashlib.sha256(image).hexdigest()
+    if isinstance(image, PIL.Image.Image):
+        digest = hashlib.sha256(json.dumps([image.mode, list(image.size)]).encode())
+        digest.update(image.tobytes())
+        return "sha256:" + digest.hexdigest()
+    raise TypeError(f"cannot identify an image given as {type(image).__name__}: use a path, PIL image or bytes")
 
 
 class AdapterLoRATrainerMixin:
@@ -99,7 +134,8 @@ class AdapterLoRATrainerMixin:
 
     # ------------------------------------------------------------------------------------------------ noise
     def _micro_batch_index(self) -> tuple[int, int]:
-        """``(global step, micro-batch)``: how many batches this process drew noise for before, in this step."""
+        """``(global step, micro-batch)``: how many batches this process drew noise for before, in this step (the
+        fallback key of batches whose rows carry no id)."""
         if self.state.global_step != self._noise_step:
             self._noise_step, self._noise_micro = self.state.global_step, 0
         index = (self._noise_step, self._noise_micro)

@@ -99,9 +99,9 @@ class RewardFeedbackConfig(DiffusionTrainingConfig):
     decode_frame_subset: int | None = field(
         default=None,
         metadata={
-            "help": "Decode and score only this many consecutive latent frames, a random window per step (about 4 "
-            "video frames per latent frame for Wan/CogVideoX), to save VAE memory (as VADER). Windows not starting "
-            "at frame 0 are decoded as a clip of their own by causal VAEs, an approximation. None decodes all."
+            "help": "Decode and score only this many consecutive latent frames, a random window per row and step "
+            "(about 4 video frames per latent frame for Wan/CogVideoX), to save VAE memory (as VADER). Windows not "
+            "starting at frame 0 are decoded as a clip of their own by causal VAEs, an approximation. None decodes all."
         },
     )
     ground_truth_max_frames: int | None = field(

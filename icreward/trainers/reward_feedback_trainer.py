@@ -33,6 +33,20 @@ unweighted), ``rewards/<name>/<stat>`` (reward diagnostics, e.g. ``rewards/face/
 ``rewards/<name>/nonfinite`` (scores replaced by the NaN guard), ``kl``, ``loss/reward``, ``loss/kl``, and the
 Trainer's ``loss``, ``grad_norm`` and ``learning_rate``. Validation rounds log ``validation/reward`` and
 ``validation/rewards/<name>``.
+
+Randomness. A step's only random draws are each row's initial noise ``x_T`` and, with ``decode_frame_subset``, the
+start of its decoded window of latent frames (the sampler's timesteps and its last ``K`` steps are fixed). Both come
+from the row's own generator, seeded from (``seed``, global step, row) in training and (``seed``, row) in evaluation
+and validation, where the row is its :func:`prompt_row_id` (prompt and image; repeated rows are told apart). A row
+therefore gets the same noise and window whatever batch, process or accumulation micro-batch it lands in: two
+processes with batch ``b`` train like one process with batch ``2b`` (or batch ``b`` and two accumulation steps), up
+to float rounding; ``resume_from_checkpoint`` replays a run exactly; and every evaluation and validation round samples
+a row from the same noise, so its curve moves only when the model does. The loss is the mean of ``-reward`` and of
+``kl_weight * KL`` over the process's rows (no term is normalised over the batch); with equal per-process batches,
+DDP's gradient averaging and the Trainer's division by the accumulation steps make it the mean over the global batch.
+A custom collator that returns no ``row_ids`` falls back to one generator per micro-batch, seeded from (``seed``,
+process, step, micro-batch): reproducible, but tied to the process layout. Rewards that draw random numbers
+themselves, and dropout in the trained network, use the global RNG and are outside this guarantee.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ import io
 import json
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +76,9 @@ from .adapter_lora import (
     AdapterLoRATrainerMixin,
     batch_breakdown,
     describe_lora,
+    image_identity,
     render_lora_model_card,
+    row_id,
     seeded_generator,
 )
 from .checkpointing import CompleteCheckpointMixin
@@ -76,10 +92,12 @@ __all__ = [
     "TruncatedSample",
     "load_ground_truth_frames",
     "load_prompt_dataset",
+    "prompt_row_id",
     "sample_with_truncated_backprop",
 ]
 
 _ROW_KEY_COLUMN = "__reward_row_key"
+_ROW_ID_COLUMN = "__reward_row_id"
 #: IPRO's face-reward weight, the default weight of every reward.
 DEFAULT_REWARD_WEIGHT = 0.1
 
@@ -218,9 +236,14 @@ class _RewardFeedbackPolicy(nn.Module):
         noise: torch.Tensor,
         conditions: dict[str, torch.Tensor],
         negative_conditions: dict[str, torch.Tensor] | None = None,
-        decode_start: int | None = None,
+        decode_starts: Sequence[int] | None = None,
         decode_length: int | None = None,
     ) -> dict[str, torch.Tensor | None]:
+        """Sample from ``noise``, return the decoded ``video`` and the per-sample ``kl`` (None without KL).
+
+        With ``decode_length``, only latent frames ``decode_starts[i] : decode_starts[i] + decode_length`` of sample
+        ``i`` are decoded (one window per sample, so a sample's window does not depend on its batch).
+        """
         sample = sample_with_truncated_backprop(
             self.adapter,
             noise,
@@ -237,7 +260,16 @@ class _RewardFeedbackPolicy(nn.Module):
             kl = velocity_kl(sample.velocities, sample.reference_velocities, self.kl_step_weights)
         latents = sample.latents
         if decode_length is not None:
-            latents = latents.narrow(self.frame_axis, decode_start, decode_length)
+            if len(decode_starts) != latents.shape[0]:
+                raise ValueError(f"got {len(decode_starts)} decode_starts for a batch of {latents.shape[0]}")
+            if len(set(decode_starts)) == 1:
+                latents = latents.narrow(self.frame_axis, decode_starts[0], decode_length)
+            else:
+                axis = self.frame_axis - 1  # of one sample
+                windows = [
+                    x.narrow(axis, start, decode_length) for x, start in zip(latents, decode_starts, strict=True)
+                ]
+                latents = torch.stack(windows)
         return {"video": self.adapter.decode_latents(latents), "kl": kl}
 
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:
@@ -370,13 +402,23 @@ def _row_key(row: Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps([image_id, repr(ground_truth)]).encode()).hexdigest()
 
 
+def prompt_row_id(row: Mapping[str, Any]) -> str:
+    """A stable identifier of a row (its prompt and its image: the path as given, or a digest of an in-memory
+    image's content), used to seed its sampling noise and frame window: a
+    :func:`~icreward.trainers.adapter_lora.row_id`. The trainer disambiguates repeated rows (``#2``, ``#3`` ...).
+    """
+    return row_id(str(row.get("prompt")), image_identity(row["image"]))
+
+
 class RewardFeedbackCollator:
     """Collate ``image`` / ``prompt`` / ``ground_truth`` rows into what the trainer and the rewards read.
 
     Returns ``images`` (RGB PIL, cover-resized to ``height x width``, the conditioning images), ``reference_images``
-    (the same as ``(B, 3, H, W)`` float in ``[0, 1]``), ``prompts``, ``keys`` (row ids, see the dataset's key column),
-    ``ground_truth`` (the raw column) and, with ``load_ground_truth_frames``, ``ground_truth_frames`` (``uint8``
-    clips at their own resolution, or None).
+    (the same as ``(B, 3, H, W)`` float in ``[0, 1]``), ``prompts``, ``keys`` (ids of the reference image and ground
+    truth, under which the rewards keep per-row state such as face pools), ``row_ids`` (ids of the rows, which seed
+    their noise: :func:`prompt_row_id`, or the trainer's precomputed column), ``ground_truth`` (the raw column) and,
+    with ``load_ground_truth_frames``, ``ground_truth_frames`` (``uint8`` clips at their own resolution, or None).
+    A custom collator may leave out ``row_ids``: the trainer then seeds noise per micro-batch and process.
     """
 
     def __init__(
@@ -403,6 +445,7 @@ class RewardFeedbackCollator:
             "reference_images": reference.float() / 255.0,
             "prompts": [r["prompt"] for r in rows],
             "keys": [r[_ROW_KEY_COLUMN] if _ROW_KEY_COLUMN in r else _row_key(r) for r in rows],
+            "row_ids": [r[_ROW_ID_COLUMN] if _ROW_ID_COLUMN in r else prompt_row_id(r) for r in rows],
             "ground_truth": [r.get("ground_truth") for r in rows],
         }
         if self.load_ground_truth_frames:
@@ -637,9 +680,21 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
 
     @staticmethod
     def _with_row_keys(dataset: Dataset) -> Dataset:
-        if _ROW_KEY_COLUMN in dataset.column_names:
-            dataset = dataset.remove_columns(_ROW_KEY_COLUMN)
-        return dataset.add_column(_ROW_KEY_COLUMN, [_row_key(row) for row in dataset])
+        """Add the reward-state key and the noise id of every row as columns (computed once, read by the collator).
+
+        Repeated rows (same prompt and image) get distinct noise ids, ``prompt_row_id(row) + "#k"`` for the k-th
+        repeat in dataset order, so that an upsampled row is not sampled twice from the same noise in one step.
+        """
+        keys, ids, seen = [], [], Counter()
+        for row in dataset:
+            keys.append(_row_key(row))
+            base = prompt_row_id(row)
+            seen[base] += 1
+            ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+        existing = [c for c in (_ROW_KEY_COLUMN, _ROW_ID_COLUMN) if c in dataset.column_names]
+        if existing:
+            dataset = dataset.remove_columns(existing)
+        return dataset.add_column(_ROW_KEY_COLUMN, keys).add_column(_ROW_ID_COLUMN, ids)
 
     def _reward_uses_rows(self) -> bool:
         """Whether some reward overrides ``prepare`` (so ground-truth clips must be decoded up front)."""
@@ -684,14 +739,49 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             done.add(key)
 
     # ------------------------------------------------------------------------------------------------- step
-    def _noise_generator(self, training: bool) -> torch.Generator:
-        """A CPU generator seeded from (seed, step, micro-batch, process): resuming replays identical noise."""
+    def _row_generator(self, training: bool, row: str) -> torch.Generator:
+        """A row's generator, keyed by (seed, global step, row) in training and (seed, row) in evaluation and
+        validation: never by its batch, process or micro-batch."""
+        if training:
+            return seeded_generator(self.args.seed, "train", self.state.global_step, row)
+        return seeded_generator(self.args.seed, "eval", row)
+
+    def _batch_generator(self, training: bool) -> torch.Generator:
+        """Fallback for batches without ``row_ids``: one generator per (seed, process, step, micro-batch) in training
+        and per (seed, process, evaluation batch) in evaluation: reproducible, but tied to the process layout."""
         if training:
             index = ("train", *self._micro_batch_index())
         else:
             index = ("eval", self._eval_batch_index)  # the same noise at every evaluation
             self._eval_batch_index += 1
         return seeded_generator(self.args.seed, self.accelerator.process_index, *index)
+
+    def _draw_noise(
+        self, batch_size: int, training: bool, row_ids: Sequence[str] | None
+    ) -> tuple[torch.Tensor, list[int] | None]:
+        """Every random draw of a step: each row's initial noise ``x_T`` and (with ``decode_frame_subset``) the start
+        of its decoded window of latent frames, both from that row's own generator.
+
+        A row's draws depend only on the seed, the row and (in training) the global step, so two processes with batch
+        ``b`` sample exactly what one process with batch ``2b`` (or batch ``b`` and two accumulation steps) does, and
+        resuming replays the run. Everything else in a step is deterministic (the sampler's timesteps and its last
+        ``K`` steps are fixed). Returns the noise ``(B, *latent shape)`` on the training device and the window starts
+        (None when the whole video is decoded).
+        """
+        shape = self._latent_shape()
+        if row_ids is None:
+            generator = self._batch_generator(training)
+            noise = torch.randn((batch_size, *shape), generator=generator)
+            start = self._decode_start(generator)
+            starts = None if start is None else [start] * batch_size
+        else:
+            if len(row_ids) != batch_size:
+                raise ValueError(f"got {len(row_ids)} row_ids for a batch of {batch_size} rows")
+            generators = [self._row_generator(training, row) for row in row_ids]
+            noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
+            starts = [self._decode_start(g) for g in generators]
+            starts = None if starts[0] is None else starts
+        return noise.to(self.args.device), starts
 
     def _latent_shape(self) -> tuple[int, ...]:
         """Per-sample latent shape for the configured video size (encoded once from a blank video)."""
@@ -714,16 +804,21 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         move = lambda c: None if c is None else {k: v.to(device) if torch.is_tensor(v) else v for k, v in c.items()}  # noqa: E731
         return move(conditions), move(negative)
 
-    def _decode_window(self, generator: torch.Generator) -> tuple[int | None, int | None]:
+    def _decode_length(self) -> int | None:
+        """Latent frames decoded per sample (``decode_frame_subset``), or None when the whole video is decoded."""
         subset = self.args.decode_frame_subset
         if subset is None:
-            return None, None
-        axis = self.model_wrapped_policy.frame_axis
-        num_latent_frames = self._latent_shape()[axis - 1]
-        if subset >= num_latent_frames:
-            return None, None
-        start = int(torch.randint(0, num_latent_frames - subset + 1, (1,), generator=generator))
-        return start, subset
+            return None
+        num_latent_frames = self._latent_shape()[self.model_wrapped_policy.frame_axis - 1]
+        return subset if subset < num_latent_frames else None
+
+    def _decode_start(self, generator: torch.Generator) -> int | None:
+        """The first latent frame of a decoded window, drawn from ``generator`` (None: the whole video)."""
+        length = self._decode_length()
+        if length is None:
+            return None
+        num_latent_frames = self._latent_shape()[self.model_wrapped_policy.frame_axis - 1]
+        return int(torch.randint(0, num_latent_frames - length + 1, (1,), generator=generator))
 
     @property
     def model_wrapped_policy(self) -> _RewardFeedbackPolicy:
@@ -740,17 +835,17 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         args = self.args
         training = model.training
         conditions, negative = self._encode_conditions(inputs)
-        generator = self._noise_generator(training)
-        batch_size = len(inputs["prompts"])
-        noise = torch.randn((batch_size, *self._latent_shape()), generator=generator).to(args.device)
-        start, length = self._decode_window(generator)
-        out = model(noise, conditions, negative, decode_start=start, decode_length=length)
+        noise, starts = self._draw_noise(len(inputs["prompts"]), training, inputs.get("row_ids"))
+        length = None if starts is None else self._decode_length()
+        out = model(noise, conditions, negative, decode_starts=starts, decode_length=length)
         video, kl = out["video"], out["kl"]
         reference_images = inputs["reference_images"].to(video.device)
         rewards = self.reward.compute(video, reference_images, inputs)
         if training and torch.is_grad_enabled() and not rewards.total.requires_grad:
             self._warn_no_reward_gradient()
 
+        # Means over this process's rows: with equal per-process batches, DDP's gradient averaging (and the Trainer's
+        # division by the accumulation steps) makes the loss the mean over the global batch, whatever its layout.
         reward_loss = -rewards.total.mean()
         loss = reward_loss
         per_sample = {"reward": rewards.total, **{f"rewards/{name}": v for name, v in rewards.rewards.items()}}
@@ -827,8 +922,8 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             for i, row in enumerate(self._validation_rows):
                 batch = self._prepare_inputs(self._validation_collator([row]))
                 conditions, negative = self._encode_conditions(batch)
-                generator = torch.Generator().manual_seed(args.seed + i)  # the same noise at every round
-                noise = torch.randn((1, *self._latent_shape()), generator=generator).to(args.device)
+                # the row's evaluation noise: the same at every round, and for the row wherever it is listed
+                noise, _ = self._draw_noise(1, False, batch["row_ids"])
                 with self.accelerator.autocast():
                     sample = sample_with_truncated_backprop(
                         adapter,

@@ -43,7 +43,6 @@ micro-batch, seeded from (``seed``, process, step, micro-batch): reproducible, b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -65,6 +64,7 @@ from .adapter_lora import (
     batch_breakdown,
     describe_lora,
     render_lora_model_card,
+    row_id,
     seeded_generator,
 )
 from .checkpointing import CompleteCheckpointMixin
@@ -106,11 +106,12 @@ class VideoDPODataCollator:
 
 
 def pair_id(row: dict[str, Any]) -> str:
-    """A stable identifier of a pair (its prompt and video paths), used to seed its noise."""
+    """A stable identifier of a pair (its prompt, video paths and image path), used to seed its noise: a
+    :func:`~icreward.trainers.adapter_lora.row_id`."""
     payload = [str(row.get("prompt")), str(row.get("chosen")), str(row.get("rejected"))]
     if isinstance(row.get("image"), (str, os.PathLike)):
         payload.append(os.fspath(row["image"]))
-    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+    return row_id(*payload)
 
 
 class _DenoiserPolicy(nn.Module):
