@@ -94,6 +94,14 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     _launch_two_processes(29517, SCRIPT, str(data), str(double), "2")
     with safe_open(str(double), "pt") as f:
         assert f.metadata()["world_size"] == "2"
+        per_process = json.loads(f.metadata()["encoded"])
+    with safe_open(str(single), "pt") as f:
+        (alone,) = json.loads(f.metadata()["encoded"])
+    # The frozen backbone's features are cached once, sharded: each process encoded a disjoint half of the videos.
+    assert len(alone) == len(set(alone)) == 8
+    assert [len(videos) for videos in per_process] == [4, 4]
+    assert not set(per_process[0]) & set(per_process[1])
+    assert set(per_process[0]) | set(per_process[1]) == set(alone)
     a, b = load_file(single), load_file(double)
     assert a.keys() == b.keys()
     trained = [k for k in a if k.startswith("head.")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -122,11 +123,20 @@ def encode_dataset_features(
     batch_size: int = 16,
     store: dict | None = None,
     show_progress: bool = True,
+    process_index: int = 0,
+    num_processes: int = 1,
+    gather: Callable[[Any], list[Any]] | None = None,
 ) -> CachedFeatureDataset:
     """Encode every (reference, video) of ``dataset`` once with the model's frozen backbone.
 
     ``store`` (any dict) memoises encodings across models and datasets by backbone fingerprint and video, so an
     ICReward and an MLP model on the same backbone encode each video only once (the comparison command does).
+
+    With ``num_processes > 1`` (every process calls this with the same dataset and store) process ``process_index``
+    encodes only its share ``todo[process_index::num_processes]`` of the videos not yet in ``store``; ``gather``
+    (an all-gather of one picklable object per process; default ``torch.distributed.all_gather_object``) then
+    gives every process the full, identical store, filled in the order one process would fill it. The progress bar
+    shows on process 0 only.
     """
     if model.backbone_is_trainable:
         raise ValueError("feature caching needs a frozen backbone; this model's backbone is trainable")
@@ -140,10 +150,16 @@ def encode_dataset_features(
     for column in video_columns:
         keys = [(fingerprint, _media_key(r["reference"]), _media_key(r[column])) for r in rows]
         todo = [i for i, k in enumerate(keys) if k not in store]
+        if num_processes > 1:
+            # Each video once (a repeated video would otherwise be encoded by several processes), then a share.
+            first: dict[Any, int] = {}
+            for i in todo:
+                first.setdefault(keys[i], i)
+            todo = list(first.values())
+            shared, todo = todo, todo[process_index::num_processes]
         starts = range(0, len(todo), batch_size)
-        for start in tqdm(
-            starts, desc=f"encoding {column} videos", disable=not todo or not show_progress, unit="batch"
-        ):
+        show = show_progress and process_index == 0
+        for start in tqdm(starts, desc=f"encoding {column} videos", disable=not todo or not show, unit="batch"):
             idx = todo[start : start + batch_size]
             batch = processor(
                 videos=[rows[i][column] for i in idx], reference_images=[rows[i]["reference"] for i in idx]
@@ -164,6 +180,8 @@ def encode_dataset_features(
                     "frame_pooled": frm.pooled[begin:end].cpu(),
                 }
                 begin = end
+        if num_processes > 1 and shared:
+            _exchange(store, [keys[i] for i in shared], [keys[i] for i in todo], gather)
         for row, key in zip(rows, keys):
             entry = store[key]
             row[f"{column}__reference_features"] = entry[f"ref_{kind}"]
@@ -171,6 +189,25 @@ def encode_dataset_features(
             row[f"{column}__frame_mask"] = torch.ones(entry[f"frame_{kind}"].shape[0], dtype=torch.bool)
     model.train(was_training)
     return CachedFeatureDataset(rows)
+
+
+def _all_gather_object(obj: Any) -> list[Any]:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise RuntimeError("sharded feature encoding needs torch.distributed initialised, or a `gather` function")
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _exchange(store: dict, order: list, mine: list, gather: Callable[[Any], list[Any]] | None) -> None:
+    """Share this process's new encodings with the others; add everyone's to ``store`` in ``order``."""
+    parts = (gather or _all_gather_object)({key: store[key] for key in mine})
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    for key in order:
+        store.pop(key, None)  # re-insert in the order one process would have filled the store
+        store[key] = merged[key]
 
 
 def _media_key(value: Any) -> str:

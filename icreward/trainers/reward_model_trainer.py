@@ -85,15 +85,7 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
         self._metadata: dict[int, Any] = {}
         self.uses_cached_features = args.precompute_features and not model.backbone_is_trainable
         if self.uses_cached_features:
-            video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
-            encode = lambda ds: encode_dataset_features(  # noqa: E731
-                model,
-                ds,
-                processing_class,
-                video_columns=video_columns,
-                batch_size=args.feature_batch_size,
-                store=self.feature_store,
-            )
+            encode = lambda ds: self._encode_features(model, ds, processing_class, args)  # noqa: E731
             if train_dataset is not None:
                 train_dataset = encode(train_dataset)
             encoded = {name: self._remember(ds, encode(ds)) for name, ds in eval_sets.items()}
@@ -125,6 +117,22 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             ckpt_kwargs = dict(args.activation_checkpointing_kwargs or {})
             every_n_layers, offload = ckpt_kwargs.pop("every_n_layers", 1), ckpt_kwargs.pop("offload", False)
             model.activation_checkpointing_enable(ckpt_kwargs or None, every_n_layers=every_n_layers, offload=offload)
+
+    # -- feature cache -------------------------------------------------------------------------------------
+    def _encode_features(self, model, dataset, processing_class, args):
+        """Cache the frozen backbone's features of ``dataset``; under DDP each process encodes a share of the videos
+        and all processes end with the same full cache (``args.world_size`` / ``args.process_index`` are known
+        before ``Trainer.__init__`` creates the accelerator)."""
+        return encode_dataset_features(
+            model,
+            dataset,
+            processing_class,
+            video_columns=("chosen", "rejected") if self.pairwise else ("video",),
+            batch_size=args.feature_batch_size,
+            store=self.feature_store,
+            process_index=args.process_index,
+            num_processes=args.world_size,
+        )
 
     # -- metadata for metrics ------------------------------------------------------------------------------
     def _remember(self, original, prepared):
@@ -231,17 +239,9 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             if id(dataset) not in self._metadata:
                 check_columns(dataset, self.pairwise, "eval_dataset")
                 if self.uses_cached_features:
-                    video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
                     dataset = self._remember(
                         eval_dataset,
-                        encode_dataset_features(
-                            self.model,
-                            eval_dataset,
-                            self.processing_class,
-                            video_columns=video_columns,
-                            batch_size=self.args.feature_batch_size,
-                            store=self.feature_store,
-                        ),
+                        self._encode_features(self.model, eval_dataset, self.processing_class, self.args),
                     )
                 else:
                     self._remember(dataset, dataset)
@@ -281,15 +281,7 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
     def predict_scores(self, dataset) -> np.ndarray:
         """Scores of a pointwise dataset (or ``(N, 2)`` chosen/rejected scores of a pairwise one)."""
         if self.uses_cached_features:
-            video_columns = ("chosen", "rejected") if self.pairwise else ("video",)
-            dataset = encode_dataset_features(
-                self.model,
-                dataset,
-                self.processing_class,
-                video_columns=video_columns,
-                batch_size=self.args.feature_batch_size,
-                store=self.feature_store,
-            )
+            dataset = self._encode_features(self.model, dataset, self.processing_class, self.args)
         return np.asarray(self.predict(dataset).predictions)
 
     # -- saving --------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Worker for tests/test_distributed.py: train a tiny ICRewardModel and save its final weights.
 
+The safetensors metadata also holds, per process, a digest of every video the frozen backbone encoded while the
+trainer cached features ("encoded": a JSON list with one list of digests per process).
+
 python tests/scripts/distributed_reward_training.py DATA_DIR OUT_FILE PER_DEVICE_BATCH
 accelerate launch --multi_gpu --num_processes 2 ... tests/scripts/distributed_reward_training.py DATA_DIR OUT_FILE 2
 """
 
+import hashlib
+import json
 import os
 import sys
 
@@ -32,11 +37,27 @@ def main(data_dir: str, out_file: str, per_device_batch: int) -> None:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+    encoded: list[str] = []
+    encode_pair = model._encode_pair
+
+    def counting_encode_pair(pixel_values, reference_pixel_values, frame_mask):
+        for video, mask in zip(pixel_values, frame_mask):
+            encoded.append(hashlib.sha1(video[mask].contiguous().numpy().tobytes()).hexdigest()[:16])
+        return encode_pair(pixel_values, reference_pixel_values, frame_mask)
+
+    model._encode_pair = counting_encode_pair  # counts only the feature caching done by the trainer's __init__
     trainer = RewardModelTrainer(model=model, args=args, train_dataset=load_from_disk(data_dir))
+    del model._encode_pair
     trainer.train()
+    if torch.distributed.is_initialized():
+        per_process: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(per_process, encoded)
+    else:
+        per_process = [encoded]
     if trainer.is_world_process_zero():
         state = {k: v.detach().contiguous() for k, v in trainer.model.state_dict().items()}
-        save_file(state, out_file, metadata={"world_size": str(trainer.args.world_size)})
+        metadata = {"world_size": str(trainer.args.world_size), "encoded": json.dumps(per_process)}
+        save_file(state, out_file, metadata=metadata)
     trainer.accelerator.end_training()
 
 
