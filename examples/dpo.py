@@ -42,10 +42,10 @@ from accelerate import PartialState  # noqa: E402
 from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
 
 from icreward import VideoDPOConfig, VideoDPOTrainer  # noqa: E402
-from icreward.adapters import VideoModelAdapter, get_adapter, load_wan22_lora  # noqa: E402
+from icreward.adapters import VideoModelAdapter  # noqa: E402
 from icreward.data.dpo_pairs import generate_reward_pairs, load_dpo_pairs  # noqa: E402
+from icreward.testing.tiny_pipelines import TINY_POLICIES, load_policy_pipeline, lora_output_change  # noqa: E402
 
-TINY_MODELS = {"tiny-wan2.1": "wan21", "tiny-wan2.2": "wan22", "tiny-cogvideox": "cogvideox"}
 PHOTOS = (
     ("astronaut", "an astronaut smiles and turns her head, the camera slowly zooms in"),
     ("coffee", "steam rises from a cup of coffee on a saucer"),
@@ -81,13 +81,9 @@ class ScriptArguments:
 def load_policy(model_args: ModelConfig) -> tuple[object, str]:
     """The pipeline to fine-tune: a tiny offline one by name, or a Hub id / local diffusers folder."""
     name = model_args.model_name_or_path or "tiny-wan2.1"
-    if name in TINY_MODELS:
-        from icreward.testing.tiny_pipelines import tiny_pipeline
-
-        return tiny_pipeline(TINY_MODELS[name], seed=0), name
     dtype = model_args.dtype
     dtype = getattr(torch, dtype) if dtype not in (None, "auto") else None
-    return get_adapter(name, torch_dtype=dtype).pipeline, name
+    return load_policy_pipeline(name, seed=0, torch_dtype=dtype), name
 
 
 def _pooled_features(frames: torch.Tensor) -> torch.Tensor:
@@ -165,23 +161,9 @@ def build_pairs(pipeline, script_args: ScriptArguments, args: VideoDPOConfig):
 
 def check_lora_loads(output_dir: str, model_name: str, adapter: VideoModelAdapter, args: VideoDPOConfig) -> None:
     """Load the saved LoRA into a fresh tiny pipeline and show that it changes the generated video."""
-    from icreward.testing.tiny_pipelines import tiny_pipeline
-
     image, prompt = reference_images()[0]
-
-    def generate(pipe):
-        generator = torch.Generator().manual_seed(0)
-        size = {"num_frames": args.num_frames, "height": args.height, "width": args.width}
-        out = pipe(image=image, prompt=prompt, generator=generator, num_inference_steps=4, guidance_scale=1.0, **size)
-        return torch.as_tensor(out.frames)
-
-    pipe = tiny_pipeline(TINY_MODELS[model_name], seed=0)
-    base = generate(pipe)
-    if len(adapter.trainable_modules) == 1 and "transformer" in adapter.trainable_modules:
-        pipe.load_lora_weights(output_dir)
-    else:
-        load_wan22_lora(pipe, output_dir)
-    change = float((generate(pipe) - base).abs().max())
+    size = {"num_frames": args.num_frames, "height": args.height, "width": args.width}
+    change = lora_output_change(model_name, output_dir, adapter.trainable_modules, image=image, prompt=prompt, **size)
     print(f"LoRA from {output_dir} loaded into a fresh pipeline: max change of the generated video = {change:.4f}")
 
 
@@ -217,7 +199,7 @@ def main(script_args: ScriptArguments, training_args: VideoDPOConfig, model_args
     trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset)
-    if trainer.is_world_process_zero() and model_name in TINY_MODELS:
+    if trainer.is_world_process_zero() and model_name in TINY_POLICIES:
         check_lora_loads(training_args.output_dir, model_name, trainer.adapter, training_args)
     trainer.accelerator.end_training()  # multi-process CPU runs can abort at exit without it
 

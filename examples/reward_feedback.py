@@ -51,12 +51,12 @@ from accelerate import PartialState  # noqa: E402
 from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
 
 from icreward import RewardFeedbackConfig, RewardFeedbackTrainer  # noqa: E402
-from icreward.adapters import VideoModelAdapter, get_adapter, load_wan22_lora  # noqa: E402
+from icreward.adapters import VideoModelAdapter  # noqa: E402
 from icreward.rewards.combined import FaceReward, RewardModelReward  # noqa: E402
+from icreward.testing.tiny_pipelines import TINY_POLICIES, load_policy_pipeline, lora_output_change  # noqa: E402
 
 logger = logging.getLogger("reward_feedback")
 
-TINY_MODELS = {"tiny-wan2.1": "wan21", "tiny-wan2.2": "wan22", "tiny-cogvideox": "cogvideox"}
 DEMO_PROMPT = "an astronaut smiles and turns her head, the camera slowly zooms in"
 
 
@@ -109,13 +109,9 @@ class ScriptArguments:
 def load_policy(model_args: ModelConfig) -> tuple[object, str]:
     """The pipeline to fine-tune: a tiny offline one by name, or a Hub id / local diffusers folder."""
     name = model_args.model_name_or_path or "tiny-wan2.1"
-    if name in TINY_MODELS:
-        from icreward.testing.tiny_pipelines import tiny_pipeline
-
-        return tiny_pipeline(TINY_MODELS[name], seed=0), name
     dtype = model_args.dtype
     dtype = getattr(torch, dtype) if dtype not in (None, "auto") else None
-    return get_adapter(name, torch_dtype=dtype).pipeline, name
+    return load_policy_pipeline(name, seed=0, torch_dtype=dtype), name
 
 
 def write_demo_rows(data_dir: str | os.PathLike) -> Path:
@@ -191,24 +187,11 @@ def check_lora_loads(output_dir: str, model_name: str, adapter: VideoModelAdapte
     """Load the saved LoRA into a fresh tiny pipeline and report how much it changes a generated video."""
     import PIL.Image
 
-    from icreward.testing.tiny_pipelines import tiny_pipeline
-
-    def generate(pipe):
-        generator = torch.Generator().manual_seed(0)
-        image = PIL.Image.new("RGB", (args.width, args.height), (128, 96, 64))
-        size = {"num_frames": args.num_frames, "height": args.height, "width": args.width}
-        out = pipe(
-            image=image, prompt=DEMO_PROMPT, generator=generator, num_inference_steps=4, guidance_scale=1.0, **size
-        )
-        return torch.as_tensor(out.frames)
-
-    pipe = tiny_pipeline(TINY_MODELS[model_name], seed=0)
-    base = generate(pipe)
-    if list(adapter.trainable_modules) == ["transformer"]:
-        pipe.load_lora_weights(output_dir)
-    else:
-        load_wan22_lora(pipe, output_dir)
-    change = float((generate(pipe) - base).abs().max())
+    image = PIL.Image.new("RGB", (args.width, args.height), (128, 96, 64))
+    size = {"num_frames": args.num_frames, "height": args.height, "width": args.width}
+    change = lora_output_change(
+        model_name, output_dir, adapter.trainable_modules, image=image, prompt=DEMO_PROMPT, **size
+    )
     print(f"LoRA from {output_dir} loaded into a fresh pipeline: max change of the generated video = {change:.4f}")
 
 
@@ -258,7 +241,7 @@ def main(script_args: ScriptArguments, training_args: RewardFeedbackConfig, mode
             "no face was detected in any generated video, so the face reward gave no gradient: expected with the tiny "
             "random-weight models (noise videos), a problem with a real model (check height/width and the data)"
         )
-    if trainer.is_world_process_zero() and model_name in TINY_MODELS:
+    if trainer.is_world_process_zero() and model_name in TINY_POLICIES:
         check_lora_loads(training_args.output_dir, model_name, trainer.adapter, training_args)
     trainer.accelerator.end_training()  # multi-process CPU runs can abort at exit without it
 

@@ -334,3 +334,26 @@ def test_lora_inject_disable_save_load(family, kwargs, image, tmp_path):
     resumed.load_lora_weights(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(resumed.predict(x, t, cond), tuned, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy,kwargs", [("tiny-wan2.1", {}), ("tiny-wan2.2", {"train_expert": "both"})])
+def test_lora_output_change_loads_the_saved_lora_into_a_fresh_pipeline(policy, kwargs, image, tmp_path):
+    from icreward.testing.tiny_pipelines import TINY_POLICIES, load_policy_pipeline, lora_output_change
+
+    adapter = get_adapter(load_policy_pipeline(policy), **kwargs)
+    assert type(adapter) is (Wan22Adapter if TINY_POLICIES[policy] == "wan22" else WanI2VAdapter)
+    adapter.add_lora(LoraConfig(r=4, lora_alpha=8, init_lora_weights=True))  # B = 0: the LoRA changes nothing yet
+    adapter.save_lora_weights(tmp_path / "zero")
+    for module in adapter.trainable_modules.values():
+        for name, param in module.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0, 0.5)
+    adapter.save_lora_weights(tmp_path / "trained")
+    change = {
+        name: lora_output_change(
+            policy, tmp_path / name, adapter.trainable_modules, image=image, prompt="a cat", **SIZE
+        )
+        for name in ("zero", "trained")
+    }
+    assert change["zero"] == 0.0
+    assert change["trained"] > 1e-3

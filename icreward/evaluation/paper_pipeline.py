@@ -47,13 +47,14 @@ from typing import Any
 
 import torch
 
+from ..testing.tiny_pipelines import TINY_POLICIES, load_policy_pipeline
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PipelineSettings", "main", "run_paper_pipeline", "write_pipeline_report"]
 
 #: Best-of-N selection methods, in Table 1's order.
 METHODS = ("random", "MLP", "ICReward")
-_TINY_POLICIES = {"tiny-wan2.1": "wan21", "tiny-wan2.2": "wan22", "tiny-cogvideox": "cogvideox"}
 _FEATURE_METRIC = "feature_cosine"
 _MOTION_METRIC = "motion"
 
@@ -224,14 +225,7 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
 
 def load_policy(name: str, seed: int = 0) -> Any:
     """The image-to-video pipeline to sample from and fine-tune: a tiny offline one by name, or a diffusers id."""
-    if name in _TINY_POLICIES:
-        from ..testing.tiny_pipelines import tiny_pipeline
-
-        pipeline = tiny_pipeline(_TINY_POLICIES[name], seed=seed)
-    else:
-        from ..adapters import get_adapter
-
-        pipeline = get_adapter(name).pipeline
+    pipeline = load_policy_pipeline(name, seed=seed)
     if hasattr(pipeline, "set_progress_bar_config"):
         pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -619,7 +613,7 @@ def write_pipeline_report(results: Mapping[str, Any], output_dir: str | os.PathL
             " It has random weights, so its videos are structured noise: the best-of-N and DPO sections check that "
             "the paper's pipeline runs end to end and produces its tables and figures (plumbing), not how good "
             "ICReward is."
-            if settings["policy"] in _TINY_POLICIES
+            if settings["policy"] in TINY_POLICIES
             else ""
         )
         + " Metrics labelled *random-weight* use untrained networks because no weights can be downloaded offline; "

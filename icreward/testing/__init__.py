@@ -13,7 +13,10 @@ from .tiny_backbones import (
 )
 from .tiny_pipelines import (
     TINY_DEFAULTS,
+    TINY_POLICIES,
     build_tiny_tokenizer,
+    load_policy_pipeline,
+    lora_output_change,
     tiny_cogvideox_i2v_pipeline,
     tiny_pipeline,
     tiny_wan22_pipeline,
@@ -22,7 +25,10 @@ from .tiny_pipelines import (
 
 __all__ = [
     "TINY_DEFAULTS",
+    "TINY_POLICIES",
     "build_tiny_tokenizer",
+    "load_policy_pipeline",
+    "lora_output_change",
     "tiny_cogvideox_i2v_pipeline",
     "tiny_pipeline",
     "tiny_wan22_pipeline",

@@ -34,7 +34,10 @@ import torch
 
 __all__ = [
     "TINY_DEFAULTS",
+    "TINY_POLICIES",
     "build_tiny_tokenizer",
+    "load_policy_pipeline",
+    "lora_output_change",
     "tiny_cogvideox_i2v_pipeline",
     "tiny_pipeline",
     "tiny_wan22_pipeline",
@@ -309,3 +312,49 @@ def tiny_pipeline(family: str, seed: int = 0):
     except KeyError:
         raise ValueError(f"unknown tiny pipeline family {family!r}; choose from {sorted(_BUILDERS)}") from None
     return builder(seed=seed)
+
+
+#: Policy names the examples and ``icreward pipeline`` accept for the offline tiny pipelines, and their families.
+TINY_POLICIES: dict[str, str] = {"tiny-wan2.1": "wan21", "tiny-wan2.2": "wan22", "tiny-cogvideox": "cogvideox"}
+
+
+def load_policy_pipeline(name: str, *, seed: int = 0, torch_dtype=None):
+    """The pipeline to sample from or fine-tune: a tiny offline one by name (:data:`TINY_POLICIES`, built with
+    ``seed``), or a Hub id / local diffusers folder loaded through :func:`icreward.adapters.get_adapter`."""
+    if name in TINY_POLICIES:
+        return tiny_pipeline(TINY_POLICIES[name], seed=seed)
+    from ..adapters import get_adapter
+
+    kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    return get_adapter(name, **kwargs).pipeline
+
+
+def lora_output_change(policy: str, lora_dir, trainable_modules, *, image, prompt: str, **generate_kwargs) -> float:
+    """Load a trained LoRA into a fresh tiny pipeline and return the max absolute change of a generated video.
+
+    ``trainable_modules`` are the adapter's trained denoisers: a single ``transformer`` loads with diffusers'
+    ``pipe.load_lora_weights``, two Wan 2.2 experts with :func:`icreward.adapters.load_wan22_lora`. Generation is
+    seeded (0) and uses 4 steps without guidance; ``generate_kwargs`` give the size (``num_frames``, ``height``,
+    ``width``).
+    """
+    from ..adapters import load_wan22_lora
+
+    def generate(pipe):
+        generator = torch.Generator().manual_seed(0)
+        out = pipe(
+            image=image,
+            prompt=prompt,
+            generator=generator,
+            num_inference_steps=4,
+            guidance_scale=1.0,
+            **generate_kwargs,
+        )
+        return torch.as_tensor(out.frames)
+
+    pipe = tiny_pipeline(TINY_POLICIES[policy], seed=0)
+    base = generate(pipe)
+    if list(trainable_modules) == ["transformer"]:
+        pipe.load_lora_weights(lora_dir)
+    else:
+        load_wan22_lora(pipe, lora_dir)
+    return float((generate(pipe) - base).abs().max())
