@@ -1,9 +1,6 @@
 """Two CPU processes (DDP over gloo) train to the same weights as one process with the same global batch."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +11,8 @@ from datasets import Dataset
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
+from two_processes import assert_marked_after_both_processes, launch_two_processes, run_checked
 
-from icreward.trainers.checkpointing import CHECKPOINT_COMPLETE_NAME
 from icreward.video import write_video
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_reward_training.py"
@@ -33,35 +30,35 @@ DPO_TOLERANCE = dict(rtol=0, atol=1e-5)
 # that moved the LoRA by 1e-2, whereas noise drawn per process and micro-batch (the scheme before per-row noise) gave
 # differences of 2e-2, as large as the updates. rtol=0 for the reason given for DPO_TOLERANCE.
 REWARD_FEEDBACK_TOLERANCE = dict(rtol=0, atol=1e-5)
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _accelerate() -> str:
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    assert accelerate, "accelerate's CLI must be installed beside this Python"
-    return accelerate
+def _run_single_and_double(
+    tmp_path: Path, script: Path, port: int, data: Path, args: tuple[tuple[str, ...], tuple[str, ...]]
+):
+    """The script once as one process (``args[0]``: per-device batch = the global batch) and once under two
+    processes (``args[1]``); returns both saved weight files, after checking the second really ran on two."""
+    single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
+    single.parent.mkdir()
+    double.parent.mkdir()
+    run_checked([sys.executable, str(script), str(data), str(single), *args[0]], f"{script.name} on 1 process")
+    launch_two_processes(port, script, str(data), str(double), *args[1])
+    with safe_open(str(double), "pt") as f:
+        assert f.metadata()["world_size"] == "2"
+    return single, double
 
 
-def _launch_two_processes(port: int, script: Path, *args: str) -> None:
-    # `--cpu --num_processes 2` silently runs one process; this form really starts two (see DESIGN.md).
-    cmd = [
-        _accelerate(),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(port),
-        str(script),
-        *args,
-    ]
-    subprocess.run(cmd, check=True, env=ENV, timeout=300)
+def _assert_same_lora(single: Path, double: Path, tolerance: dict) -> None:
+    """Both runs start from identical LoRA weights (saved under ``initial/``), training moves them far beyond the
+    tolerance (so agreement within it is not trivial), and they end within it."""
+    a, b = load_file(single), load_file(double)
+    assert a.keys() == b.keys()
+    final = [k for k in a if not k.startswith("initial/")]
+    assert final and any("lora_A" in k for k in final) and any("lora_B" in k for k in final)
+    for key in final:
+        torch.testing.assert_close(a[f"initial/{key}"], b[f"initial/{key}"], rtol=0, atol=0)
+    assert max(float((a[k] - a[f"initial/{k}"]).abs().max()) for k in final) > 100 * tolerance["atol"]
+    for key in final:
+        torch.testing.assert_close(b[key], a[key], **tolerance, msg=f"{key} differs between 1 and 2 processes")
 
 
 def _dataset(root: Path) -> Path:
@@ -86,14 +83,8 @@ def _dataset(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
-    data = _dataset(tmp_path)
-    single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
-    single.parent.mkdir()
-    double.parent.mkdir()
-    subprocess.run([sys.executable, str(SCRIPT), str(data), str(single), "4"], check=True, env=ENV, timeout=300)
-    _launch_two_processes(29517, SCRIPT, str(data), str(double), "2")
+    single, double = _run_single_and_double(tmp_path, SCRIPT, 29517, _dataset(tmp_path), (("4",), ("2",)))
     with safe_open(str(double), "pt") as f:
-        assert f.metadata()["world_size"] == "2"
         per_process = json.loads(f.metadata()["encoded"])
     with safe_open(str(single), "pt") as f:
         (alone,) = json.loads(f.metadata()["encoded"])
@@ -134,32 +125,12 @@ def _dpo_pairs(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_process_dpo_matches_single_process(tmp_path):
-    pairs = _dpo_pairs(tmp_path)
-    single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
-    single.parent.mkdir()
-    double.parent.mkdir()
-    cmd = [sys.executable, str(DPO_SCRIPT), str(pairs), str(single), "4", "1"]
-    subprocess.run(cmd, check=True, env=ENV, timeout=300)
-    _launch_two_processes(29518, DPO_SCRIPT, str(pairs), str(double), "2", "1")
-    with safe_open(str(double), "pt") as f:
-        assert f.metadata()["world_size"] == "2"
-    a, b = load_file(single), load_file(double)
-    assert a.keys() == b.keys()
-    final = [k for k in a if not k.startswith("initial/")]
-    assert final and any("lora_A" in k for k in final) and any("lora_B" in k for k in final)
-    for key in final:
-        torch.testing.assert_close(a[f"initial/{key}"], b[f"initial/{key}"], rtol=0, atol=0)
-    # Training moved the LoRA far beyond the tolerance, so agreement within it is not trivial.
-    assert max(float((a[k] - a[f"initial/{k}"]).abs().max()) for k in final) > 100 * DPO_TOLERANCE["atol"]
-    for key in final:
-        torch.testing.assert_close(b[key], a[key], **DPO_TOLERANCE, msg=f"{key} differs between 1 and 2 processes")
-
+    single, double = _run_single_and_double(
+        tmp_path, DPO_SCRIPT, 29518, _dpo_pairs(tmp_path), (("4", "1"), ("2", "1"))
+    )
+    _assert_same_lora(single, double, DPO_TOLERANCE)
     # The checkpoint is marked complete only after both processes wrote their parts (process 1 writes late).
-    checkpoint = double.parent / "checkpoint-3"
-    marker = checkpoint / CHECKPOINT_COMPLETE_NAME
-    rng_states = [checkpoint / f"rng_state_{i}.pth" for i in range(2)]
-    assert marker.is_file() and all(path.is_file() for path in rng_states)
-    assert marker.stat().st_mtime_ns >= max(path.stat().st_mtime_ns for path in rng_states)
+    assert_marked_after_both_processes(double.parent / "checkpoint-3")
 
 
 def _reward_feedback_rows(root: Path) -> Path:
@@ -178,28 +149,11 @@ def _reward_feedback_rows(root: Path) -> Path:
 @pytest.mark.slow
 def test_two_process_reward_feedback_matches_single_process(tmp_path):
     rows = _reward_feedback_rows(tmp_path)
-    single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
-    single.parent.mkdir()
-    double.parent.mkdir()
-    cmd = [sys.executable, str(REWARD_FEEDBACK_SCRIPT), str(rows), str(single), "4", "1"]
-    subprocess.run(cmd, check=True, env=ENV, timeout=300)
-    _launch_two_processes(29522, REWARD_FEEDBACK_SCRIPT, str(rows), str(double), "2", "1")
+    single, double = _run_single_and_double(tmp_path, REWARD_FEEDBACK_SCRIPT, 29522, rows, (("4", "1"), ("2", "1")))
+    _assert_same_lora(single, double, REWARD_FEEDBACK_TOLERANCE)
     with safe_open(str(double), "pt") as f:
-        assert f.metadata()["world_size"] == "2"
         double_eval = float(f.metadata()["eval_reward"])
     with safe_open(str(single), "pt") as f:
         single_eval = float(f.metadata()["eval_reward"])
-    a, b = load_file(single), load_file(double)
-    assert a.keys() == b.keys()
-    final = [k for k in a if not k.startswith("initial/")]
-    assert final and any("lora_A" in k for k in final) and any("lora_B" in k for k in final)
-    for key in final:
-        torch.testing.assert_close(a[f"initial/{key}"], b[f"initial/{key}"], rtol=0, atol=0)
-    # Training moved the LoRA far beyond the tolerance, so agreement within it is not trivial.
-    assert max(float((a[k] - a[f"initial/{k}"]).abs().max()) for k in final) > 100 * REWARD_FEEDBACK_TOLERANCE["atol"]
-    for key in final:
-        torch.testing.assert_close(
-            b[key], a[key], **REWARD_FEEDBACK_TOLERANCE, msg=f"{key} differs between 1 and 2 processes"
-        )
     # Evaluation draws each row's noise and frame window from the row too: the same mean reward on either layout.
     assert abs(double_eval - single_eval) <= 1e-4 * max(1.0, abs(single_eval)), (single_eval, double_eval)

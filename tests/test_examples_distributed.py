@@ -8,11 +8,7 @@ initialisation, that checkpoints carry the completion marker, and that one-off r
 
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,45 +16,12 @@ import torch
 from datasets import Dataset, DatasetDict
 from PIL import Image
 from safetensors.torch import load_file
+from two_processes import assert_marked_after_both_processes, launch_two_processes
 
 from icreward.trainers.checkpointing import CHECKPOINT_COMPLETE_NAME
 from icreward.video import write_video
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def _launch_two_processes(port: int, script: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``script`` under ``accelerate launch`` with two CPU processes; fail with its output if it fails."""
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    assert accelerate, "accelerate's CLI must be installed beside this Python"
-    # `--cpu --num_processes 2` silently runs one process; this form really starts two (see tests/test_distributed.py).
-    cmd = [
-        accelerate,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(port),
-        str(script),
-        *args,
-    ]
-    try:
-        result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired as error:  # a hang (e.g. one process waiting at a barrier alone)
-        pytest.fail(f"{script.name} timed out under 2 processes\nstdout:\n{error.stdout}\nstderr:\n{error.stderr}")
-    assert result.returncode == 0, (
-        f"{script.name} failed under 2 processes (exit {result.returncode})\n"
-        f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-10000:]}"
-    )
-    return result
 
 
 def _assert_complete_checkpoints(output_dir: Path, steps: list[int]) -> None:
@@ -67,12 +30,8 @@ def _assert_complete_checkpoints(output_dir: Path, steps: list[int]) -> None:
     assert found == steps
     for step in steps:
         checkpoint = output_dir / f"checkpoint-{step}"
-        marker = checkpoint / CHECKPOINT_COMPLETE_NAME
-        rng_states = [checkpoint / f"rng_state_{i}.pth" for i in range(2)]
-        assert marker.is_file() and all(path.is_file() for path in rng_states), sorted(os.listdir(checkpoint))
-        assert not (checkpoint / "rng_state_2.pth").exists()
-        assert json.loads(marker.read_text()) == {"global_step": step}
-        assert marker.stat().st_mtime_ns >= max(path.stat().st_mtime_ns for path in rng_states)
+        assert_marked_after_both_processes(checkpoint)
+        assert json.loads((checkpoint / CHECKPOINT_COMPLETE_NAME).read_text()) == {"global_step": step}
 
 
 def _generate(pipe, image) -> torch.Tensor:
@@ -142,7 +101,7 @@ def test_train_reward_example_under_two_processes(tmp_path):
     out = tmp_path / "out"
     model_args = dict(image_size=32, num_frames=3, head_hidden_size=16, head_num_layers=1)
     learning_rate, epochs, per_device = 5e-4, 2, 2
-    _launch_two_processes(
+    launch_two_processes(
         29519,
         EXAMPLES / "train_reward.py",
         "--config",
@@ -159,6 +118,7 @@ def test_train_reward_example_under_two_processes(tmp_path):
         "--seed=0",
         "--logging_steps=1",
         "--disable_tqdm=true",
+        timeout=240,
     )
 
     # 8 training rows at 2 per process and step: 2 steps per epoch with two processes (4 with one).
@@ -195,7 +155,7 @@ def test_train_reward_example_under_two_processes(tmp_path):
 @pytest.mark.slow
 def test_dpo_example_under_two_processes(tmp_path):
     out, pairs_dir = tmp_path / "out", tmp_path / "pairs"
-    result = _launch_two_processes(
+    result = launch_two_processes(
         29520,
         EXAMPLES / "dpo.py",
         "--config",
@@ -207,6 +167,7 @@ def test_dpo_example_under_two_processes(tmp_path):
         "--eval_steps=2",
         "--logging_steps=1",
         "--disable_tqdm=true",
+        timeout=240,
     )
     # The main process built the pairs while the other waited, then read them: built once, each pair once.
     assert len(re.findall(r"^built \d+ pairs", result.stdout, flags=re.M)) == 1, result.stdout
@@ -235,7 +196,7 @@ def test_dpo_example_under_two_processes(tmp_path):
 @pytest.mark.slow
 def test_reward_feedback_example_under_two_processes(tmp_path):
     out = tmp_path / "out"
-    result = _launch_two_processes(
+    result = launch_two_processes(
         29521,
         EXAMPLES / "reward_feedback.py",
         "--config",
@@ -246,6 +207,7 @@ def test_reward_feedback_example_under_two_processes(tmp_path):
         "--save_steps=1",
         "--validation_steps=2",
         "--disable_tqdm=true",
+        timeout=240,
     )
     # One-off reports come from one process: the LoRA check, the no-face warning (noise videos have no face).
     assert result.stdout.count("loaded into a fresh pipeline") == 1, result.stdout
