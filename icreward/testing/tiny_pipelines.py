@@ -84,22 +84,24 @@ def build_tiny_tokenizer(model_max_length: int = 512):
     )
 
 
+# Both families' text encoders are T5-shaped: Wan's UMT5 (gated GELU) and CogVideoX's T5.
+_TINY_T5_KWARGS: dict[str, Any] = dict(
+    d_model=_TEXT_DIM,
+    d_kv=8,
+    d_ff=37,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=32,
+    dropout_rate=0.0,
+)
+
+
 def _tiny_umt5(seed: int, vocab_size: int):
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
-    config = UMT5Config(
-        vocab_size=vocab_size,
-        d_model=_TEXT_DIM,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",
-    )
+    config = UMT5Config(vocab_size=vocab_size, feed_forward_proj="gated-gelu", **_TINY_T5_KWARGS)
     return UMT5EncoderModel(config).eval()
 
 
@@ -107,18 +109,7 @@ def _tiny_t5(seed: int, vocab_size: int):
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=vocab_size,
-        d_model=_TEXT_DIM,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-    )
-    return T5EncoderModel(config).eval()
+    return T5EncoderModel(T5Config(vocab_size=vocab_size, **_TINY_T5_KWARGS)).eval()
 
 
 def _tiny_wan_vae(seed: int):

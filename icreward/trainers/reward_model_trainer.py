@@ -113,7 +113,8 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             **kwargs,
         )
         if args.activation_checkpointing and not model.is_activation_checkpointing:
-            # Now rather than when training starts (where the Trainer would): the feature cache is decided before.
+            # The model is in its configured state from construction on; the Trainer itself only enables it when
+            # train() starts (and does so again then, idempotently).
             ckpt_kwargs = dict(args.activation_checkpointing_kwargs or {})
             every_n_layers, offload = ckpt_kwargs.pop("every_n_layers", 1), ckpt_kwargs.pop("offload", False)
             model.activation_checkpointing_enable(ckpt_kwargs or None, every_n_layers=every_n_layers, offload=offload)
