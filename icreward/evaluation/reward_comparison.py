@@ -373,15 +373,16 @@ def cross_validate_reward_models(
             f"(columns: {pooled.column_names}); pass group_column= (e.g. 'source_id')"
         )
     groups = list(pooled[group_column])
+    rows_of: dict[Any, list[int]] = {}
+    for i, group in enumerate(groups):
+        rows_of.setdefault(group, []).append(i)
     store: dict = {} if feature_store is None else feature_store  # every fold reuses the backbone encodings
     folds: list[dict[str, Any]] = []
-    for train_groups, val_group, test_group in _fold_splits(groups, num_folds):
-        index = {g: [i for i, x in enumerate(groups) if x == g] for g in (val_group, test_group)}
-        train_index = [i for i, x in enumerate(groups) if x in set(train_groups)]
+    for train_groups, val_group, test_group in _fold_splits(list(rows_of), num_folds):
         fold_data = {
-            "train": pooled.select(train_index),
-            "validation": pooled.select(index[val_group]),
-            "test": pooled.select(index[test_group]),
+            "train": pooled.select(sorted(i for g in train_groups for i in rows_of[g])),
+            "validation": pooled.select(rows_of[val_group]),
+            "test": pooled.select(rows_of[test_group]),
         }
         logger.info("fold %d: test %s, validation %s, train %s", len(folds), test_group, val_group, train_groups)
         fold_results = compare_reward_models(
