@@ -337,3 +337,23 @@ def test_interrupted_checkpoint_save_is_never_resumed(tmp_path, tiny_data):
     assert resumed.state.global_step == 6
     # steps 4-6 really ran again: checkpoint-6 was written anew, this time completely
     assert (out / "checkpoint-6" / CHECKPOINT_COMPLETE_NAME).exists()
+
+
+def test_feature_cache_encodes_a_repeated_video_once(tiny_data):
+    from icreward.trainers.reward_data import encode_dataset_features
+
+    model = _model("icreward")
+    data = Dataset.from_list([tiny_data[0], tiny_data[1], tiny_data[0]])
+    encoded_videos = []
+    encode_pair = model._encode_pair
+
+    def counting(pixel_values, *args):
+        encoded_videos.append(pixel_values.shape[0])
+        return encode_pair(pixel_values, *args)
+
+    model._encode_pair = counting
+    rows = encode_dataset_features(model, data, model.get_processor(), show_progress=False)
+    assert sum(encoded_videos) == 2
+    for name in ("video__reference_features", "video__frame_features"):
+        assert torch.equal(rows[0][name], rows[2][name])
+    assert not torch.equal(rows[0]["video__frame_features"], rows[1]["video__frame_features"])

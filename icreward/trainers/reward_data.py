@@ -149,13 +149,12 @@ def encode_dataset_features(
     rows = [dict(dataset[i]) for i in range(len(dataset))]
     for column in video_columns:
         keys = [(fingerprint, _media_key(r["reference"]), _media_key(r[column])) for r in rows]
-        todo = [i for i, k in enumerate(keys) if k not in store]
+        first: dict[Any, int] = {}  # each missing (reference, video) once, at its first row
+        for i, key in enumerate(keys):
+            if key not in store:
+                first.setdefault(key, i)
+        todo = list(first.values())
         if num_processes > 1:
-            # Each video once (a repeated video would otherwise be encoded by several processes), then a share.
-            first: dict[Any, int] = {}
-            for i in todo:
-                first.setdefault(keys[i], i)
-            todo = list(first.values())
             shared, todo = todo, todo[process_index::num_processes]
         starts = range(0, len(todo), batch_size)
         show = show_progress and process_index == 0
