@@ -26,6 +26,8 @@ _LAZY = {
     "VideoDPOConfig": "icreward.trainers.video_dpo_config",
     "RewardFeedbackTrainer": "icreward.trainers.reward_feedback_trainer",
     "RewardFeedbackConfig": "icreward.trainers.reward_feedback_config",
+    "VideoGRPOTrainer": "icreward.trainers.video_grpo_trainer",
+    "VideoGRPOConfig": "icreward.trainers.video_grpo_config",
     "VideoDPODataCollator": "icreward.trainers.video_dpo_trainer",
     "PreferenceCurveCallback": "icreward.trainers.video_dpo_trainer",
     # model-family adapters

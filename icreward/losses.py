@@ -15,6 +15,11 @@ __all__ = [
     "bradley_terry_loss",
     "diffusion_dpo_loss",
     "dpo_implicit_accuracy",
+    "flow_sde_transition",
+    "gaussian_log_prob",
+    "gaussian_transition_kl",
+    "grpo_clipped_loss",
+    "group_advantages",
     "per_sample_mse",
     "velocity_kl",
 ]
@@ -105,6 +110,121 @@ def velocity_kl(
     sq = (v_theta.float() - v_ref.float().detach()).pow(2)
     per_step = sq.reshape(num_steps, sq.shape[1], -1).mean(dim=2)  # (K, B)
     return (weights[:, None] * per_step).sum(dim=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Online RL on the SDE form of the flow-matching sampler (Flow-GRPO family)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def flow_sde_transition(
+    sample: torch.Tensor,
+    velocity: torch.Tensor,
+    sigma: torch.Tensor | float,
+    sigma_next: torch.Tensor | float,
+    noise_level: float,
+    sigma_max: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of one step ``x_sigma -> x_sigma_next`` of the SDE that shares the marginals of
+    the flow-matching ODE ``dx = v dsigma`` (Flow-GRPO, Liu et al. 2025), for ``x_sigma = (1 - sigma) x0 + sigma n``.
+
+    With ``dt = sigma_next - sigma < 0`` and ``s = noise_level * sqrt(sigma / (1 - sigma))``:
+    ``mean = x + [v + s^2 / (2 sigma) * (x + (1 - sigma) v)] * dt`` and ``std = s * sqrt(-dt)``. ``noise_level = 0``
+    gives the Euler step of the ODE with ``std = 0``. ``s`` is infinite at ``sigma = 1``: there ``sigma_max`` (the
+    sampler's largest sigma below 1) stands in for ``sigma`` inside ``s`` only, as Flow-GRPO does.
+
+    ``sigma`` / ``sigma_next`` are scalars or one value per sample. Returns ``(mean, std)``; ``mean`` is float32
+    shaped like ``sample``, ``std`` float32 broadcastable to it (``(B, 1, ...)``).
+    """
+    if noise_level < 0:
+        raise ValueError(f"noise_level must be >= 0, got {noise_level}")
+    if sample.shape != velocity.shape:
+        raise ValueError(f"sample shape {tuple(sample.shape)} != velocity shape {tuple(velocity.shape)}")
+    x, v = sample.float(), velocity.float()
+    view = (-1, *([1] * (x.ndim - 1)))
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0]).reshape(view)
+    sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32, device=x.device).expand(x.shape[0]).reshape(view)
+    dt = sigma_next - sigma
+    if bool((dt >= 0).any()) or bool((sigma > 1).any()) or bool((sigma_next < 0).any()):
+        raise ValueError("flow_sde_transition needs 1 >= sigma > sigma_next >= 0")
+    if noise_level == 0:
+        return x + v * dt, torch.zeros_like(sigma)
+    capped = sigma
+    if bool((sigma >= 1).any()):
+        if sigma_max is None or not 0 < sigma_max < 1:
+            raise ValueError(f"sigma = 1 needs a sigma_max in (0, 1) for the noise scale, got {sigma_max}")
+        capped = torch.where(sigma >= 1, torch.full_like(sigma, sigma_max), sigma)
+    scale = noise_level * torch.sqrt(capped / (1 - capped))
+    mean = x + (v + scale.pow(2) / (2 * sigma) * (x + (1 - sigma) * v)) * dt
+    return mean, scale * torch.sqrt(-dt)
+
+
+def gaussian_log_prob(value: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-sample log-density of ``value`` under ``N(mean, std^2)`` per element, averaged over every dimension but
+    the first: ``(B, ...) -> (B,)`` (Flow-GRPO's per-step log-probability; the mean keeps ratios of large latents in a
+    usable range). ``value`` is treated as a constant (detached), as a sampled action is."""
+    if value.shape != mean.shape:
+        raise ValueError(f"value shape {tuple(value.shape)} != mean shape {tuple(mean.shape)}")
+    std = torch.as_tensor(std, dtype=torch.float32, device=mean.device)
+    if bool((std <= 0).any()):
+        raise ValueError("gaussian_log_prob needs std > 0 (noise_level = 0 is a deterministic sampler)")
+    std = std.expand_as(mean)
+    log_density = -((value.detach().float() - mean.float()) ** 2) / (2 * std**2) - torch.log(std)
+    log_density = log_density - 0.5 * math.log(2 * math.pi)
+    return log_density.reshape(log_density.shape[0], -1).mean(dim=1)
+
+
+def gaussian_transition_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mean, std^2) || N(ref_mean, std^2))`` per element, averaged over every dimension but the first:
+    ``||mean - ref_mean||^2 / (2 std^2)``, ``(B,)``. The reference is detached."""
+    _check_same_shape(mean=mean, ref_mean=ref_mean)
+    std = torch.as_tensor(std, dtype=torch.float32, device=mean.device).expand_as(mean)
+    kl = (mean.float() - ref_mean.detach().float()) ** 2 / (2 * std**2)
+    return kl.reshape(kl.shape[0], -1).mean(dim=1)
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO's group-relative advantages: ``(r - mean_g) / (std_g + eps)`` within each group of ``group_size``
+    consecutive rewards (``std`` the population standard deviation; ``scale=False`` only centres).
+
+    Returns ``(advantages (B,), per-group std (B / group_size,))``: a group whose samples all score alike has zero
+    spread and zero advantages, i.e. no learning signal (what IPRO argues happens to same-prompt videos).
+    """
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be 1-d, got shape {tuple(rewards.shape)}")
+    if group_size < 1 or rewards.shape[0] % group_size:
+        raise ValueError(f"{rewards.shape[0]} rewards do not split into groups of {group_size}")
+    grouped = rewards.detach().float().reshape(-1, group_size)
+    mean = grouped.mean(dim=1, keepdim=True)
+    std = grouped.std(dim=1, unbiased=False, keepdim=True)
+    advantages = grouped - mean
+    if scale:
+        advantages = advantages / (std + eps)
+    return advantages.reshape(-1), std.reshape(-1)
+
+
+def grpo_clipped_loss(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The clipped surrogate of PPO / GRPO, per sample: ``max(-A * rho, -A * clip(rho, 1 - epsilon, 1 + epsilon))``
+    with ``rho = exp(log_prob - old_log_prob)`` (``old_log_prob`` is detached).
+
+    Returns ``(loss, low_clipped, high_clipped)``; the last two are float masks of the samples where the clipped
+    term is the one taken (``rho < 1 - epsilon`` with ``A < 0``, ``rho > 1 + epsilon`` with ``A > 0``): TRL's
+    ``clip_ratio/low_mean`` and ``clip_ratio/high_mean``.
+    """
+    _check_same_shape(log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    ratio = torch.exp(log_prob.float() - old_log_prob.detach().float())
+    advantages = advantages.detach().float()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - epsilon, 1 + epsilon)
+    low = ((ratio < 1 - epsilon) & (advantages < 0)).float()
+    high = ((ratio > 1 + epsilon) & (advantages > 0)).float()
+    return torch.maximum(unclipped, clipped), low, high
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:

@@ -16,6 +16,8 @@ _LAZY = {
     "LatentCache": "latent_cache",
     "RewardFeedbackConfig": "reward_feedback_config",
     "RewardFeedbackTrainer": "reward_feedback_trainer",
+    "VideoGRPOConfig": "video_grpo_config",
+    "VideoGRPOTrainer": "video_grpo_trainer",
 }
 
 __all__ = sorted(_LAZY)
