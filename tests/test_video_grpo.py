@@ -1,6 +1,8 @@
 """VideoGRPOTrainer (Flow-GRPO family) and its loss functions, on tiny offline pipelines."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -381,3 +383,51 @@ def test_lora_parameters_only_are_trainable(tmp_path, rows):
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert isinstance(trainer.model.denoisers, nn.ModuleDict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two processes (slow): the same LoRA as one process with the same global batch
+# ---------------------------------------------------------------------------------------------------------------
+
+GRPO_SCRIPT = Path(__file__).parent / "scripts" / "distributed_grpo_training.py"
+
+
+@pytest.mark.slow
+def test_two_process_grpo_matches_single_process(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from two_processes import launch_two_processes, run_checked
+
+    rng = np.random.RandomState(0)
+    rows = []
+    for i in range(4):
+        image = tmp_path / f"image_{i}.png"
+        PIL.Image.fromarray((rng.rand(32, 32, 3) * 255).astype(np.uint8)).save(image)
+        rows.append({"image": str(image), "prompt": f"a nod number {i}"})
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    single, double = tmp_path / "single" / "w.safetensors", tmp_path / "double" / "w.safetensors"
+    single.parent.mkdir()
+    double.parent.mkdir()
+    run_checked([sys.executable, str(GRPO_SCRIPT), str(data), str(single), "4", "1"], "GRPO on 1 process")
+    launch_two_processes(29531, GRPO_SCRIPT, str(data), str(double), "2", "1")
+    with safe_open(str(double), "pt") as f:
+        meta_double = f.metadata()
+    with safe_open(str(single), "pt") as f:
+        meta_single = f.metadata()
+    assert meta_double["world_size"] == "2" and meta_single["world_size"] == "1"
+    a, b = load_file(single), load_file(double)
+    final = [k for k in a if not k.startswith("initial/")]
+    assert a.keys() == b.keys() and final
+    for key in final:
+        torch.testing.assert_close(a[f"initial/{key}"], b[f"initial/{key}"], rtol=0, atol=0)
+    moved = max(float((a[k] - a[f"initial/{k}"]).abs().max()) for k in final)
+    assert moved > 1e-3, moved  # training moved the LoRA far beyond the tolerance below
+    for key in final:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=f"{key} differs between 1 and 2 processes")
+    np.testing.assert_allclose(
+        json.loads(meta_double["train_rewards"]), json.loads(meta_single["train_rewards"]), rtol=1e-5
+    )
+    assert abs(float(meta_double["eval_reward"]) - float(meta_single["eval_reward"])) <= 1e-4
