@@ -6,6 +6,7 @@ See :class:`~icreward.adapters.base.VideoModelAdapter` for the interface and how
 from .base import LORA_WEIGHT_NAME, VideoModelAdapter
 from .cogvideox import CogVideoXI2VAdapter
 from .ltx import LTXVideoI2VAdapter
+from .opensora import OpenSoraAdapter, OpenSoraComponents
 from .registry import available_adapters, get_adapter, register_adapter
 from .wan import Wan22Adapter, WanI2VAdapter, load_wan22_lora
 
@@ -13,6 +14,8 @@ __all__ = [
     "LORA_WEIGHT_NAME",
     "CogVideoXI2VAdapter",
     "LTXVideoI2VAdapter",
+    "OpenSoraAdapter",
+    "OpenSoraComponents",
     "VideoModelAdapter",
     "Wan22Adapter",
     "WanI2VAdapter",

@@ -8,11 +8,18 @@ from typing import Any
 from .base import VideoModelAdapter
 from .cogvideox import CogVideoXI2VAdapter
 from .ltx import LTXVideoI2VAdapter
+from .opensora import OpenSoraAdapter
 from .wan import Wan22Adapter, WanI2VAdapter
 
 # Checked in order; the first adapter whose `can_handle` accepts the pipeline wins. User adapters registered
 # with `register_adapter` come first so they can override the built-in ones.
-_ADAPTERS: list[type[VideoModelAdapter]] = [Wan22Adapter, WanI2VAdapter, CogVideoXI2VAdapter, LTXVideoI2VAdapter]
+_ADAPTERS: list[type[VideoModelAdapter]] = [
+    Wan22Adapter,
+    WanI2VAdapter,
+    CogVideoXI2VAdapter,
+    LTXVideoI2VAdapter,
+    OpenSoraAdapter,
+]
 
 
 def register_adapter(adapter_cls: type[VideoModelAdapter]) -> type[VideoModelAdapter]:
