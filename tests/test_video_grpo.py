@@ -431,3 +431,32 @@ def test_two_process_grpo_matches_single_process(tmp_path):
         json.loads(meta_double["train_rewards"]), json.loads(meta_single["train_rewards"]), rtol=1e-5
     )
     assert abs(float(meta_double["eval_reward"]) - float(meta_single["eval_reward"])) <= 1e-4
+
+
+def test_piecewise_backward_gives_the_gradient_of_the_whole_loss(tmp_path, rows):
+    """training_step (one backward per trained transition and per chunk of one video) accumulates the gradient of
+    compute_loss's single-graph loss."""
+    trainer = _trainer(tmp_path, rows, timestep_fraction=0.67, backward_chunk_size=1, noise_level=0.9)
+    adapter = trainer.adapter
+    g = torch.Generator().manual_seed(0)
+    for name, param in adapter.pipeline.transformer.named_parameters():
+        if "lora_B" in name:  # a non-zero LoRA, so that the KL term has a gradient too
+            param.data = torch.randn(param.shape, generator=g) * 0.05
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+
+    trainer._noise_step = -1
+    trainer.model.train()
+    whole = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+    whole.backward()
+    expected = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    trainer._noise_step = -1
+    trainer.current_gradient_accumulation_steps = 1
+    pieces = trainer.training_step(trainer.model, batch)
+    assert trainer.args.num_train_transitions == 2
+    torch.testing.assert_close(pieces, whole.detach(), rtol=1e-5, atol=1e-8)
+    assert any(float(e.abs().max()) > 0 for e in expected)
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-8)

@@ -95,6 +95,13 @@ class VideoGRPOConfig(DiffusionTrainingConfig):
         },
     )
     negative_prompt: str = field(default="", metadata={"help": "Negative prompt when guidance_scale > 1."})
+    backward_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Videos per forward/backward in a training step; each trained transition gets its own backward "
+            "anyway. None: all videos of the micro-batch (rows x num_generations) at once. Lower it to bound memory."
+        },
+    )
     ground_truth_max_frames: int | None = field(
         default=None,
         metadata={"help": "Frames read from each row's ground-truth clip for rewards that use it; None reads all."},
@@ -139,6 +146,8 @@ class VideoGRPOConfig(DiffusionTrainingConfig):
             self.reward_weights = [float(w) for w in self.reward_weights]
         if self.guidance_scale < 1.0:
             raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {self.guidance_scale}")
+        if self.backward_chunk_size is not None and self.backward_chunk_size < 1:
+            raise ValueError(f"backward_chunk_size must be >= 1 or None, got {self.backward_chunk_size}")
         if self.ground_truth_max_frames is not None and self.ground_truth_max_frames < 1:
             raise ValueError(f"ground_truth_max_frames must be >= 1 or None, got {self.ground_truth_max_frames}")
         super().__post_init__()

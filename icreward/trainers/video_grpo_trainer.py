@@ -52,6 +52,7 @@ with an error: its stochastic sampler would be DDIM with ``eta > 0`` (the DDPO t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -545,6 +546,61 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         return samples
 
     # ------------------------------------------------------------------------------------------------ loss
+    def _transition_terms(
+        self, model: nn.Module, samples: _Samples, transitions: slice, columns: torch.Tensor
+    ) -> dict[str, torch.Tensor | None]:
+        """The trained transitions ``transitions`` (positions in each video's subset) of the videos ``columns``:
+        per (transition, video) ``loss`` = clipped surrogate + ``beta`` * KL (with gradients), and the ``policy``,
+        ``kl``, ``low`` and ``high`` (clipped) parts, each ``(K', n)``."""
+        args = self.args
+        steps = samples.trained[columns][:, transitions].T  # (K', n) sampler step indices
+        cols = columns[None].expand_as(steps)
+        num_samples = samples.trained.shape[0]
+
+        def select(values):
+            if values is None:
+                return None
+            return {
+                k: v[columns] if torch.is_tensor(v) and v.ndim and v.shape[0] == num_samples else v
+                for k, v in values.items()
+            }
+
+        sigmas = self._sigmas.to(steps.device)
+        out = model(
+            samples.latents[steps, cols],
+            samples.latents[steps + 1, cols],
+            self._timesteps.to(steps.device)[steps],
+            sigmas[steps],
+            sigmas[steps + 1],
+            select(samples.conditions),
+            select(samples.negative),
+            compute_kl=args.beta > 0,
+        )
+        log_prob = out["log_prob"]
+        advantages = samples.advantages[columns][None].expand_as(log_prob)
+        old = samples.old_log_probs[steps, cols]
+        policy, low, high = grpo_clipped_loss(
+            log_prob.reshape(-1), old.reshape(-1), advantages.reshape(-1), args.epsilon
+        )
+        policy, low, high = policy.view_as(log_prob), low.view_as(log_prob), high.view_as(log_prob)
+        kl = out["kl"]
+        loss = policy if kl is None else policy + args.beta * kl
+        return {"loss": loss, "policy": policy, "kl": kl, "low": low, "high": high}
+
+    def _store_transition_metrics(self, terms: dict[str, torch.Tensor | None]) -> None:
+        """Per-video means over its trained transitions (``(K, N)`` inputs), as TRL names them."""
+        low, high = terms["low"], terms["high"]
+        per_sample = {
+            "clip_ratio/low_mean": low.mean(0),
+            "clip_ratio/high_mean": high.mean(0),
+            "clip_ratio/region_mean": (low + high).mean(0),
+        }
+        scalars = {"loss/policy": float(terms["policy"].detach().mean())}
+        if terms["kl"] is not None:
+            per_sample["kl"] = terms["kl"].detach().mean(0)
+            scalars["loss/kl"] = float(self.args.beta * terms["kl"].detach().mean())
+        self._store(per_sample, True, scalars)
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -552,53 +608,51 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
+        """Training: the mean over this process's videos and trained transitions of the clipped surrogate plus
+        ``beta`` * KL, in one graph (:meth:`training_step` computes the same gradient in pieces). Evaluation:
+        ``-reward`` of deterministic samples."""
         if not model.training:
             return self._evaluation_loss(inputs, return_outputs)
-        args = self.args
         samples = self._samples_for_step(inputs)
-        trained = samples.trained  # (N, K)
-        num_samples = trained.shape[0]
-        columns = torch.arange(num_samples, device=trained.device)
-        steps = trained.T  # (K, N)
-        latents = samples.latents[steps, columns]
-        next_latents = samples.latents[steps + 1, columns]
-        old_log_probs = samples.old_log_probs[steps, columns]
-        timesteps = self._timesteps.to(trained.device)[steps]
-        sigmas = self._sigmas.to(trained.device)
-        out = model(
-            latents,
-            next_latents,
-            timesteps,
-            sigmas[steps],
-            sigmas[steps + 1],
-            samples.conditions,
-            samples.negative,
-            compute_kl=args.beta > 0,
-        )
-        log_prob = out["log_prob"]  # (K, N)
-        advantages = samples.advantages[None].expand_as(log_prob)
-        policy_loss, low, high = grpo_clipped_loss(
-            log_prob.reshape(-1), old_log_probs.reshape(-1), advantages.reshape(-1), args.epsilon
-        )
-        shape = log_prob.shape
-        policy_loss, low, high = policy_loss.view(shape), low.view(shape), high.view(shape)
-        # Means over this process's videos and trained transitions: with equal per-process batches, DDP's averaging
-        # (and the Trainer's division by the accumulation steps) makes the loss the mean over the global batch.
-        loss = policy_loss.mean()
-        scalars = {"loss/policy": float(loss.detach())}
-        per_sample = {
-            "clip_ratio/low_mean": low.mean(0),
-            "clip_ratio/high_mean": high.mean(0),
-            "clip_ratio/region_mean": (low + high).mean(0),
-        }
-        if out["kl"] is not None:
-            kl = out["kl"]
-            kl_loss = args.beta * kl.mean()
-            loss = loss + kl_loss
-            per_sample["kl"] = kl.mean(0)
-            scalars["loss/kl"] = float(kl_loss.detach())
-        self._store(per_sample, True, scalars)
+        columns = torch.arange(samples.trained.shape[0], device=samples.trained.device)
+        terms = self._transition_terms(model, samples, slice(None), columns)
+        self._store_transition_metrics(terms)
+        loss = terms["loss"].mean()
         return (loss, {"rewards": samples.advantages}) if return_outputs else loss
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        """Sample (or reuse) the batch's groups, then one forward and backward per trained transition and chunk of
+        ``backward_chunk_size`` videos (Flow-GRPO's loop), so activation memory is that of one denoiser call on one
+        chunk, whatever the group size and number of trained transitions. Gradients are synchronised across
+        processes only on the last piece. The accumulated gradient is that of :meth:`compute_loss`'s loss divided by
+        the accumulation steps: the mean over videos and transitions, as each piece is weighted by its share."""
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        samples = self._samples_for_step(inputs)
+        num_samples, num_trained = samples.trained.shape
+        device = samples.trained.device
+        chunk = self.args.backward_chunk_size or num_samples
+        pieces = [(k, start) for k in range(num_trained) for start in range(0, num_samples, chunk)]
+        weight = 1.0 / (num_trained * num_samples * self.current_gradient_accumulation_steps)
+        collected = {name: torch.zeros(num_trained, num_samples, device=device) for name in ("policy", "low", "high")}
+        if self.args.beta > 0:
+            collected["kl"] = torch.zeros(num_trained, num_samples, device=device)
+        total = torch.zeros((), device=device)
+        for index, (k, start) in enumerate(pieces):
+            columns = torch.arange(start, min(start + chunk, num_samples), device=device)
+            last = index == len(pieces) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                with self.compute_loss_context_manager():
+                    terms = self._transition_terms(model, samples, slice(k, k + 1), columns)
+                loss = terms["loss"].sum() * weight
+                self.accelerator.backward(loss)
+            total += loss.detach()
+            for name, values in collected.items():
+                values[k, columns] = terms[name].detach()[0]
+        self._store_transition_metrics({**collected, "kl": collected.get("kl")})
+        return total
 
     def _evaluation_loss(self, inputs: dict[str, Any], return_outputs: bool):
         """One deterministic (ODE) sample per row from the row's fixed noise; the loss is ``-reward``."""
