@@ -319,6 +319,22 @@ def test_refusals_and_schedule(tmp_path, rows):
     with pytest.raises(ValueError, match="no flow-matching sigmas"):
         flow_sde_schedule(get_adapter(pipe), 4)
 
+    # families whose step is not the plain flow Euler step of every latent are refused
+    from icreward.adapters.wan import WanI2VAdapter
+
+    class OwnStep(WanI2VAdapter):
+        def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
+            return latents
+
+    class NotEuler(WanI2VAdapter):
+        def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
+            return latents + 0.5 * model_output
+
+    with pytest.raises(ValueError, match="sampler step of its own"):
+        flow_sde_schedule(OwnStep(tiny_wan_i2v_pipeline(seed=0)), 4)
+    with pytest.raises(ValueError, match="not the flow-matching Euler step"):
+        flow_sde_schedule(NotEuler(tiny_wan_i2v_pipeline(seed=0)), 4)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Learning (slow): the held-out reward rises beyond seed noise

@@ -110,6 +110,12 @@ def flow_sde_schedule(adapter: VideoModelAdapter, num_inference_steps: int) -> t
             "which this trainer does not implement. Use a flow-matching family (Wan 2.1 / Wan 2.2 I2V), or "
             "VideoDPOTrainer / RewardFeedbackTrainer for this model."
         )
+    if type(adapter).denoise_step is not VideoModelAdapter.denoise_step:
+        raise ValueError(
+            f"{type(adapter).__name__} has a sampler step of its own (denoise_step; e.g. LTX-Video keeps its "
+            "conditioning tokens out of the update): VideoGRPOTrainer's SDE transition assumes every latent follows "
+            "the plain flow-matching update, so it does not support this family"
+        )
     scheduler = copy.deepcopy(adapter.scheduler)
     scheduler.set_timesteps(num_inference_steps, device="cpu")
     sigmas = getattr(scheduler, "sigmas", None)
@@ -124,7 +130,27 @@ def flow_sde_schedule(adapter: VideoModelAdapter, num_inference_steps: int) -> t
         )
     if float(sigmas[-1]) != 0.0 or float(sigmas[0]) > 1.0 or not bool((sigmas[1:] < sigmas[:-1]).all()):
         raise ValueError(f"{name}'s sigmas must decrease from <= 1 to 0, got {sigmas.tolist()}")
+    _check_euler_parametrisation(adapter, timesteps)
     return timesteps, sigmas
+
+
+def _check_euler_parametrisation(adapter: VideoModelAdapter, timesteps: torch.Tensor) -> None:
+    """The family's deterministic step must be the Euler step ``x + (s' - s) v`` with ``s = t / num_train_timesteps``
+    (the ODE whose SDE form is sampled): checked numerically on a random tensor."""
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(2, 3, 2, 2, 2, generator=g), torch.randn(2, 3, 2, 2, 2, generator=g)
+    t = torch.stack([timesteps[0], timesteps[-1]])
+    t_next = torch.zeros(2)
+    try:
+        stepped = adapter.scheduler_step(x, v, t, t_next)
+    except Exception as error:
+        raise ValueError(f"cannot check the flow-matching step of {type(adapter).__name__}: {error}") from error
+    expected = x + (t_next - t).view(-1, 1, 1, 1, 1) / adapter.num_train_timesteps * v
+    if stepped.shape != x.shape or not torch.allclose(stepped.float(), expected, rtol=1e-4, atol=1e-5):
+        raise ValueError(
+            f"{type(adapter).__name__}.scheduler_step is not the flow-matching Euler step x + (s' - s) v with s = t / "
+            f"{adapter.num_train_timesteps}: VideoGRPOTrainer's SDE transition does not apply to it"
+        )
 
 
 def _sigma_max(sigmas: torch.Tensor) -> float | None:
@@ -498,8 +524,8 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
                 negative_conditions=negative,
                 guidance_scale=args.guidance_scale,
             )
-            with torch.no_grad():
-                video = adapter.decode_latents(trajectory.latents[-1]).float()
+            with torch.no_grad():  # one video at a time: VAE decoding memory does not grow with the group
+                video = torch.cat([adapter.decode_latents(x[None]).float() for x in trajectory.latents[-1]])
         batch = self._repeat_rows(inputs, copies, count)
         with torch.no_grad():
             rewards = self.reward.compute(video, batch["reference_images"].to(video.device), batch)
