@@ -19,7 +19,7 @@ import torch
 
 from .tiny_pipelines import _TINY_T5_KWARGS, _tiny_t5, build_tiny_tokenizer
 
-__all__ = ["LTX_SCHEDULER_CONFIG", "TINY_LTX_DEFAULTS", "tiny_ltx_i2v_pipeline"]
+__all__ = ["LTX_SCHEDULER_CONFIG", "TINY_LTX_DEFAULTS", "save_tiny_ltx_i2v_pipeline", "tiny_ltx_i2v_pipeline"]
 
 #: 9 frames (3 latent frames with 4x temporal compression) at 32x32 pixels (8x8 latents).
 TINY_LTX_DEFAULTS: dict[str, Any] = {"num_frames": 9, "height": 32, "width": 32, "guidance_scale": 1.0}
@@ -96,3 +96,13 @@ def tiny_ltx_i2v_pipeline(seed: int = 0):
     return LTXImageToVideoPipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
     )
+
+
+def save_tiny_ltx_i2v_pipeline(directory: str, seed: int = 0) -> str:
+    """Save :func:`tiny_ltx_i2v_pipeline` in diffusers layout (for configs that name a local model folder).
+
+    ``python -c "from icreward.testing.tiny_families_ltx import save_tiny_ltx_i2v_pipeline as s;
+    s('outputs/tiny-ltx-video')"`` writes the folder the tiny LTX example configs point at.
+    """
+    tiny_ltx_i2v_pipeline(seed=seed).save_pretrained(directory)
+    return directory
