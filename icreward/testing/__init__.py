@@ -11,6 +11,7 @@ from .tiny_backbones import (
     tiny_qwen2_vl_icreward_config,
     tiny_siglip_vision_config,
 )
+from .tiny_families_ltx import TINY_LTX_DEFAULTS, save_tiny_ltx_i2v_pipeline, tiny_ltx_i2v_pipeline
 from .tiny_pipelines import (
     TINY_DEFAULTS,
     TINY_POLICIES,
@@ -25,10 +26,13 @@ from .tiny_pipelines import (
 
 __all__ = [
     "TINY_DEFAULTS",
+    "TINY_LTX_DEFAULTS",
     "TINY_POLICIES",
     "build_tiny_tokenizer",
     "load_policy_pipeline",
     "lora_output_change",
+    "save_tiny_ltx_i2v_pipeline",
+    "tiny_ltx_i2v_pipeline",
     "tiny_cogvideox_i2v_pipeline",
     "tiny_pipeline",
     "tiny_wan22_pipeline",
