@@ -183,22 +183,27 @@ def test_latent_normalisation_and_decode(image):
 
 def test_published_config_on_meta_passes_the_shape_path(image):
     """LTX-Video 0.9.x at its published size (no weights): conditions, latents, target, decode shapes."""
-    from diffusers import AutoencoderKLLTXVideo, LTXImageToVideoPipeline, LTXVideoTransformer3DModel
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXImageToVideoPipeline,
+        LTXVideoTransformer3DModel,
+    )
 
-    PUBLISHED_CONFIGS = pytest.importorskip("icreward.adapters.published_configs").PUBLISHED_CONFIGS
+    from icreward.adapters.ltx import LTX_VIDEO_PUBLISHED_CONFIG as published
 
-    published = PUBLISHED_CONFIGS["ltx-video-0.9"]
     with torch.device("meta"):
         transformer = LTXVideoTransformer3DModel(**published["transformer"])
         vae = AutoencoderKLLTXVideo(**published["vae"])
     vae.use_framewise_encoding = vae.use_framewise_decoding = vae.use_tiling = False
     pipe = LTXImageToVideoPipeline(
-        scheduler=tiny_ltx_i2v_pipeline().scheduler,
+        scheduler=FlowMatchEulerDiscreteScheduler(**published["scheduler"]),
         vae=vae,
         text_encoder=None,
         tokenizer=None,
         transformer=transformer,
     )
+    assert sum(p.numel() for p in transformer.parameters()) / 1e9 == pytest.approx(1.92, abs=0.01)  # "2B"
     size = published["sample_size"]  # 121 frames at 512x704, the pipeline's default
     adapter = LTXVideoI2VAdapter(pipe, **size)
     assert adapter.vae_scale_factor_spatial == 32 and adapter.vae_scale_factor_temporal == 8
@@ -209,7 +214,7 @@ def test_published_config_on_meta_passes_the_shape_path(image):
     assert tuple(latents.shape) == shape
     image_latents = adapter._encode(torch.empty(1, 3, 1, size["height"], size["width"], device="meta"))
     conditions = {
-        "prompt_embeds": torch.empty(1, 128, 4096, device="meta"),
+        "prompt_embeds": torch.empty(1, 128, published["text_encoder"]["d_model"], device="meta"),
         "prompt_attention_mask": torch.ones(1, 128, device="meta"),
         "image_latents": image_latents,
     }
