@@ -312,6 +312,21 @@ def test_dpo_trains_only_lora_and_saved_lora_loads_into_the_pipeline(tmp_path, p
     assert (tuned - base).abs().max() > 1e-4
     torch.testing.assert_close(tuned, generate(trainer.adapter.pipeline), rtol=1e-4, atol=1e-4)
 
+    # The same file loads into LTXConditionPipeline (0.9.5+ inference): same transformer class and LoRA loader.
+    from diffusers import LTXConditionPipeline
+
+    condition = LTXConditionPipeline(**tiny_ltx_i2v_pipeline(seed=0).components)
+    condition.load_lora_weights(str(out))
+    loaded = {n: p for n, p in condition.transformer.named_parameters() if "lora_" in n}
+    trained = {
+        n.replace(".default.", ".default_0."): p
+        for n, p in trainer.adapter.pipeline.transformer.named_parameters()
+        if "lora_" in n
+    }
+    assert loaded.keys() == trained.keys()
+    for name in loaded:
+        torch.testing.assert_close(loaded[name], trained[name], rtol=0, atol=0)
+
 
 def test_dpo_resume_matches_uninterrupted_run(tmp_path, pairs):
     def run(subdir, resume=None):
