@@ -334,6 +334,10 @@ def test_refusals_and_schedule(tmp_path, rows):
         flow_sde_schedule(OwnStep(tiny_wan_i2v_pipeline(seed=0)), 4)
     with pytest.raises(ValueError, match="not the flow-matching Euler step"):
         flow_sde_schedule(NotEuler(tiny_wan_i2v_pipeline(seed=0)), 4)
+    from icreward.testing import tiny_ltx_i2v_pipeline
+
+    with pytest.raises(ValueError, match="sampler step of its own"):  # LTX-Video keeps its conditioning tokens
+        flow_sde_schedule(get_adapter(tiny_ltx_i2v_pipeline(seed=0)), 4)
 
 
 # ---------------------------------------------------------------------------------------------------------------
