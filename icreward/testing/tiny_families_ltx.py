@@ -7,6 +7,10 @@
   ``FlowMatchEulerDiscreteScheduler`` configured like the published LTX-Video scheduler (resolution-dependent
   dynamic shifting, ``shift_terminal=0.1``; see :data:`LTX_SCHEDULER_CONFIG`).
 
+- :func:`tiny_ltx2_i2v_pipeline`: LTX-2 image-to-video (``diffusers.LTX2ImageToVideoPipeline``) with a tiny Gemma 3
+  text encoder, connectors, video and audio VAEs and vocoder. No icreward adapter uses it yet (see
+  ``docs/families/ltx2.md``); it is the starting point for one.
+
 Sizes every tiny LTX pipeline accepts: :data:`TINY_LTX_DEFAULTS` (9 frames -> 3 latent frames, 32x32 px -> 8x8
 latents). Weights are random: use them for shapes, gradients and plumbing only.
 """
@@ -19,7 +23,13 @@ import torch
 
 from .tiny_pipelines import _TINY_T5_KWARGS, _tiny_t5, build_tiny_tokenizer
 
-__all__ = ["LTX_SCHEDULER_CONFIG", "TINY_LTX_DEFAULTS", "save_tiny_ltx_i2v_pipeline", "tiny_ltx_i2v_pipeline"]
+__all__ = [
+    "LTX_SCHEDULER_CONFIG",
+    "TINY_LTX_DEFAULTS",
+    "save_tiny_ltx_i2v_pipeline",
+    "tiny_ltx2_i2v_pipeline",
+    "tiny_ltx_i2v_pipeline",
+]
 
 #: 9 frames (3 latent frames with 4x temporal compression) at 32x32 pixels (8x8 latents).
 TINY_LTX_DEFAULTS: dict[str, Any] = {"num_frames": 9, "height": 32, "width": 32, "guidance_scale": 1.0}
@@ -106,3 +116,135 @@ def save_tiny_ltx_i2v_pipeline(directory: str, seed: int = 0) -> str:
     """
     tiny_ltx_i2v_pipeline(seed=seed).save_pretrained(directory)
     return directory
+
+
+def tiny_ltx2_i2v_pipeline(seed: int = 0):
+    """A tiny LTX-2 image-to-video pipeline (``diffusers.LTX2ImageToVideoPipeline``) with random weights.
+
+    Video VAE: 2x spatial / 2x temporal compression into 4 channels; audio VAE with 8 mel bins into 2 channels; a
+    1-layer ``LTX2VideoTransformer3DModel``; a 2-layer ``Gemma3ForConditionalGeneration`` (hidden size 16, a
+    1-layer SigLIP vision tower that the pipeline does not use) whose stacked hidden states feed
+    ``LTX2TextConnectors``; the offline tokenizer (left padding, as Gemma's); the published-style scheduler.
+    """
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2ImageToVideoPipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    tokenizer = build_tiny_tokenizer(model_max_length=64)
+    tokenizer.padding_side = "left"
+    hidden, layers = 16, 2
+    torch.manual_seed(seed)
+    text_config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=128,
+        sliding_window=64,
+    )
+    vision_config = SiglipVisionConfig(
+        hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=4
+    )
+    text_encoder = Gemma3ForConditionalGeneration(
+        Gemma3Config(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4)
+    ).eval()
+    torch.manual_seed(seed + 1)
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=1,
+        caption_channels=hidden,
+        rope_double_precision=False,
+        rope_type="split",
+    )
+    torch.manual_seed(seed + 2)
+    connectors = LTX2TextConnectors(
+        caption_channels=hidden,
+        text_proj_in_factor=layers + 1,
+        video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=8,
+        video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None,
+        audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None,
+        connector_rope_base_seq_len=32,
+        rope_double_precision=False,
+        causal_temporal_positioning=False,
+        rope_type="split",
+    )
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderKLLTX2Video(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8,),
+        decoder_block_out_channels=(8,),
+        layers_per_block=(1,),
+        decoder_layers_per_block=(1, 1),
+        spatio_temporal_scaling=(True,),
+        decoder_spatio_temporal_scaling=(True,),
+        decoder_inject_noise=(False, False),
+        downsample_type=("spatial",),
+        upsample_residual=(False,),
+        upsample_factor=(1,),
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    ).eval()
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    torch.manual_seed(seed + 4)
+    audio_vae = AutoencoderKLLTX2Audio(
+        base_channels=4,
+        output_channels=2,
+        ch_mult=(1,),
+        num_res_blocks=1,
+        in_channels=2,
+        resolution=32,
+        latent_channels=2,
+        mel_bins=8,
+    ).eval()
+    torch.manual_seed(seed + 5)
+    vocoder = LTX2Vocoder(
+        in_channels=16,  # output_channels * mel_bins of the audio VAE
+        hidden_channels=16,
+        out_channels=2,
+        upsample_kernel_sizes=[4, 4],
+        upsample_factors=[2, 2],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]],
+        leaky_relu_negative_slope=0.1,
+        output_sampling_rate=16000,
+    ).eval()
+    return LTX2ImageToVideoPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER_CONFIG),
+        vae=vae,
+        audio_vae=audio_vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        connectors=connectors,
+        transformer=transformer,
+        vocoder=vocoder,
+    )
