@@ -319,6 +319,9 @@ def test_dpo_and_reward_feedback_train_only_lora_and_the_lora_reloads(fake_opens
         if "lora_" not in key:
             torch.testing.assert_close(value, frozen[key.replace(".base_layer", "")], rtol=0, atol=0)
     assert adapter.save_lora_weights(tmp_path / "lora") == ["pytorch_lora_weights.safetensors"]
+    dpo.save_model()  # LoRA file and model card through the trainer
+    assert (tmp_path / "dpo" / "pytorch_lora_weights.safetensors").is_file()
+    assert "open-sora-1.2" in (tmp_path / "dpo" / "README.md").read_text()
 
     fresh = _adapter(fake_opensora)
     fresh.add_lora(LORA)
