@@ -480,3 +480,18 @@ def test_piecewise_backward_gives_the_gradient_of_the_whole_loss(tmp_path, rows)
     assert any(float(e.abs().max()) > 0 for e in expected)
     for p, e in zip(params, expected, strict=True):
         torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["grpo_tiny", "grpo_wan21_i2v_480p", "grpo_wan22_i2v", "grpo_cogvideox_i2v"])
+def test_example_configs_parse(name, monkeypatch):
+    """Every key of the shipped GRPO configs is a field of examples/grpo.py's argument dataclasses."""
+    from trl import ModelConfig, TrlParser
+
+    examples = Path(__file__).parent.parent / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    from reward_feedback import ScriptArguments
+
+    config = examples / "configs" / f"{name}.yaml"
+    monkeypatch.setattr(sys, "argv", ["grpo.py", "--config", str(config), "--bf16", "false", "--use_cpu", "true"])
+    _, args, model_args = TrlParser((ScriptArguments, VideoGRPOConfig, ModelConfig)).parse_args_and_config()
+    assert args.num_generations >= 2 and model_args.model_name_or_path
