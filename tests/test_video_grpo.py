@@ -20,7 +20,7 @@ from icreward.losses import (
     group_advantages,
     grpo_clipped_loss,
 )
-from icreward.testing.tiny_pipelines import tiny_cogvideox_i2v_pipeline, tiny_wan_i2v_pipeline
+from icreward.testing.tiny_pipelines import tiny_cogvideox_i2v_pipeline, tiny_wan22_pipeline, tiny_wan_i2v_pipeline
 from icreward.trainers.video_grpo_config import VideoGRPOConfig
 from icreward.trainers.video_grpo_trainer import VideoGRPOTrainer, flow_sde_schedule
 
@@ -495,3 +495,22 @@ def test_example_configs_parse(name, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["grpo.py", "--config", str(config), "--bf16", "false", "--use_cpu", "true"])
     _, args, model_args = TrlParser((ScriptArguments, VideoGRPOConfig, ModelConfig)).parse_args_and_config()
     assert args.num_generations >= 2 and model_args.model_name_or_path
+
+
+def test_wan22_trains_only_the_low_noise_expert(tmp_path, rows):
+    pipe = tiny_wan22_pipeline(seed=0)
+    trainer = _trainer(tmp_path, rows, pipe=pipe, max_steps=2, num_inference_steps=3, backward_chunk_size=1)
+    timesteps, _ = flow_sde_schedule(trainer.adapter, 3)
+    assert bool((timesteps >= trainer.adapter.boundary_timestep).any())  # some transitions run the frozen expert
+    before = {
+        f"{c}.{n}": p.detach().clone()
+        for c in ("transformer", "transformer_2")
+        for n, p in getattr(pipe, c).named_parameters()
+    }
+    trainer.train()
+    changed = {
+        name
+        for name, value in before.items()
+        if not torch.equal(value, dict(getattr(pipe, name.split(".")[0]).named_parameters())[name.split(".", 1)[1]])
+    }
+    assert changed and all(name.startswith("transformer_2.") and "lora_" in name for name in changed)

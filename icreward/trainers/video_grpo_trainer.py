@@ -673,6 +673,10 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
                 with self.compute_loss_context_manager():
                     terms = self._transition_terms(model, samples, slice(k, k + 1), columns)
                 loss = terms["loss"].sum() * weight
+                if not loss.requires_grad:
+                    # Every transition of this piece ran a frozen expert (Wan 2.2): a zero that touches the trained
+                    # parameters keeps backward (and DDP's gradient synchronisation) well defined.
+                    loss = loss + sum(p.reshape(-1)[0] * 0.0 for p in model.parameters() if p.requires_grad)
                 self.accelerator.backward(loss)
             total += loss.detach()
             for name, values in collected.items():
