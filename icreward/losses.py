@@ -130,8 +130,10 @@ def flow_sde_transition(
 
     With ``dt = sigma_next - sigma < 0`` and ``s = noise_level * sqrt(sigma / (1 - sigma))``:
     ``mean = x + [v + s^2 / (2 sigma) * (x + (1 - sigma) v)] * dt`` and ``std = s * sqrt(-dt)``. ``noise_level = 0``
-    gives the Euler step of the ODE with ``std = 0``. ``s`` is infinite at ``sigma = 1``: there ``sigma_max`` (the
-    sampler's largest sigma below 1) stands in for ``sigma`` inside ``s`` only, as Flow-GRPO does.
+    gives the Euler step of the ODE with ``std = 0``. ``s`` diverges as ``sigma -> 1``, so with ``sigma_max`` (Flow-GRPO:
+    the schedule's second sigma) ``min(sigma, sigma_max)`` stands in for ``sigma`` inside ``s`` only. That matters for
+    the first step of schedules starting at or just below 1 (UniPC's flow sigmas start at 0.999999, where ``s`` would
+    be about 700 times ``noise_level``); ``sigma_max`` is required when ``sigma = 1``.
 
     ``sigma`` / ``sigma_next`` are scalars or one value per sample. Returns ``(mean, std)``; ``mean`` is float32
     shaped like ``sample``, ``std`` float32 broadcastable to it (``(B, 1, ...)``).
@@ -149,11 +151,11 @@ def flow_sde_transition(
         raise ValueError("flow_sde_transition needs 1 >= sigma > sigma_next >= 0")
     if noise_level == 0:
         return x + v * dt, torch.zeros_like(sigma)
-    capped = sigma
-    if bool((sigma >= 1).any()):
-        if sigma_max is None or not 0 < sigma_max < 1:
-            raise ValueError(f"sigma = 1 needs a sigma_max in (0, 1) for the noise scale, got {sigma_max}")
-        capped = torch.where(sigma >= 1, torch.full_like(sigma, sigma_max), sigma)
+    if sigma_max is not None and not 0 < sigma_max < 1:
+        raise ValueError(f"sigma_max must be in (0, 1), got {sigma_max}")
+    if sigma_max is None and bool((sigma >= 1).any()):
+        raise ValueError("sigma = 1 needs a sigma_max in (0, 1) for the noise scale")
+    capped = sigma if sigma_max is None else sigma.clamp(max=sigma_max)
     scale = noise_level * torch.sqrt(capped / (1 - capped))
     mean = x + (v + scale.pow(2) / (2 * sigma) * (x + (1 - sigma) * v)) * dt
     return mean, scale * torch.sqrt(-dt)

@@ -192,7 +192,7 @@ def test_sampled_log_probs_match_an_independent_computation_and_the_first_ratio_
                 return_dict=False,
             )[0].float()
             s, s_next = float(sigmas[k]), float(sigmas[k + 1])
-            s_noise = min(s, float(sigmas[1])) if s >= 1 else s
+            s_noise = min(s, float(sigmas[1]))  # Flow-GRPO: the second sigma caps the first step's noise scale
             scale = 0.8 * math.sqrt(s_noise / (1 - s_noise))
             dt = s_next - s
             mean = x * (1 + scale**2 / (2 * s) * dt) + v * (1 + scale**2 * (1 - s) / (2 * s)) * dt
@@ -315,6 +315,12 @@ def test_refusals_and_schedule(tmp_path, rows):
     reference.set_timesteps(4)
     torch.testing.assert_close(sigmas, reference.sigmas.float())
     torch.testing.assert_close(timesteps, reference.timesteps.float())
+    # UniPC's first sigma is 0.999999, not 1: its noise scale is capped by the second sigma like a first sigma of 1
+    assert 0.99 < float(sigmas[0]) < 1
+    x = torch.zeros(1, 2)
+    _, std = flow_sde_transition(x, x, sigmas[0], sigmas[1], 0.7, float(sigmas[1]))
+    expected = 0.7 * math.sqrt(float(sigmas[1]) / (1 - float(sigmas[1]))) * math.sqrt(float(sigmas[0] - sigmas[1]))
+    assert float(std) == pytest.approx(expected, rel=1e-5)
     pipe.scheduler = UniPCMultistepScheduler()  # epsilon UniPC: no flow sigmas
     with pytest.raises(ValueError, match="no flow-matching sigmas"):
         flow_sde_schedule(get_adapter(pipe), 4)

@@ -126,8 +126,11 @@ class VideoGRPOConfig(DiffusionTrainingConfig):
             raise ValueError(
                 f"num_generations must be >= 2 (advantages are relative to the group), got {self.num_generations}"
             )
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.num_inference_steps < 2:
+            raise ValueError(
+                f"num_inference_steps must be >= 2 (the first step's noise scale borrows the second sigma), got "
+                f"{self.num_inference_steps}"
+            )
         if not self.noise_level > 0:
             raise ValueError(
                 f"noise_level must be > 0: the deterministic sampler has no transition probability, got {self.noise_level}"

@@ -154,9 +154,9 @@ def _check_euler_parametrisation(adapter: VideoModelAdapter, timesteps: torch.Te
 
 
 def _sigma_max(sigmas: torch.Tensor) -> float | None:
-    """The largest sigma below 1 (stands in for sigma = 1 in the SDE's noise scale), None when there is none."""
-    below = sigmas[(sigmas < 1) & (sigmas > 0)]
-    return float(below.max()) if len(below) else None
+    """The schedule's second sigma (Flow-GRPO): the noise scale of the first step uses it in place of a first sigma
+    at or just below 1. None for a one-step schedule."""
+    return float(sigmas[1]) if len(sigmas) > 2 else None
 
 
 def _guided_velocity(
@@ -383,8 +383,6 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         adapter = self._resolve_adapter(model, args)
         timesteps, sigmas = flow_sde_schedule(adapter, args.num_inference_steps)  # refuses non-flow families
         sigma_max = _sigma_max(sigmas)
-        if float(sigmas[0]) >= 1.0 and sigma_max is None:
-            raise ValueError("the SDE's noise scale is infinite at sigma = 1: use num_inference_steps >= 2")
         self._setup_lora(
             adapter,
             peft_config,
