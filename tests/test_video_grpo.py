@@ -563,3 +563,15 @@ def _log_probs(trainer, samples, columns, guidance_scale):
         return out["log_prob"]
     finally:
         policy.guidance_scale = previous
+
+
+@pytest.mark.slow
+def test_example_script_trains_and_saves_a_loadable_lora(tmp_path):
+    from two_processes import run_checked
+
+    script = Path(__file__).parent.parent / "examples" / "grpo.py"
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(script), "--output_dir", str(out), "--data_dir", str(tmp_path / "data")]
+    result = run_checked([*cmd, "--max_steps", "2", "--save_strategy", "no"], "examples/grpo.py")
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "README.md").is_file()
+    assert "loaded into a fresh pipeline" in result.stdout
