@@ -534,14 +534,14 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         per_sample = {"reward": total}
         for name, value in rewards.rewards.items():
             per_sample[f"rewards/{name}/mean"] = value.detach()
-        self._store(per_sample, True)
+        self._store_train(per_sample)
         per_group = {
             "reward_std": group_std,
             "frac_reward_zero_std": (group_std <= 1e-8 * total.abs().max().clamp_min(1.0)).float(),
         }
         for name, value in rewards.rewards.items():
             per_group[f"rewards/{name}/std"] = value.detach().float().reshape(-1, copies).std(dim=1, unbiased=False)
-        self._store(per_group, True, {f"rewards/{n}/nonfinite": float(c) for n, c in rewards.num_nonfinite.items()})
+        self._store_train(per_group, {f"rewards/{n}/nonfinite": float(c) for n, c in rewards.num_nonfinite.items()})
         return _Samples(
             row_ids=list(inputs.get("row_ids") or []),
             latents=trajectory.latents,
@@ -611,6 +611,17 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         loss = policy if kl is None else policy + args.beta * kl
         return {"loss": loss, "policy": policy, "kl": kl, "low": low, "high": high}
 
+    def _store_train(self, values: dict[str, torch.Tensor], scalars: dict[str, float] | None = None) -> None:
+        """Gather training metrics from all processes (per video or per group, so not through ``gather_for_metrics``,
+        whose end-of-epoch truncation counts dataset rows) and keep them until the next log."""
+        for name, value in values.items():
+            gathered = self.accelerator.gather(value.detach().float().reshape(-1).to(self.args.device))
+            self._metrics["train"][name].extend(gathered.cpu().tolist())
+        if scalars:
+            gathered = self.accelerator.gather(torch.tensor([list(scalars.values())], device=self.args.device))
+            for name, column in zip(scalars, gathered.cpu().T.tolist(), strict=True):
+                self._metrics["train"][name].extend(column)
+
     def _store_transition_metrics(self, terms: dict[str, torch.Tensor | None]) -> None:
         """Per-video means over its trained transitions (``(K, N)`` inputs), as TRL names them."""
         low, high = terms["low"], terms["high"]
@@ -623,7 +634,7 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         if terms["kl"] is not None:
             per_sample["kl"] = terms["kl"].detach().mean(0)
             scalars["loss/kl"] = float(self.args.beta * terms["kl"].detach().mean())
-        self._store(per_sample, True, scalars)
+        self._store_train(per_sample, scalars)
 
     def compute_loss(
         self,
