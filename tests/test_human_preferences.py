@@ -98,3 +98,73 @@ def test_agreement_with_and_without_ties_and_wilson_interval():
     with pytest.raises(ValueError, match="winner values"):
         human_agreement([0.1], [0.2], [2])
     assert math.isnan(human_agreement([0.1], [0.1], [0]).agreement)
+
+
+def test_bt_ties_training_on_human_pairs_and_agreement_report(tmp_path):
+    import torch
+    from PIL import Image as PILImage
+
+    from icreward import ICRewardModel, RewardModelConfig, RewardModelTrainer
+    from icreward.data.human_preferences import to_preference_pairs
+    from icreward.testing import tiny_icreward_config
+    from icreward.video import write_video
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(8):
+        ref = torch.rand(3, 32, 32, generator=g)
+        ref_path = tmp_path / f"ref{i}.png"
+        PILImage.fromarray((ref * 255).byte().permute(1, 2, 0).numpy()).save(ref_path)
+        close = write_video(tmp_path / f"close{i}", ref[None].repeat(3, 1, 1, 1) * 0.9 + 0.05)
+        far = write_video(tmp_path / f"far{i}", torch.rand(3, 3, 32, 32, generator=g))
+        pika_close = i % 2 == 0
+        votes = (8, 2) if i % 4 != 3 else (5, 5)
+        pika, cog = votes if pika_close else votes[::-1]
+        winner = "pika" if pika > cog else "cog" if cog > pika else "tie"
+        rows.append(
+            _row(
+                i,
+                winner,
+                pika,
+                cog,
+                reference_image=str(ref_path),
+                pika_video=str(close if pika_close else far),
+                cog_video=str(far if pika_close else close),
+            )
+        )
+    data = load_human_preferences(rows, split={"train": 1.0})
+    pairs = to_preference_pairs(data["train"])
+    assert {"reference", "chosen", "rejected", "is_tie", "margin"} <= set(pairs.column_names)
+    assert sum(pairs["is_tie"]) == 2
+    for row in pairs:
+        if not row["is_tie"]:
+            assert "close" in row["chosen"] and "far" in row["rejected"]
+    torch.manual_seed(0)
+    model = ICRewardModel(tiny_icreward_config(num_frames=3))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = RewardModelConfig(
+        output_dir=str(tmp_path / "out"),
+        loss_type="bt_ties",
+        num_train_epochs=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = RewardModelTrainer(model=model, args=args, train_dataset=pairs)
+    trainer.train()
+    changed = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert changed
+    scores = trainer.predict_scores(pairs)
+    assert scores.shape == (8, 2)
+    # chosen is the human winner for decided rows: score_a/score_b in the original (pika, cog) orientation
+    winner = np.array(data["train"]["winner"])
+    flip = winner == -1
+    a = np.where(flip, scores[:, 1], scores[:, 0])
+    b = np.where(flip, scores[:, 0], scores[:, 1])
+    result = human_agreement(a, b, winner)
+    assert result.num_decided == 6 and result.num_pairs == 8
+    assert 0.0 <= result.agreement_ci[0] <= result.agreement <= result.agreement_ci[1] <= 1.0

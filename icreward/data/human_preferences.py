@@ -48,6 +48,7 @@ __all__ = [
     "HumanPreferenceLoadReport",
     "human_agreement",
     "load_human_preferences",
+    "to_preference_pairs",
 ]
 
 #: Columns of ``datapointai/image-2-video-human-preferences-*`` that the loader reads.
@@ -211,6 +212,31 @@ def load_human_preferences(
         )
     splits = {name: Dataset.from_dict(cols) for name, cols in columns.items() if cols}
     return HumanPreferenceDatasetDict(splits, report=report)
+
+
+def to_preference_pairs(dataset: Dataset) -> Dataset:
+    """Rows for :class:`~icreward.RewardModelTrainer` with ``loss_type="bt_ties"``.
+
+    ``chosen`` is the human majority's video (``video_a`` for a tie), ``rejected`` the other, ``is_tie`` the
+    tie flag; ``margin`` (the absolute vote margin), ``prompt`` and ``prompt_id`` are kept.
+    """
+    missing = [c for c in ("reference", "video_a", "video_b", "winner", "margin") if c not in dataset.column_names]
+    if missing:
+        raise HumanPreferenceFormatError(f"pair dataset lacks column(s) {missing}; use load_human_preferences first")
+
+    def convert(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        b_wins = [w == -1 for w in batch["winner"]]
+        return {
+            "reference": batch["reference"],
+            "chosen": [b if flip else a for a, b, flip in zip(batch["video_a"], batch["video_b"], b_wins)],
+            "rejected": [a if flip else b for a, b, flip in zip(batch["video_a"], batch["video_b"], b_wins)],
+            "is_tie": [w == 0 for w in batch["winner"]],
+            "margin": [abs(m) for m in batch["margin"]],
+            "prompt": batch["prompt"],
+            "prompt_id": batch["prompt_id"],
+        }
+
+    return dataset.map(convert, batched=True, remove_columns=dataset.column_names)
 
 
 @dataclass
