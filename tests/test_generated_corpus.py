@@ -40,3 +40,32 @@ def test_finds_animated_clips_and_never_reads_the_reserved_wheel(tmp_path, monke
     assert all("media_video" not in c.path for c in found.clips)
     with pytest.raises(ReservedPackageError):
         find_generated_clips(["comfyui-workflow-templates-media-video"])
+
+
+def _moving(t=16, size=64, seed=0):
+    # A smooth scene panned 1 px per frame: real, small frame-to-frame motion.
+    y, x = np.mgrid[0:size, 0 : 2 * size].astype(np.float32)
+    f = 12.0 + 5.0 * seed
+    base = np.stack([0.5 + 0.4 * np.sin(x / f + c + seed) * np.cos(y / (f + 3)) for c in (0.0, 1.0, 2.0)], axis=-1)
+    return np.stack([base[:, i : i + size] for i in range(t)])
+
+
+def test_unusable_reason_names_each_filter():
+    from icreward.data.generated_clips import unusable_reason
+
+    clip = _moving()
+    assert unusable_reason(clip) is None
+    static = np.repeat(clip[:1], 16, axis=0)
+    assert unusable_reason(static) == "near_static"
+    cut = clip.copy()
+    cut[8:] = _moving(seed=1)[8:]
+    assert unusable_reason(cut) == "scene_cut"
+    ui = clip.copy()
+    ui[:, 24:] = 0.95  # a flat screen under a strip of changing content
+    ui[:, :24] = np.random.default_rng(0).random(ui[:, :24].shape)
+    assert unusable_reason(ui) == "text_or_ui"
+    panels = clip.copy()
+    panels[:, :, 32:] = 1.0 - panels[:, :, 32:] * 0.2  # a bright second panel
+    assert unusable_reason(panels) == "side_by_side"
+    with pytest.raises(ValueError, match="frames must be"):
+        unusable_reason(clip[:1])

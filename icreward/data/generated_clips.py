@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "GeneratedClip",
     "ReservedPackageError",
     "find_generated_clips",
+    "load_clip_frames",
+    "unusable_reason",
 ]
 
 #: Import names of the media wheels used for training data.
@@ -116,3 +119,53 @@ def find_generated_clips(
             )
     result.clips.sort(key=lambda c: c.path)
     return result
+
+
+def load_clip_frames(path: str, num_frames: int = 16, size: int = 64) -> np.ndarray:
+    """``num_frames`` frames spread evenly over the clip, resized to ``size`` x ``size``, ``(T, H, W, 3)`` float in [0, 1]."""
+    with Image.open(path) as image:
+        total = int(getattr(image, "n_frames", 1))
+        wanted = sorted({int(round(i)) for i in np.linspace(0, total - 1, num_frames)})
+        frames = []
+        for index in wanted:
+            image.seek(index)
+            frame = image.convert("RGB").resize((size, size), Image.BILINEAR)
+            frames.append(np.asarray(frame, dtype=np.float32) / 255.0)
+    return np.stack(frames)
+
+
+def unusable_reason(
+    frames: np.ndarray,
+    static_threshold: float = 0.006,
+    cut_ratio: float = 6.0,
+    cut_min: float = 0.08,
+    flat_fraction: float = 0.55,
+    seam_ratio: float = 4.0,
+) -> str | None:
+    """Why a clip cannot serve as a consistent video, or ``None``.
+
+    * ``"scene_cut"``: one consecutive-frame change is ``cut_ratio`` times the median change and above ``cut_min``;
+    * ``"near_static"``: the mean absolute consecutive-frame change is below ``static_threshold``;
+    * ``"text_or_ui"``: more than ``flat_fraction`` of the first frame is one flat colour (screens, slides);
+    * ``"side_by_side"``: the column difference across the vertical centre line is ``seam_ratio`` times the
+      typical column difference in every sampled frame (two panels).
+    """
+    if frames.ndim != 4 or frames.shape[0] < 2:
+        raise ValueError(f"frames must be (T>=2, H, W, 3), got {frames.shape}")
+    steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    median = float(np.median(steps))
+    if steps.max() > cut_min and steps.max() > cut_ratio * max(median, 1e-6):
+        return "scene_cut"
+    if steps.mean() < static_threshold:
+        return "near_static"
+    first = np.round(frames[0] * 31).astype(np.int32)
+    codes = first[..., 0] * 1024 + first[..., 1] * 32 + first[..., 2]
+    if np.bincount(codes.ravel()).max() / codes.size > flat_fraction:
+        return "text_or_ui"
+    width = frames.shape[2]
+    column_diff = np.abs(np.diff(frames.mean(axis=3), axis=2)).mean(axis=1)  # (T, W-1)
+    centre = column_diff[:, width // 2 - 2 : width // 2 + 1].max(axis=1)
+    typical = np.median(column_diff, axis=1)
+    if np.all(centre > seam_ratio * np.maximum(typical, 1e-6)):
+        return "side_by_side"
+    return None
