@@ -784,12 +784,10 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         return noise.to(self.args.device), starts
 
     def _latent_shape(self) -> tuple[int, ...]:
-        """Per-sample latent shape for the configured video size (encoded once from a blank video)."""
+        """Per-sample latent shape for the configured video size (the adapter's ``latent_shape``)."""
         if self._latent_shape_cache is None:
             args = self.args
-            with torch.no_grad():
-                blank = torch.zeros(1, args.num_frames, 3, args.height, args.width)
-                self._latent_shape_cache = tuple(self.adapter.prepare_latents(blank).shape[1:])
+            self._latent_shape_cache = tuple(self.adapter.latent_shape(args.num_frames, args.height, args.width))
         return self._latent_shape_cache
 
     def _encode_conditions(self, inputs: Mapping[str, Any]):

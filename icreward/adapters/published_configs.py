@@ -1,0 +1,321 @@
+"""Published full-size configurations of the supported families, in one place, with the source of every value.
+
+These entries let the library build a family's real architecture without weights (on the ``meta`` device), e.g.
+for memory accounting, without touching the Hugging Face Hub. Each :class:`PublishedConfig` names the pipeline
+class, the class and config of every component, the scheduler, the default sample size and, per component, where
+the values come from. Other families register their own entry with :func:`register_published_config`.
+
+Sources used here:
+
+- Wan 2.1 / 2.2 transformers and schedulers: diffusers ``scripts/convert_wan_to_diffusers.py``
+  (``get_transformer_config(model_type)`` for ``"Wan-I2V-14B-480p"`` and ``"Wan2.2-I2V-14B-720p"``; the
+  ``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+  flow_shift=3.0)`` and ``boundary_ratio=0.9`` that its ``__main__`` saves with the I2V pipelines). The Wan 2.1
+  VAE is ``AutoencoderKLWan()`` with its defaults, which is how that script's ``convert_vae()`` builds it.
+- Text / image encoders: the transformers configs of ``google/umt5-xxl`` (Wan), ``google/t5-v1_1-xxl``
+  (CogVideoX) and ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K`` (Wan 2.1 I2V image encoder), which the conversion
+  scripts load by those names.
+- CogVideoX-5b-I2V: the published ``THUDM/CogVideoX-5b-I2V`` ``transformer/config.json``, ``vae/config.json`` and
+  ``scheduler/scheduler_config.json`` (values as published; diffusers ``scripts/convert_cogvideox_to_diffusers.py``
+  builds the same transformer with ``get_transformer_init_kwargs("1.0")``: patch 2, sample 49x60x90). These
+  CogVideoX values were written from the published files' contents as known to the author and were NOT re-read from
+  the hub in this repository's offline environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentConfig:
+    """One pipeline component: its class name, the library it comes from, its full config and the source."""
+
+    class_name: str
+    config: dict[str, Any]
+    source: str
+    library: str = "diffusers"  # "diffusers" or "transformers"
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedConfig:
+    """A published checkpoint's architecture: what :func:`build_meta_components` needs, and where it came from."""
+
+    hub_id: str
+    pipeline_class: str
+    components: dict[str, ComponentConfig]
+    scheduler_class: str
+    scheduler_config: dict[str, Any]
+    scheduler_source: str
+    height: int
+    width: int
+    num_frames: int
+    pipeline_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = ""
+
+
+_REGISTRY: dict[str, PublishedConfig] = {}
+
+
+def register_published_config(entry: PublishedConfig, *, overwrite: bool = False) -> PublishedConfig:
+    """Add a family's published configuration (keyed by ``entry.hub_id``)."""
+    if not isinstance(entry, PublishedConfig):
+        raise TypeError(f"expected a PublishedConfig, got {type(entry).__name__}")
+    if entry.hub_id in _REGISTRY and not overwrite:
+        raise ValueError(f"a published config for {entry.hub_id!r} is already registered (pass overwrite=True)")
+    _REGISTRY[entry.hub_id] = entry
+    return entry
+
+
+def get_published_config(hub_id: str) -> PublishedConfig:
+    """The registered entry for ``hub_id``; a clear error listing the known ids otherwise."""
+    try:
+        return _REGISTRY[hub_id]
+    except KeyError:
+        raise KeyError(f"no published config for {hub_id!r}; known: {sorted(_REGISTRY)}") from None
+
+
+def available_published_configs() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _build_one(component: ComponentConfig, dtype: torch.dtype | None) -> nn.Module:
+    config = copy.deepcopy(component.config)
+    if component.library == "diffusers":
+        import diffusers
+
+        cls = getattr(diffusers, component.class_name)
+        module = cls.from_config(config)
+    elif component.library == "transformers":
+        import transformers
+
+        cls = getattr(transformers, component.class_name)
+        module = cls(cls.config_class(**config))
+    else:
+        raise ValueError(f"unknown library {component.library!r} for {component.class_name}")
+    if dtype is not None:
+        module = module.to(dtype)
+    return module
+
+
+def build_meta_components(
+    hub_id: str, *, dtype: torch.dtype | None = torch.bfloat16, components: tuple[str, ...] | None = None
+) -> dict[str, nn.Module]:
+    """Instantiate a published pipeline's model components on the ``meta`` device (shapes only, no weights).
+
+    Args:
+        hub_id: a registered id (see :func:`available_published_configs`).
+        dtype: parameter dtype (the checkpoints are trained/served in bf16); ``None`` keeps fp32.
+        components: restrict to these component names (default: all).
+    """
+    entry = get_published_config(hub_id)
+    names = components if components is not None else tuple(entry.components)
+    unknown = [n for n in names if n not in entry.components]
+    if unknown:
+        raise KeyError(f"{hub_id} has no component(s) {unknown}; it has {list(entry.components)}")
+    with torch.device("meta"):
+        return {name: _build_one(entry.components[name], dtype) for name in names}
+
+
+def build_meta_scheduler(hub_id: str):
+    """The published scheduler (schedulers hold no weights, so this is the real object)."""
+    import diffusers
+
+    entry = get_published_config(hub_id)
+    return getattr(diffusers, entry.scheduler_class).from_config(copy.deepcopy(entry.scheduler_config))
+
+
+# ------------------------------------------------------------------------------------------------ entries
+_WAN_SCRIPT = "diffusers scripts/convert_wan_to_diffusers.py"
+
+_WAN_I2V_14B_TRANSFORMER = {
+    "image_dim": 1280,
+    "added_kv_proj_dim": 5120,
+    "attention_head_dim": 128,
+    "cross_attn_norm": True,
+    "eps": 1e-06,
+    "ffn_dim": 13824,
+    "freq_dim": 256,
+    "in_channels": 36,
+    "num_attention_heads": 40,
+    "num_layers": 40,
+    "out_channels": 16,
+    "patch_size": [1, 2, 2],
+    "qk_norm": "rms_norm_across_heads",
+    "text_dim": 4096,
+}
+_WAN22_I2V_A14B_TRANSFORMER = {**_WAN_I2V_14B_TRANSFORMER, "added_kv_proj_dim": None}
+del _WAN22_I2V_A14B_TRANSFORMER["image_dim"]
+
+_WAN_UNIPC = {
+    "prediction_type": "flow_prediction",
+    "use_flow_sigmas": True,
+    "num_train_timesteps": 1000,
+    "flow_shift": 3.0,
+}
+
+_UMT5_XXL = ComponentConfig(
+    class_name="UMT5EncoderModel",
+    library="transformers",
+    config={
+        "vocab_size": 256384,
+        "d_model": 4096,
+        "d_kv": 64,
+        "d_ff": 10240,
+        "num_layers": 24,
+        "num_heads": 64,
+        "relative_attention_num_buckets": 32,
+        "feed_forward_proj": "gated-gelu",
+    },
+    source="google/umt5-xxl config.json (loaded by name in convert_wan_to_diffusers.py)",
+)
+_CLIP_VIT_H = ComponentConfig(
+    class_name="CLIPVisionModelWithProjection",
+    library="transformers",
+    config={
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "patch_size": 14,
+        "image_size": 224,
+        "projection_dim": 1024,
+        "hidden_act": "gelu",
+    },
+    source="laion/CLIP-ViT-H-14-laion2B-s32B-b79K vision config (loaded by name in convert_wan_to_diffusers.py)",
+)
+_T5_XXL = ComponentConfig(
+    class_name="T5EncoderModel",
+    library="transformers",
+    config={
+        "vocab_size": 32128,
+        "d_model": 4096,
+        "d_kv": 64,
+        "d_ff": 10240,
+        "num_layers": 24,
+        "num_heads": 64,
+        "feed_forward_proj": "gated-gelu",
+    },
+    source="google/t5-v1_1-xxl config.json (CogVideoX's text encoder)",
+)
+
+register_published_config(
+    PublishedConfig(
+        hub_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+        pipeline_class="WanImageToVideoPipeline",
+        components={
+            "transformer": ComponentConfig(
+                "WanTransformer3DModel",
+                _WAN_I2V_14B_TRANSFORMER,
+                f'{_WAN_SCRIPT}: get_transformer_config("Wan-I2V-14B-480p")',
+            ),
+            "vae": ComponentConfig("AutoencoderKLWan", {}, f"{_WAN_SCRIPT}: convert_vae() builds AutoencoderKLWan()"),
+            "text_encoder": _UMT5_XXL,
+            "image_encoder": _CLIP_VIT_H,
+        },
+        scheduler_class="UniPCMultistepScheduler",
+        scheduler_config=dict(_WAN_UNIPC),
+        scheduler_source=f"{_WAN_SCRIPT}: __main__ (flow_shift 3.0 for I2V)",
+        height=480,
+        width=832,
+        num_frames=81,
+        source=_WAN_SCRIPT,
+    )
+)
+
+register_published_config(
+    PublishedConfig(
+        hub_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        pipeline_class="WanImageToVideoPipeline",
+        components={
+            "transformer": ComponentConfig(
+                "WanTransformer3DModel",
+                _WAN22_I2V_A14B_TRANSFORMER,
+                f'{_WAN_SCRIPT}: get_transformer_config("Wan2.2-I2V-14B-720p"), stage high_noise_model',
+            ),
+            "transformer_2": ComponentConfig(
+                "WanTransformer3DModel",
+                _WAN22_I2V_A14B_TRANSFORMER,
+                f'{_WAN_SCRIPT}: get_transformer_config("Wan2.2-I2V-14B-720p"), stage low_noise_model',
+            ),
+            "vae": ComponentConfig("AutoencoderKLWan", {}, f"{_WAN_SCRIPT}: convert_vae() (Wan 2.1 VAE)"),
+            "text_encoder": _UMT5_XXL,
+        },
+        scheduler_class="UniPCMultistepScheduler",
+        scheduler_config=dict(_WAN_UNIPC),
+        scheduler_source=f"{_WAN_SCRIPT}: __main__ (flow_shift 3.0)",
+        height=720,
+        width=1280,
+        num_frames=81,
+        pipeline_kwargs={"boundary_ratio": 0.9},
+        source=f"{_WAN_SCRIPT} (boundary_ratio=0.9 for Wan2.2 I2V)",
+    )
+)
+
+_COG_SRC = "THUDM/CogVideoX-5b-I2V published {} (see module docstring)"
+register_published_config(
+    PublishedConfig(
+        hub_id="THUDM/CogVideoX-5b-I2V",
+        pipeline_class="CogVideoXImageToVideoPipeline",
+        components={
+            "transformer": ComponentConfig(
+                "CogVideoXTransformer3DModel",
+                {
+                    "activation_fn": "gelu-approximate",
+                    "attention_bias": True,
+                    "attention_head_dim": 64,
+                    "flip_sin_to_cos": True,
+                    "freq_shift": 0,
+                    "in_channels": 32,
+                    "max_text_seq_length": 226,
+                    "norm_elementwise_affine": True,
+                    "norm_eps": 1e-05,
+                    "num_attention_heads": 48,
+                    "num_layers": 42,
+                    "out_channels": 16,
+                    "patch_size": 2,
+                    "sample_frames": 49,
+                    "sample_height": 60,
+                    "sample_width": 90,
+                    "spatial_interpolation_scale": 1.875,
+                    "temporal_compression_ratio": 4,
+                    "temporal_interpolation_scale": 1.0,
+                    "text_embed_dim": 4096,
+                    "time_embed_dim": 512,
+                    "timestep_activation_fn": "silu",
+                    "use_learned_positional_embeddings": True,
+                    "use_rotary_positional_embeddings": True,
+                },
+                _COG_SRC.format("transformer/config.json"),
+            ),
+            "vae": ComponentConfig(
+                "AutoencoderKLCogVideoX", {"scaling_factor": 0.7}, _COG_SRC.format("vae/config.json")
+            ),
+            "text_encoder": _T5_XXL,
+        },
+        scheduler_class="CogVideoXDDIMScheduler",
+        scheduler_config={
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "clip_sample": False,
+            "num_train_timesteps": 1000,
+            "prediction_type": "v_prediction",
+            "rescale_betas_zero_snr": True,
+            "set_alpha_to_one": True,
+            "snr_shift_scale": 1.0,
+            "steps_offset": 0,
+            "timestep_spacing": "trailing",
+        },
+        scheduler_source=_COG_SRC.format("scheduler/scheduler_config.json"),
+        height=480,
+        width=720,
+        num_frames=49,
+        source=_COG_SRC.format("model files"),
+    )
+)

@@ -1,0 +1,64 @@
+"""Published full-size configs build on ``meta``; adapters' latent_shape equals what prepare_latents produces."""
+
+import pytest
+import torch
+
+from icreward.adapters import get_adapter
+from icreward.adapters.published_configs import (
+    PublishedConfig,
+    available_published_configs,
+    build_meta_components,
+    build_meta_scheduler,
+    get_published_config,
+    register_published_config,
+)
+from icreward.testing.tiny_pipelines import tiny_pipeline
+
+HUB_IDS = ["Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "THUDM/CogVideoX-5b-I2V"]
+
+
+def test_registry_has_the_shipped_families_and_names_sources():
+    for hub_id in HUB_IDS:
+        assert hub_id in available_published_configs()
+        entry = get_published_config(hub_id)
+        assert entry.source and entry.scheduler_source
+        assert all(c.source for c in entry.components.values())
+    with pytest.raises(KeyError, match="no published config"):
+        get_published_config("nope/none")
+    with pytest.raises(ValueError, match="already registered"):
+        register_published_config(get_published_config(HUB_IDS[0]))
+    with pytest.raises(TypeError):
+        register_published_config({"hub_id": "x"})
+    assert isinstance(get_published_config(HUB_IDS[0]), PublishedConfig)
+
+
+@pytest.mark.parametrize(
+    ("hub_id", "component", "billions"),
+    [
+        ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "transformer", 16.395),
+        ("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "transformer_2", 14.289),
+        ("THUDM/CogVideoX-5b-I2V", "transformer", 5.570),
+    ],
+)
+def test_denoiser_builds_on_meta_at_published_size(hub_id, component, billions):
+    module = build_meta_components(hub_id, components=(component,))[component]
+    params = list(module.parameters())
+    assert all(p.device.type == "meta" for p in params)
+    assert sum(p.numel() for p in params) / 1e9 == pytest.approx(billions, abs=1e-3)
+
+
+def test_published_schedulers():
+    assert type(build_meta_scheduler(HUB_IDS[0])).__name__ == "UniPCMultistepScheduler"
+    assert build_meta_scheduler(HUB_IDS[0]).config.flow_shift == 3.0
+    assert type(build_meta_scheduler(HUB_IDS[2])).__name__ == "CogVideoXDDIMScheduler"
+
+
+@pytest.mark.parametrize("family", ["wan21", "wan22", "cogvideox"])
+def test_latent_shape_matches_prepare_latents(family):
+    adapter = get_adapter(tiny_pipeline(family))
+    num_frames, height, width = 9, 32, 32
+    with torch.no_grad():
+        encoded = adapter.prepare_latents(torch.rand(1, num_frames, 3, height, width)).shape[1:]
+    assert adapter.latent_shape(num_frames, height, width) == tuple(encoded)
+    axis = adapter.latent_frame_axis
+    assert encoded[axis - 1] == (num_frames - 1) // 4 + 1
