@@ -62,3 +62,39 @@ def test_latent_shape_matches_prepare_latents(family):
     assert adapter.latent_shape(num_frames, height, width) == tuple(encoded)
     axis = adapter.latent_frame_axis
     assert encoded[axis - 1] == (num_frames - 1) // 4 + 1
+
+
+def test_wan22_t2v_pipeline_is_refused_naming_the_supported_class():
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    from icreward.adapters import Wan22Adapter
+
+    i2v = tiny_pipeline("wan22")
+
+    def t2v_expert():
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=i2v.transformer.config.text_dim,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=1,
+        )
+
+    t2v = WanPipeline(
+        tokenizer=i2v.tokenizer,
+        text_encoder=i2v.text_encoder,
+        vae=i2v.vae,
+        scheduler=i2v.scheduler,
+        transformer=t2v_expert(),
+        transformer_2=t2v_expert(),
+        boundary_ratio=0.875,
+    )
+    with pytest.raises(ValueError, match="supports WanImageToVideoPipeline.*not WanPipeline"):
+        get_adapter(t2v)
+    with pytest.raises(ValueError, match="supports WanImageToVideoPipeline"):
+        Wan22Adapter(t2v)
+    assert isinstance(get_adapter(i2v), Wan22Adapter)

@@ -271,6 +271,12 @@ class Wan22Adapter(_WanBase):
     def __init__(
         self, pipeline: Any, *, train_expert: WanExpert = "low_noise", max_sequence_length: int = _WAN_I2V_TEXT_LENGTH
     ):
+        if type(pipeline).__name__ != "WanImageToVideoPipeline":
+            raise ValueError(
+                f"Wan22Adapter trains image-to-video models: it supports WanImageToVideoPipeline (Wan 2.2 I2V A14B, "
+                f"36 input channels), not {type(pipeline).__name__} (a Wan 2.2 T2V pipeline has 16-channel "
+                "transformers and no image condition)"
+            )
         super().__init__(pipeline, max_sequence_length=max_sequence_length)
         if getattr(pipeline.config, "boundary_ratio", None) is None:
             raise ValueError("Wan22Adapter needs a pipeline with `boundary_ratio` set (two-expert Wan 2.2)")
