@@ -98,3 +98,15 @@ def test_wan22_t2v_pipeline_is_refused_naming_the_supported_class():
     with pytest.raises(ValueError, match="supports WanImageToVideoPipeline"):
         Wan22Adapter(t2v)
     assert isinstance(get_adapter(i2v), Wan22Adapter)
+
+
+def test_wan22_frozen_expert_is_a_frozen_denoiser_and_encoders_are_not():
+    from icreward.adapters import Wan22Adapter
+
+    pipe = tiny_pipeline("wan22")
+    low = Wan22Adapter(pipe, train_expert="low_noise")
+    assert set(low.frozen_denoisers) == {"transformer"} and low.frozen_denoisers["transformer"] is pipe.transformer
+    high = Wan22Adapter(pipe, train_expert="high_noise")
+    assert set(high.frozen_denoisers) == {"transformer_2"}
+    assert Wan22Adapter(pipe, train_expert="both").frozen_denoisers == {}
+    assert get_adapter(tiny_pipeline("wan21")).frozen_denoisers == {}

@@ -172,6 +172,13 @@ class VideoModelAdapter(ABC):
         return {name: module for name, module in modules.items() if isinstance(module, nn.Module)}
 
     @property
+    def frozen_denoisers(self) -> dict[str, nn.Module]:
+        """Frozen modules that are neither trained nor encoders (Wan 2.2's untrained expert): sampling needs them on
+        the training device, and the Trainer only moves the trained module."""
+        encoders = {id(m) for m in self.encoder_modules.values()}
+        return {name: m for name, m in self.frozen_modules.items() if id(m) not in encoders}
+
+    @property
     def scheduler(self):
         """The pipeline's noise scheduler (read for its training constants; adapters never step it statefully)."""
         return self.pipeline.scheduler

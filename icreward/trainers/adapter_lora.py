@@ -132,6 +132,12 @@ class AdapterLoRATrainerMixin:
         for module in self.adapter.encoder_modules.values():
             module.to(device)
 
+    def _move_frozen_denoisers(self, device: torch.device | str) -> None:
+        """Move frozen denoisers (Wan 2.2's untrained expert) to ``device``: sampling runs them, and the Trainer
+        only moves the trained module."""
+        for module in self.adapter.frozen_denoisers.values():
+            module.to(device)
+
     # ------------------------------------------------------------------------------------------------ noise
     def _micro_batch_index(self) -> tuple[int, int]:
         """``(global step, micro-batch)``: how many batches this process drew noise for before, in this step (the

@@ -591,6 +591,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         self._validation_collator = collator
         device = self.args.device
         self._move_encoders(device)
+        self._move_frozen_denoisers(device)
         self.reward.to(device)
 
         # Fail on bad rows before the first step, and build per-row reward state (face pools) once.
