@@ -5,6 +5,7 @@ Every case must end in a *documented* exception type (``MediaReadError`` subclas
 an error from deep inside torch/PyAV/PIL, or silent garbage (NaN scores).
 """
 
+import collections
 import io
 import json
 import os
@@ -20,6 +21,9 @@ from icreward.testing import tiny_icreward_config, tiny_mlp_reward_config
 from icreward.video import ImageReadError, MediaReadError, VideoReadError, load_image, read_video, write_video
 
 DOCUMENTED = (MediaReadError, ValueError, TypeError)
+
+# What the suite tried, per category (printed at the end of the session by the last test in this file).
+TRIALS: collections.Counter = collections.Counter()
 
 
 def _valid_mp4(path, frames=6):
@@ -167,10 +171,27 @@ def test_reward_models_reject_hostile_tensors_and_never_return_nan(cls, config_f
         with pytest.raises(DOCUMENTED):
             with torch.no_grad():
                 model(**kwargs)
-    # Non-finite pixels are a caller bug, but must not crash; finite outputs in [0, 1] or NaN-free handling.
-    with torch.no_grad():
-        scores = model(pixel_values=torch.full_like(good_v, 1e30), reference_pixel_values=good_r).scores
-    assert scores.shape == (2,)
+    # Non-finite or absurd pixels/features are refused by name, never turned into NaN scores.
+    nan_v = good_v.clone()
+    nan_v[0, 0, 0, 0, 0] = float("nan")
+    inf_r = good_r.clone()
+    inf_r[1, 2, 3, 4] = float("inf")
+    tokens = cls is ICRewardModel
+    feat_v = torch.rand(2, 3, 4, 16) if tokens else torch.rand(2, 3, 16)
+    feat_r = torch.rand(2, 4, 16) if tokens else torch.rand(2, 16)
+    non_finite = [
+        ("pixel_values", dict(pixel_values=nan_v, reference_pixel_values=good_r)),
+        ("reference_pixel_values", dict(pixel_values=good_v, reference_pixel_values=inf_r)),
+        ("pixel_values", dict(pixel_values=torch.full_like(good_v, 1e30), reference_pixel_values=good_r)),
+        ("frame_features", dict(frame_features=feat_v.clone().fill_(float("nan")), reference_features=feat_r)),
+        ("frame_features", dict(frame_features=feat_v.clone().fill_(3e38), reference_features=feat_r)),
+        ("reference_features", dict(frame_features=feat_v, reference_features=feat_r.clone().fill_(float("inf")))),
+    ]
+    for field, kwargs in non_finite:
+        TRIALS["non-finite inputs"] += 1
+        with pytest.raises(ValueError, match=field):
+            with torch.no_grad():
+                model(**kwargs)
 
 
 def test_model_directory_without_safetensors_is_refused_without_unpickling(tmp_path):
@@ -225,3 +246,135 @@ def test_processor_rejects_hostile_python_inputs():
     for kwargs in cases:
         with pytest.raises(DOCUMENTED):
             processor(**kwargs)
+
+
+def _saved_tiny(tmp_path, cls=ICRewardModel, config_fn=tiny_icreward_config):
+    torch.manual_seed(0)
+    model = cls(config_fn())
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def test_damaged_checkpoints_are_refused_naming_the_folder(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _saved_tiny(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    config = json.loads((tmp_path / "config.json").read_text())
+    bias = next(k for k in weights if k.startswith("head.") and k.endswith(".bias"))
+    cases = []
+    for i, (name, mutate) in enumerate(
+        [
+            ("missing head", lambda w: {k: v for k, v in w.items() if not k.startswith("head.")}),
+            ("one tensor missing", lambda w: dict(list(w.items())[1:])),
+            ("unexpected tensor", lambda w: {**w, "head.extra": torch.zeros(3)}),
+            ("mismatched shape", lambda w: {k: (torch.zeros(7) if k == bias else v) for k, v in w.items()}),
+        ]
+    ):
+        folder = tmp_path / f"damaged{i}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        save_file({k: v.contiguous() for k, v in mutate(weights).items()}, folder / "model.safetensors")
+        cases.append((name, folder))
+    for _name, folder in cases:
+        TRIALS["damaged checkpoints"] += 1
+        with pytest.raises(OSError, match=str(folder.name)):
+            ICRewardModel.from_pretrained(folder)
+    # The opt-out loads what is there.
+    loaded = ICRewardModel.from_pretrained(cases[2][1], strict=False)
+    assert torch.equal(loaded.state_dict()[bias], model.state_dict()[bias])
+    # Wrong model_type / wrong class.
+    for model_type in ("icreward_mlp", "bert"):
+        TRIALS["damaged checkpoints"] += 1
+        folder = tmp_path / f"type_{model_type}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+        (folder / "model.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes())
+        with pytest.raises(ValueError, match="model_type"):
+            ICRewardModel.from_pretrained(folder)
+    TRIALS["damaged checkpoints"] += 1
+    with pytest.raises((OSError, ValueError), match="model_type|icreward"):
+        MLPRewardModel.from_pretrained(tmp_path)
+    # A sound folder still loads to identical weights.
+    reloaded = ICRewardModel.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("head_num_layers", -1),
+        ("head_num_heads", 0),
+        ("head_hidden_size", "64"),
+        ("max_frames", 0),
+        ("head_dropout", 1.5),
+        ("num_frames", True),
+        ("head_weights", {"consistency": float("nan")}),
+        ("head_weights", {"consistency": float("inf")}),
+    ],
+)
+def test_invalid_config_fields_are_refused_by_name(field, value):
+    TRIALS["invalid configs"] += 1
+    kwargs = tiny_icreward_config().to_dict()
+    kwargs[field] = value
+    from icreward import ICRewardConfig
+
+    with pytest.raises(ValueError, match=field):
+        ICRewardConfig(**{k: v for k, v in kwargs.items() if k not in ("transformers_version",)})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_forward_gives_finite_scores(dtype):
+    TRIALS["half precision"] += 1
+    torch.manual_seed(0)
+    model = ICRewardModel(tiny_icreward_config()).eval().to(dtype)
+    with torch.no_grad():
+        scores = model(
+            pixel_values=torch.rand(2, 3, 3, 32, 32, dtype=dtype),
+            reference_pixel_values=torch.rand(2, 3, 32, 32, dtype=dtype),
+        ).scores
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_resume_argument_and_incomplete_checkpoints(tmp_path):
+    from icreward.trainers.checkpointing import (
+        CHECKPOINT_COMPLETE_NAME,
+        _manifest,
+        parse_resume_from_checkpoint,
+        verify_checkpoint,
+    )
+
+    for text, expected in [("True", True), ("true", True), ("False", None), ("", None)]:
+        TRIALS["resume"] += 1
+        assert parse_resume_from_checkpoint(text) is expected
+    assert parse_resume_from_checkpoint(str(tmp_path)) == str(tmp_path)
+    ckpt = tmp_path / "checkpoint-2"
+    ckpt.mkdir()
+    for name, size in [("optimizer.pt", 40), ("scheduler.pt", 10), ("adapter_model.safetensors", 90)]:
+        (ckpt / name).write_bytes(b"x" * size)
+    (ckpt / CHECKPOINT_COMPLETE_NAME).write_text(json.dumps({"global_step": 2, "files": _manifest(str(ckpt))}))
+    verify_checkpoint(str(ckpt))  # complete
+    for name, damage in [
+        ("optimizer.pt", lambda p: p.unlink()),
+        ("scheduler.pt", lambda p: p.unlink()),
+        ("adapter_model.safetensors", lambda p: p.write_bytes(b"x" * 60)),  # a tensor dropped
+    ]:
+        TRIALS["resume"] += 1
+        backup = (ckpt / name).read_bytes()
+        damage(ckpt / name)
+        with pytest.raises(ValueError, match=name):
+            verify_checkpoint(str(ckpt))
+        (ckpt / name).write_bytes(backup)
+    # A marker from before manifests: optimizer and scheduler are still required.
+    TRIALS["resume"] += 1
+    (ckpt / CHECKPOINT_COMPLETE_NAME).write_text(json.dumps({"global_step": 2}))
+    (ckpt / "optimizer.pt").unlink()
+    with pytest.raises(ValueError, match="optimizer.pt"):
+        verify_checkpoint(str(ckpt))
+
+
+def test_zz_report_trial_counts():
+    """Print what this suite tried (run last in file order)."""
+    total = sum(TRIALS.values())
+    print(f"\nhostile-input trials: {total} {dict(sorted(TRIALS.items()))}")
+    assert total > 0

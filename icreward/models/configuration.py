@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformers import PretrainedConfig
 
 __all__ = ["ICRewardConfig", "MLPRewardConfig"]
+
+
+def _check_int(field: str, value: Any, low: int, high: int = 1 << 20) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"config field `{field}` must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _check_prob(field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"config field `{field}` must be a number in [0, 1), got {value!r}")
+
 
 _DEFAULT_BACKBONE = ("efficientnet_lite", {"variant": "efficientnet-lite0"}, "efficientnet-lite0")
 
@@ -86,6 +98,16 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
         self._init_backbone(backbone_type, backbone_config, backbone_name_or_path)
         self.freeze_backbone = freeze_backbone
         self.backbone_lora = backbone_lora
+        for field, value, low in (
+            ("head_hidden_size", head_hidden_size, 1),
+            ("head_num_heads", head_num_heads, 1),
+            ("head_num_layers", head_num_layers, 0),
+            ("max_frames", max_frames, 1),
+            ("num_frames", num_frames, 1),
+            ("image_size", image_size, 1),
+        ):
+            _check_int(field, value, low)
+        _check_prob("head_dropout", head_dropout)
         if head_hidden_size % head_num_heads:
             raise ValueError(
                 f"head_hidden_size ({head_hidden_size}) must be divisible by head_num_heads ({head_num_heads})"
@@ -100,7 +122,12 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
             raise ValueError(f"heads must be unique, got {self.heads}")
         head_weights = dict(head_weights) if head_weights else {name: 1.0 for name in self.heads}
         unknown = set(head_weights) - set(self.heads)
-        if unknown or any(w < 0 for w in head_weights.values()) or sum(head_weights.values()) <= 0:
+        if (
+            unknown
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in head_weights.values())
+            or not all(math.isfinite(w) and w >= 0 for w in head_weights.values())
+            or sum(head_weights.values()) <= 0
+        ):
             raise ValueError(f"head_weights must be non-negative weights over heads {self.heads}, got {head_weights}")
         self.head_weights = {name: float(head_weights.get(name, 0.0)) for name in self.heads}
         self.num_frames = num_frames
@@ -137,6 +164,11 @@ class MLPRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
     ):
         self._init_backbone(backbone_type, backbone_config, backbone_name_or_path)
         self.freeze_backbone = freeze_backbone
+        for i, size in enumerate(hidden_sizes or []):
+            _check_int(f"hidden_sizes[{i}]", size, 1)
+        _check_prob("dropout", dropout)
+        _check_int("num_frames", num_frames, 1)
+        _check_int("image_size", image_size, 1)
         self.hidden_sizes = list(hidden_sizes) if hidden_sizes else [512, 128]
         self.dropout = dropout
         self.num_frames = num_frames

@@ -74,7 +74,20 @@ def _validate_inputs(
         raise ValueError(
             f"got {reference_pixel_values.shape[0]} reference images for {batch} videos; expected one reference per video"
         )
+    _check_finite("pixel_values", pixel_values)
+    _check_finite("reference_pixel_values", reference_pixel_values)
     return _validate_mask(frame_mask, batch, frames, pixel_values.device)
+
+
+def _check_finite(name: str, tensor: torch.Tensor | None, limit: float = 1e4) -> None:
+    """Refuse NaN/inf and absurd magnitudes at the public entry points: they would come out as NaN scores."""
+    if tensor is None or not torch.is_floating_point(tensor) or tensor.numel() == 0:
+        return
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"`{name}` contains NaN or inf values")
+    peak = tensor.detach().abs().max().item()
+    if peak > limit:
+        raise ValueError(f"`{name}` has values up to {peak:.3g}; expected normalised inputs with |x| <= {limit:g}")
 
 
 def _validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
@@ -108,6 +121,8 @@ def _validate_features(
         )
     if frame_features.shape[0] != reference_features.shape[0]:
         raise ValueError(f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos")
+    _check_finite("frame_features", frame_features, limit=1e6)
+    _check_finite("reference_features", reference_features, limit=1e6)
     return _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
 
 
@@ -119,6 +134,29 @@ def _mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not valid.any():
         return scores.sum() * 0.0
     return F.mse_loss(scores[valid], labels[valid])
+
+
+_STRICT_KEYS = ("missing_keys", "unexpected_keys", "mismatched_keys")
+
+
+def _check_model_type(cls, name_or_path, kwargs) -> None:
+    """A local folder whose config.json names another ``model_type`` is refused (it would load with fresh weights)."""
+    import json
+    import os
+
+    config_file = os.path.join(str(name_or_path), "config.json")
+    if kwargs.get("config") is not None or not os.path.isfile(config_file):
+        return
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{config_file}: not a readable JSON config ({err})") from err
+    if model_type != cls.config_class.model_type:
+        raise ValueError(
+            f"{config_file}: model_type is {model_type!r}, but {cls.__name__} needs "
+            f"{cls.config_class.model_type!r}; pass strict=False to load it anyway"
+        )
 
 
 class _RewardPreTrainedModel(PreTrainedModel):
@@ -339,7 +377,23 @@ class _RewardPreTrainedModel(PreTrainedModel):
                 "icreward reward models load only from safetensors (use_safetensors=False is not allowed)"
             )
         kwargs["use_safetensors"] = True
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        strict = kwargs.pop("strict", True)
+        user_info = kwargs.pop("output_loading_info", False)
+        if strict:
+            _check_model_type(cls, pretrained_model_name_or_path, kwargs)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except RuntimeError as err:  # e.g. tensors of the wrong shape (transformers raises a bare RuntimeError)
+            raise OSError(f"{pretrained_model_name_or_path!s}: cannot load {cls.__name__}: {err}") from err
+        bad = {k: sorted(v) for k, v in info.items() if k in _STRICT_KEYS and v}
+        if strict and bad:
+            raise OSError(
+                f"{pretrained_model_name_or_path!s}: the checkpoint does not match {cls.__name__} "
+                f"({'; '.join(f'{k}: {v[:8]}' for k, v in bad.items())}); pass strict=False to load it anyway"
+            )
+        return (model, info) if user_info else model
 
     def save_pretrained(self, save_directory, *args, model_card_kwargs: dict | None = None, **kwargs):
         """``PreTrainedModel.save_pretrained`` (safetensors only) plus a model card (``README.md``)."""
@@ -466,7 +520,9 @@ class ImageConsistencyHead(nn.Module):
                 x = block(x, ref)
         x = x.view(batch * num_frames, tokens, -1)
         pooled = self.pool(self.pool_query.expand(x.shape[0], -1, -1), x, x, need_weights=False)[0][:, 0]
-        grid = self.frame_mlp(torch.cat([pooled.view(batch, num_frames, -1), stats], dim=2))  # (B, F, H)
+        grid = self.frame_mlp(
+            torch.cat([pooled.view(batch, num_frames, -1), stats.to(pooled.dtype)], dim=2)
+        )  # (B, F, H)
 
         # Pool over time, ignoring padded frames.
         mask = frame_mask[..., None]
@@ -477,6 +533,7 @@ class ImageConsistencyHead(nn.Module):
         pair_mask = (frame_mask[:, 1:] & frame_mask[:, :-1])[..., None]
         change = ((grid[:, 1:] - grid[:, :-1]).abs() * pair_mask).sum(dim=1) / pair_mask.sum(dim=1).clamp(min=1)
         video_stats = self._video_stats(frame_tokens.float(), stats, frame_mask)
+        video_stats = video_stats.to(grid.dtype)  # computed in fp32; the head may run in fp16/bf16
         return self.out(torch.cat([mean, maxi, mini, change, video_stats], dim=1)) + self.skip(video_stats)
 
     @staticmethod
