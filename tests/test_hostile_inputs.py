@@ -26,6 +26,13 @@ DOCUMENTED = (MediaReadError, ValueError, TypeError)
 TRIALS: collections.Counter = collections.Counter()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _report_trials():
+    """After the module, print what the suite tried (``pytest -s`` shows it)."""
+    yield
+    print(f"\nhostile-input trials: {sum(TRIALS.values())} {dict(sorted(TRIALS.items()))}")
+
+
 def _valid_mp4(path, frames=6):
     g = torch.Generator().manual_seed(0)
     return write_video(path, (torch.rand(frames, 3, 32, 32, generator=g) * 255).to(torch.uint8), fps=4)
@@ -373,8 +380,20 @@ def test_resume_argument_and_incomplete_checkpoints(tmp_path):
         verify_checkpoint(str(ckpt))
 
 
-def test_zz_report_trial_counts():
-    """Print what this suite tried (run last in file order)."""
-    total = sum(TRIALS.values())
-    print(f"\nhostile-input trials: {total} {dict(sorted(TRIALS.items()))}")
-    assert total > 0
+@pytest.mark.parametrize(
+    "shard", ["pytorch_model-00001.bin", "../elsewhere.safetensors", "/etc/passwd", "link.safetensors"]
+)
+def test_shard_index_names_only_safetensors_inside_the_folder(tmp_path, shard):
+    TRIALS["shard index"] += 1
+    folder = tmp_path / "model"
+    _saved_tiny(folder)
+    from safetensors.torch import load_file
+
+    keys = list(load_file(folder / "model.safetensors"))
+    (folder / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (folder / "link.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    index = {"metadata": {}, "weight_map": {k: shard for k in keys}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    for strict in (True, False):
+        with pytest.raises(ValueError, match="model.safetensors.index.json"):
+            ICRewardModel.from_pretrained(folder, strict=strict)

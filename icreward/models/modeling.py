@@ -8,6 +8,7 @@ which is what makes frozen-backbone training cheap.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,31 @@ def _mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 _STRICT_KEYS = ("missing_keys", "unexpected_keys", "mismatched_keys")
+
+
+def _check_shard_index(index_file: str) -> None:
+    """Every shard named by a local ``model.safetensors.index.json`` must be a ``.safetensors`` file inside the
+    model folder: no pickles, no ``../`` or absolute paths, no symlinks leading out."""
+    import json
+    import os
+
+    folder = os.path.realpath(os.path.dirname(index_file))
+    try:
+        with open(index_file, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        shards = set(weight_map.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise ValueError(f"{index_file}: not a valid shard index ({type(err).__name__}: {err})") from err
+    for shard in sorted(map(str, shards)):
+        target = os.path.realpath(os.path.join(folder, shard))
+        if (
+            not shard.endswith(".safetensors")
+            or os.path.isabs(shard)
+            or os.path.commonpath([folder, target]) != folder
+        ):
+            raise ValueError(
+                f"{index_file}: shard {shard!r} is refused; shards must be .safetensors files inside {folder}"
+            )
 
 
 def _check_model_type(cls, name_or_path, kwargs) -> None:
@@ -379,6 +405,9 @@ class _RewardPreTrainedModel(PreTrainedModel):
         kwargs["use_safetensors"] = True
         strict = kwargs.pop("strict", True)
         user_info = kwargs.pop("output_loading_info", False)
+        index_file = os.path.join(str(pretrained_model_name_or_path), "model.safetensors.index.json")
+        if os.path.isfile(index_file):  # always, strict or not: shards stay inside the folder and are safetensors
+            _check_shard_index(index_file)
         if strict:
             _check_model_type(cls, pretrained_model_name_or_path, kwargs)
         try:
