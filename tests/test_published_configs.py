@@ -59,7 +59,7 @@ def test_latent_shape_matches_prepare_latents(family):
     num_frames, height, width = 9, 32, 32
     with torch.no_grad():
         encoded = adapter.prepare_latents(torch.rand(1, num_frames, 3, height, width)).shape[1:]
-    assert adapter.latent_shape(num_frames, height, width) == tuple(encoded)
+    assert adapter.latent_shape(3, num_frames, height, width) == (3, *encoded)
     axis = adapter.latent_frame_axis
     assert encoded[axis - 1] == (num_frames - 1) // 4 + 1
 

@@ -15,7 +15,7 @@ here, and nothing else:
 - ``trainable_modules`` / ``default_lora_target_modules``: the network(s) that receive LoRA, and where;
 - ``add_lora`` / ``disable_lora``: inject a peft LoRA / a context giving the frozen reference network;
 - ``save_lora_weights``: diffusers-format LoRA files that ``pipe.load_lora_weights(dir)`` reads;
-- ``latent_shape(num_frames, height, width)`` / ``latent_frame_axis``: the per-sample latent shape for a video size
+- ``latent_shape(batch_size, num_frames, height, width)`` / ``latent_frame_axis``: the latent shape for a video size
   and the batched latent axis that indexes frames (``None`` when unknown). The default encodes one blank video
   through ``prepare_latents``; families override both with their VAE's arithmetic (no encode needed, so this also
   works on ``meta`` components);
@@ -490,15 +490,15 @@ class VideoModelAdapter(ABC):
     #: batched latent axis that indexes (latent) frames; ``None``: unknown (trainers then infer it).
     latent_frame_axis: ClassVar[int | None] = None
 
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, ...]:
-        """Per-sample latent shape (no batch axis) of a ``num_frames x height x width`` video.
+    def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """Latent shape (batch axis first) of ``batch_size`` videos of ``num_frames x height x width``.
 
         Default: encode one blank video with :meth:`prepare_latents`. Families override this with their VAE's
         compression arithmetic so that it is free and works on ``meta`` components.
         """
         with torch.no_grad():
             blank = torch.zeros(1, num_frames, 3, height, width)
-            return tuple(self.prepare_latents(blank).shape[1:])
+            return (batch_size, *self.prepare_latents(blank).shape[1:])
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the denoisers' activations in the backward pass (diffusers models)."""

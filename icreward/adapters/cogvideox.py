@@ -89,11 +89,12 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
     #: latents are ``(B, F', C, H', W')``.
     latent_frame_axis = 1
 
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, ...]:
-        """``((F - 1) / 4 + 1, latent_channels, H / 8, W / 8)`` from the VAE config (no encode)."""
+    def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """``(B, (F - 1) / 4 + 1, latent_channels, H / 8, W / 8)`` from the VAE config (no encode)."""
         self.check_video_size(num_frames, height, width)
         t, s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
-        return ((num_frames - 1) // t + 1, int(self.vae.config.latent_channels), height // s, width // s)
+        latent_channels = int(self.vae.config.latent_channels)
+        return (batch_size, (num_frames - 1) // t + 1, latent_channels, height // s, width // s)
 
     def check_video_size(self, num_frames: int, height: int, width: int) -> None:
         t, s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial

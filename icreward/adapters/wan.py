@@ -77,11 +77,11 @@ class _WanBase(VideoModelAdapter):
     #: latents are ``(B, C, F', H', W')``.
     latent_frame_axis = 2
 
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, ...]:
-        """``(z_dim, (F - 1) / 4 + 1, H / 8, W / 8)`` from the VAE config (no encode)."""
+    def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """``(B, z_dim, (F - 1) / 4 + 1, H / 8, W / 8)`` from the VAE config (no encode)."""
         self.check_video_size(num_frames, height, width)
         t, s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
-        return (int(self.vae.config.z_dim), (num_frames - 1) // t + 1, height // s, width // s)
+        return (batch_size, int(self.vae.config.z_dim), (num_frames - 1) // t + 1, height // s, width // s)
 
     def _any_transformer(self) -> nn.Module:
         return self.pipeline.transformer if self.pipeline.transformer is not None else self.pipeline.transformer_2

@@ -788,7 +788,8 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         """Per-sample latent shape for the configured video size (the adapter's ``latent_shape``)."""
         if self._latent_shape_cache is None:
             args = self.args
-            self._latent_shape_cache = tuple(self.adapter.latent_shape(args.num_frames, args.height, args.width))
+            shape = self.adapter.latent_shape(1, args.num_frames, args.height, args.width)
+            self._latent_shape_cache = tuple(shape[1:])
         return self._latent_shape_cache
 
     def _encode_conditions(self, inputs: Mapping[str, Any]):
