@@ -549,11 +549,21 @@ def _pil_to_rgb_array(image: Image.Image, background: tuple[int, int, int] | Non
     return np.array(image.convert("RGB"))
 
 
+MAX_DECODED_PIXELS = 64_000_000
+"""Largest image (width x height) decoded from a file; checked from the header before decoding (8K UHD is 33M)."""
+
+
 def _load_image_file(
     path: Path, error_cls: type[MediaReadError], background: tuple[int, int, int] | None
 ) -> np.ndarray:
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: refuse before decoding anything
+            if width * height > MAX_DECODED_PIXELS:
+                raise Image.DecompressionBombError(
+                    f"{width}x{height} = {width * height} pixels is above icreward.video.MAX_DECODED_PIXELS "
+                    f"({MAX_DECODED_PIXELS})"
+                )
             image.load()
             return _pil_to_rgb_array(image, background)
     except Image.DecompressionBombError as err:

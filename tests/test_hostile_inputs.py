@@ -397,3 +397,20 @@ def test_shard_index_names_only_safetensors_inside_the_folder(tmp_path, shard):
     for strict in (True, False):
         with pytest.raises(ValueError, match="model.safetensors.index.json"):
             ICRewardModel.from_pretrained(folder, strict=strict)
+
+
+def test_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
+    TRIALS["resources"] += 1
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(path)  # a few KB on disk, 144M pixels decoded
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageReadError, match="bomb.png"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 1, 100000), (4, 3, 100000, 1), (4, 3, 2, 50000)])
+def test_extreme_aspect_ratio_resize_is_bounded(shape):
+    TRIALS["resources"] += 1
+    processor = ICRewardModel(tiny_icreward_config()).get_processor()
+    out = processor.resize(torch.zeros(shape, dtype=torch.uint8))
+    assert out.shape == (4, 3, processor.image_size, processor.image_size)

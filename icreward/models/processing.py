@@ -148,11 +148,12 @@ class ICRewardProcessor(ImageProcessingMixin):
             return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(
                 0, 1
             )
-        scale = size / min(height, width)
-        new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        return x[..., top : top + size, left : left + size].clamp(0, 1)
+        # Crop the centred square first, then resize it: the same view as resizing by the short side and cropping,
+        # but the memory is bounded by the output size (a 1 x 100000 frame would otherwise ask for 100000^2 pixels).
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        x = x[..., top : top + side, left : left + side]
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.image_mean, dtype=images.dtype).view(3, 1, 1)
