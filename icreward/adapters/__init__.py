@@ -9,6 +9,7 @@ from .ltx import LTXVideoI2VAdapter
 from .opensora import OpenSoraAdapter, OpenSoraComponents
 from .registry import available_adapters, get_adapter, register_adapter
 from .wan import Wan22Adapter, WanI2VAdapter, load_wan22_lora
+from .wan_ti2v import WanTI2VAdapter
 
 __all__ = [
     "LORA_WEIGHT_NAME",
@@ -19,6 +20,7 @@ __all__ = [
     "VideoModelAdapter",
     "Wan22Adapter",
     "WanI2VAdapter",
+    "WanTI2VAdapter",
     "available_adapters",
     "get_adapter",
     "load_wan22_lora",

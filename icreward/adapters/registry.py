@@ -10,10 +10,12 @@ from .cogvideox import CogVideoXI2VAdapter
 from .ltx import LTXVideoI2VAdapter
 from .opensora import OpenSoraAdapter
 from .wan import Wan22Adapter, WanI2VAdapter
+from .wan_ti2v import WanTI2VAdapter
 
 # Checked in order; the first adapter whose `can_handle` accepts the pipeline wins. User adapters registered
 # with `register_adapter` come first so they can override the built-in ones.
 _ADAPTERS: list[type[VideoModelAdapter]] = [
+    WanTI2VAdapter,  # before WanI2VAdapter: both see a single-transformer WanImageToVideoPipeline
     Wan22Adapter,
     WanI2VAdapter,
     CogVideoXI2VAdapter,
