@@ -319,3 +319,38 @@ register_published_config(
         source=_COG_SRC.format("model files"),
     )
 )
+
+
+def _register_wan22_ti2v_5b() -> None:
+    # Wan 2.2 TI2V-5B; the values and their sources live in icreward/adapters/wan_ti2v.py.
+    from .wan_ti2v import WAN22_TI2V_5B_PUBLISHED_CONFIG as ti2v
+
+    register_published_config(
+        PublishedConfig(
+            hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            pipeline_class="WanImageToVideoPipeline",
+            components={
+                "transformer": ComponentConfig(
+                    "WanTransformer3DModel",
+                    dict(ti2v["transformer"]),
+                    "Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer/config.json as written by "
+                    f"{_WAN_SCRIPT} (TI2V-5B entry); not re-read in this environment",
+                ),
+                "vae": ComponentConfig(
+                    "AutoencoderKLWan", dict(ti2v["vae"]), f"{_WAN_SCRIPT}: vae22_diffusers_config"
+                ),
+                "text_encoder": _UMT5_XXL,
+            },
+            scheduler_class="UniPCMultistepScheduler",
+            scheduler_config={**_WAN_UNIPC, "flow_shift": 5.0},
+            scheduler_source="flow_shift 5.0 as shipped for TI2V-5B; not re-read in this environment",
+            height=ti2v["sample_size"]["height"],
+            width=ti2v["sample_size"]["width"],
+            num_frames=ti2v["sample_size"]["num_frames"],
+            pipeline_kwargs={"expand_timesteps": True},
+            source=_WAN_SCRIPT,
+        )
+    )
+
+
+_register_wan22_ti2v_5b()
