@@ -414,3 +414,24 @@ def test_extreme_aspect_ratio_resize_is_bounded(shape):
     processor = ICRewardModel(tiny_icreward_config()).get_processor()
     out = processor.resize(torch.zeros(shape, dtype=torch.uint8))
     assert out.shape == (4, 3, processor.image_size, processor.image_size)
+
+
+@pytest.mark.parametrize("image_name", ["../../../secret.txt", "/etc/passwd", "sub/../../../secret.txt"])
+def test_vbench_image_name_outside_the_image_folder_is_refused(tmp_path, image_name):
+    TRIALS["outside its folder"] += 1
+    from test_vbench import _load, vbench  # noqa: F401  (the fixture builds VBench's layout)
+
+    from icreward.data.vbench import VBenchFormatError
+
+    vb = vbench.__wrapped__(tmp_path, torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+    (vb["root"] / "secret.txt").write_text("secret")  # what ../../../ reaches from data/crop/1-1
+    info = json.loads(vb["info_json"].read_text())
+    info[0]["image_name"] = image_name
+    vb["info_json"].write_text(json.dumps(info))
+    results = json.loads(vb["eval_results"].read_text())  # results without image_path: nothing cross-checks it
+    for entry in results["i2v_subject"][1]:
+        entry.pop("image_path", None)
+    vb["eval_results"].write_text(json.dumps(results))
+    for on_missing in ("error", "skip"):
+        with pytest.raises(VBenchFormatError, match="outside"):
+            _load(vb, on_missing=on_missing)

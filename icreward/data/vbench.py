@@ -312,7 +312,13 @@ def load_vbench_i2v(
 
     # Reference images are checked once per image; every video of a missing image is skipped.
     missing_images: set[str] = set()
+    root = image_dir.resolve()
     for image_name in sorted({v.prompt.image_name for v in videos}):
+        target = (image_dir / image_name).resolve()
+        if Path(image_name).is_absolute() or not target.is_relative_to(root):
+            raise VBenchFormatError(
+                f"{info_json}: image_name {image_name!r} points outside the reference image folder {str(image_dir)!r}"
+            )
         if not (image_dir / image_name).is_file():
             missing_images.add(image_name)
             count = sum(v.prompt.image_name == image_name for v in videos)
