@@ -409,11 +409,21 @@ def test_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 1, 100000), (4, 3, 100000, 1), (4, 3, 2, 50000)])
-def test_extreme_aspect_ratio_resize_is_bounded(shape):
+def test_extreme_aspect_ratio_resize_is_bounded(shape, monkeypatch):
     TRIALS["resources"] += 1
     processor = ICRewardModel(tiny_icreward_config()).get_processor()
+    requested = []
+    interpolate = torch.nn.functional.interpolate
+
+    def recording_interpolate(x, size=None, **kwargs):
+        requested.append(x.shape[0] * x.shape[1] * size[0] * size[1])
+        return interpolate(x, size=size, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", recording_interpolate)
     out = processor.resize(torch.zeros(shape, dtype=torch.uint8))
     assert out.shape == (4, 3, processor.image_size, processor.image_size)
+    # The resize never asks for more pixels than it returns (the old short-side scaling asked for ~size x N).
+    assert max(requested) <= out.numel()
 
 
 @pytest.mark.parametrize("image_name", ["../../../secret.txt", "/etc/passwd", "sub/../../../secret.txt"])
