@@ -341,6 +341,8 @@ def test_half_precision_forward_gives_finite_scores(dtype):
             reference_pixel_values=torch.rand(2, 3, 32, 32, dtype=dtype),
         ).scores
     assert scores.shape == (2,) and torch.isfinite(scores).all()
+    score = model.score(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), torch.rand(3, 3, 32, 32))
+    assert score.shape == () and torch.isfinite(score)
 
 
 def test_resume_argument_and_incomplete_checkpoints(tmp_path):

@@ -389,7 +389,7 @@ class _RewardPreTrainedModel(PreTrainedModel):
         for start in range(0, len(videos), batch_size):
             inputs = processor(
                 videos=videos[start : start + batch_size], reference_images=references[start : start + batch_size]
-            ).to(self.device)
+            ).to(device=self.device, dtype=self.dtype)  # floating tensors follow the model (fp16/bf16 inference)
             out.append(self(**inputs).scores.float().cpu())
         self.train(was_training)
         scores = torch.cat(out)
