@@ -392,3 +392,34 @@ def test_best_of_n_generates_with_the_pipeline(image):
     assert len(first) == 2 and first[0].shape == (9, 3, 32, 32) and first[0].dtype == torch.uint8
     torch.testing.assert_close(again[0], first[0], rtol=0, atol=0)
     assert not torch.equal(first[0], first[1])
+
+
+def test_reward_feedback_builds_the_size_aware_adapter_from_a_plain_pipeline(tmp_path, image):
+    # LTX's sigma shift depends on the video size; the trainer must hand its num_frames/height/width to the adapter
+    # it builds from a pipeline (examples/reward_feedback.py passes a pipeline, not an adapter).
+    from icreward.rewards import CallableReward
+    from icreward.trainers.reward_feedback_config import RewardFeedbackConfig
+    from icreward.trainers.reward_feedback_trainer import RewardFeedbackTrainer
+
+    args = RewardFeedbackConfig(
+        output_dir=str(tmp_path / "rf"),
+        **SIZE,
+        num_inference_steps=3,
+        truncated_backprop_steps=1,
+        per_device_train_batch_size=1,
+        max_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = RewardFeedbackTrainer(
+        model=tiny_ltx_i2v_pipeline(seed=0),
+        reward_funcs=CallableReward(lambda video: video.mean(dim=(1, 2, 3, 4)), name="brightness"),
+        args=args,
+        train_dataset=[{"image": image, "prompt": "a cat"}],
+        peft_config=LORA,
+    )
+    assert isinstance(trainer.adapter, LTXVideoI2VAdapter)
+    expected = _adapter().inference_timesteps(3)
+    assert torch.equal(trainer.adapter.inference_timesteps(3), expected)

@@ -90,7 +90,14 @@ class AdapterLoRATrainerMixin:
         base = get_adapter(model)
         if model is base:  # an adapter built by the user: keep its settings
             return base
-        options = {"train_expert": args.wan22_train_expert, "max_sequence_length": args.max_sequence_length}
+        # Families whose schedule depends on the video size (LTX's sigma shift, Open-Sora) take it at construction.
+        options = {
+            "train_expert": args.wan22_train_expert,
+            "max_sequence_length": args.max_sequence_length,
+            "num_frames": getattr(args, "num_frames", None),
+            "height": getattr(args, "height", None),
+            "width": getattr(args, "width", None),
+        }
         accepted = inspect.signature(type(base).__init__).parameters
         kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
         return type(base)(base.pipeline, **kwargs) if kwargs else base
