@@ -427,6 +427,7 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         )
         device = self.args.device
         self._move_encoders(device)
+        self._move_frozen_denoisers(device)  # Wan 2.2's untrained expert samples the high-noise steps
         self.reward.to(device)
         self._prepare_rewards(self.train_dataset, "train_dataset")
         if self.eval_dataset is not None:
