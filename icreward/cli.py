@@ -7,6 +7,7 @@ icreward compare --dataset DIR [...]           the same on any dataset with trai
 icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
 icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
 icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
+icreward estimate-memory --config RECIPE.yaml  accounted training memory at full size (meta device, no GPU)
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluation.human_study import main as human_study_main
 
         return human_study_main(argv[1:]) or 0
+    if argv and argv[0] == "estimate-memory":
+        from .memory.accountant import main as estimate_memory_main
+
+        return estimate_memory_main(argv[1:])
     parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="Train ICReward and the MLP baseline on the bundled offline data and compare.")
@@ -153,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser(
         "human-study", help="Serve / summarise a human preference study (see `icreward human-study --help`)."
+    )
+    sub.add_parser(
+        "estimate-memory",
+        help="Accounted training memory of a recipe at full size, no GPU (see `icreward estimate-memory --help`).",
     )
     args = parser.parse_args(argv)
     return {"demo": cmd_demo, "compare": cmd_compare, "score": cmd_score}[args.command](args)
