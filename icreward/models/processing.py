@@ -44,6 +44,11 @@ def _to_uint8_chw(array: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     raise ValueError(f"{what} must be uint8 or float in [0, 1], got dtype {tensor.dtype}")
 
 
+MAX_RESIZE_FACTOR = 16
+"""Centre-crop resizing scales by the short side only while the scaled frame stays within this many times the
+output's pixels; beyond (extreme aspect ratios) it crops first, so memory stays bounded."""
+
+
 class ICRewardProcessor(ImageProcessingMixin):
     r"""Frame sampling, resizing, normalisation and padding for :class:`ICRewardModel` and :class:`MLPRewardModel`.
 
@@ -148,12 +153,20 @@ class ICRewardProcessor(ImageProcessingMixin):
             return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(
                 0, 1
             )
-        # Crop the centred square first, then resize it: the same view as resizing by the short side and cropping,
-        # but the memory is bounded by the output size (a 1 x 100000 frame would otherwise ask for 100000^2 pixels).
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        x = x[..., top : top + side, left : left + side]
-        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        scale = size / min(height, width)
+        new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+        if new_h * new_w > MAX_RESIZE_FACTOR * size * size:
+            # Extreme aspect ratio (a 1 x 100000 frame would ask for size x 3.2M pixels): crop the centred square
+            # first, then resize it; the same view, with memory bounded by the output size.
+            side = min(height, width)
+            top, left = (height - side) // 2, (width - side) // 2
+            x = x[..., top : top + side, left : left + side]
+            return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(
+                0, 1
+            )
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return x[..., top : top + size, left : left + size].clamp(0, 1)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.image_mean, dtype=images.dtype).view(3, 1, 1)
