@@ -461,7 +461,8 @@ def format_estimate(est: MemoryEstimate) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="icreward estimate-memory",
-        description="Accounted training memory of a recipe at the published full size (meta device, no GPU).",
+        description="Accounted training memory of a recipe at the published full size (meta device, no GPU). "
+        "Exit status 1 when the counted peak exceeds --budget_gib.",
     )
     parser.add_argument("--config", required=True, help="A recipe, e.g. examples/configs/dpo_wan21_i2v_480p.yaml")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="Override a field.")
