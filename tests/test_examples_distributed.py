@@ -31,7 +31,11 @@ def _assert_complete_checkpoints(output_dir: Path, steps: list[int]) -> None:
     for step in steps:
         checkpoint = output_dir / f"checkpoint-{step}"
         assert_marked_after_both_processes(checkpoint)
-        assert json.loads((checkpoint / CHECKPOINT_COMPLETE_NAME).read_text()) == {"global_step": step}
+        marker = json.loads((checkpoint / CHECKPOINT_COMPLETE_NAME).read_text())
+        assert marker["global_step"] == step
+        # The marker's manifest lists every file both processes wrote, with its size (resume verifies it).
+        for rng_file in ("rng_state_0.pth", "rng_state_1.pth"):
+            assert marker["files"][rng_file] == (checkpoint / rng_file).stat().st_size
 
 
 def _generate(pipe, image) -> torch.Tensor:
