@@ -165,3 +165,19 @@ def test_block_partition_agrees_with_a_real_checkpointed_forward():
     rotary = sum(t.untyped_storage().nbytes() for t in model.rope(kwargs["hidden_states"]))
     assert checkpointed.total == kept - rotary
     assert plain.total > kept
+
+
+def test_grpo_recipe_accounts_one_guided_piece_like_a_dpo_pair():
+    # GRPO backpropagates one trained transition per piece of backward_chunk_size videos, doubled by CFG; with one
+    # video under guidance that is the same batch-2 forward as one DPO pair (chosen + rejected) on the same model.
+    size = ["num_frames=5", "height=64", "width=64", "lora_r=4", "lora_target_modules=[to_q, to_k, to_v, to_out.0]"]
+    grpo = load_recipe(CONFIGS / "grpo_wan21_i2v_480p.yaml", [*size, "backward_chunk_size=1", "guidance_scale=5.0"])
+    dpo = load_recipe(CONFIGS / "dpo_wan21_i2v_480p.yaml", [*size, "per_device_train_batch_size=1"])
+    grpo_est = estimate_recipe_memory(grpo, source="grpo")
+    dpo_est = estimate_recipe_memory(dpo, source="dpo")
+    assert grpo_est.trainer == "grpo" and dpo_est.trainer == "dpo"
+    assert grpo_est.activations_variants == pytest.approx(dpo_est.activations_variants)
+    unguided = estimate_recipe_memory({**grpo, "guidance_scale": 1.0}, source="grpo")
+    without = "without per-block checkpointing"
+    assert unguided.activations_variants[without] < grpo_est.activations_variants[without]
+    assert "GRPO" in format_estimate(grpo_est)

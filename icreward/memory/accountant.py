@@ -225,6 +225,8 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
 def _recipe_trainer(recipe: dict[str, Any], source: str) -> str:
     if "trainer" in recipe:
         return str(recipe["trainer"])
+    if "num_generations" in recipe:  # before DPO: GRPO's KL weight is also called beta
+        return "grpo"
     if "truncated_backprop_steps" in recipe or "kl_weight" in recipe:
         return "reward_feedback"
     if "loss_type" in recipe or "beta" in recipe:
@@ -319,7 +321,14 @@ def estimate_recipe_memory(
     if injected != lora_params:
         raise RuntimeError(f"LoRA count {lora_params} differs from peft's {injected} for targets {targets}")
 
-    forward_batch = 2 * batch if trainer == "dpo" else batch  # DPO: chosen + rejected in one policy forward
+    if trainer == "dpo":
+        forward_batch = 2 * batch  # chosen + rejected in one policy forward
+    elif trainer == "grpo":
+        # one forward/backward per trained transition and chunk of videos; classifier-free guidance doubles it
+        guided = float(recipe.get("guidance_scale", 1.0)) > 1.0
+        forward_batch = int(recipe.get("backward_chunk_size", 1)) * (2 if guided else 1)
+    else:
+        forward_batch = batch
     if family == "wan":
         t, s = int(vae.config.scale_factor_temporal), int(vae.config.scale_factor_spatial)
         if (frames - 1) % t or height % (2 * s) or width % (2 * s):
@@ -395,6 +404,15 @@ def estimate_recipe_memory(
         assumptions.append(
             f"reward feedback: K={k} differentiable denoiser calls, "
             + ("each checkpointed whole (trainer's activation_checkpointing)" if checkpointing else "no checkpointing")
+        )
+    elif trainer == "grpo":
+        # Each piece's graph is freed by its own backward; sampling, the reference (KL) passes and the one-video
+        # decode run without autograd, so one piece's activations are the peak.
+        no_block, with_block = acts.total, acts.block_checkpointed
+        per_block_default = checkpointing
+        assumptions.append(
+            f"GRPO: one forward/backward per trained transition on {forward_batch} latent(s) "
+            "(backward_chunk_size, x2 under guidance); sampling, reference and decode without autograd"
         )
     else:
         raise ValueError(f"{source}: no memory accounting for trainer {trainer!r}")
