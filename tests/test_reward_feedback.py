@@ -298,7 +298,7 @@ def test_a_rows_noise_and_frame_window_ignore_its_batch(tmp_path, rows):
     assert len(set(ids)) == 3  # the prompt tells apart two rows with the same image
 
     def draw(indices, training=True):
-        return trainer._draw_noise(len(indices), training, [ids[i] for i in indices])
+        return trainer._draw_noise(len(indices), training, [ids[i] for i in indices])[:2]
 
     noise_all, starts_all = draw([0, 1, 2])
     noise_one, starts_one = draw([2])
@@ -336,10 +336,10 @@ def test_repeated_rows_get_their_own_noise_and_a_collator_without_row_ids_falls_
     assert ids[2] == f"{ids[0]}#2" and len(set(ids)) == 3
     # Without row ids (a custom collator): one generator per (process, step, micro-batch), still reproducible.
     trainer._noise_step = -1
-    first, _ = trainer._draw_noise(2, True, None)
+    first, _, _ = trainer._draw_noise(2, True, None)
     trainer._noise_step = -1
-    again, _ = trainer._draw_noise(2, True, None)
-    following, _ = trainer._draw_noise(2, True, None)  # the next micro-batch of the step
+    again, _, _ = trainer._draw_noise(2, True, None)
+    following, _, _ = trainer._draw_noise(2, True, None)  # the next micro-batch of the step
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert not torch.equal(first, following)
 

@@ -25,6 +25,7 @@ TRAINING_ARGS_NAME = "training_args.bin"
 
 __all__ = [
     "AdapterLoRATrainerMixin",
+    "FrozenDenoiserOffload",
     "TRAINING_ARGS_NAME",
     "batch_breakdown",
     "describe_lora",
@@ -33,6 +34,59 @@ __all__ = [
     "row_id",
     "seeded_generator",
 ]
+
+
+class FrozenDenoiserOffload:
+    """Keep frozen denoisers (Wan 2.2's untrained expert) in CPU memory and move each to ``device`` only while the
+    sampler runs it.
+
+    A forward pre-hook moves a frozen denoiser to ``device`` before its call; it stays there for the following calls
+    (consecutive high-noise steps) and goes back to the CPU when a trained denoiser is about to run. Calls of an
+    offloaded denoiser must not need gradients through it: its weights move after the call, under the autograd graph
+    (:class:`RewardFeedbackTrainer` checks that the trained steps all run a trained expert).
+
+    Args:
+        frozen: the frozen denoisers by name.
+        trained: the trained denoisers by name (their calls evict the frozen ones).
+        device: the training device.
+    """
+
+    def __init__(self, frozen: Mapping[str, nn.Module], trained: Mapping[str, nn.Module], device: torch.device | str):
+        self.device = torch.device(device)
+        self.frozen = dict(frozen)
+        self.resident: set[str] = set()
+        self._handles = []
+        for name, module in self.frozen.items():
+            module.to("cpu")
+            self._handles.append(module.register_forward_pre_hook(self._bring_in(name)))
+        for module in trained.values():
+            self._handles.append(module.register_forward_pre_hook(lambda *_: self.evict()))
+
+    def _bring_in(self, name: str):
+        def hook(module: nn.Module, args: Any) -> None:
+            if torch.is_grad_enabled():
+                raise RuntimeError(
+                    f"the offloaded frozen denoiser {name!r} was called with gradients enabled; backpropagating "
+                    "through an offloaded expert is not supported (set offload_frozen_denoisers=False)"
+                )
+            if name in self.resident:
+                return
+            module.to(self.device)
+            self.resident.add(name)
+
+        return hook
+
+    def evict(self) -> None:
+        """Move every frozen denoiser back to the CPU."""
+        for name in sorted(self.resident):
+            self.frozen[name].to("cpu")
+        self.resident.clear()
+
+    def remove(self) -> None:
+        """Remove the hooks (the denoisers stay where they are)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
 def seeded_generator(*key: Any) -> torch.Generator:
@@ -140,9 +194,17 @@ class AdapterLoRATrainerMixin:
             module.to(device)
 
     def _move_frozen_denoisers(self, device: torch.device | str) -> None:
-        """Move frozen denoisers (Wan 2.2's untrained expert) to ``device``: sampling runs them, and the Trainer
-        only moves the trained module."""
-        for module in self.adapter.frozen_denoisers.values():
+        """Put frozen denoisers (Wan 2.2's untrained expert) on ``device``: sampling runs them, and the Trainer only
+        moves the trained module. With ``args.offload_frozen_denoisers`` they stay in CPU memory instead and are
+        moved in only for the calls that run them (:class:`FrozenDenoiserOffload`)."""
+        frozen = self.adapter.frozen_denoisers
+        if getattr(self.args, "offload_frozen_denoisers", False) and frozen:
+            previous = getattr(self, "_frozen_offload", None)
+            if previous is not None:
+                previous.remove()
+            self._frozen_offload = FrozenDenoiserOffload(frozen, self.adapter.trainable_modules, device)
+            return
+        for module in frozen.values():
             module.to(device)
 
     # ------------------------------------------------------------------------------------------------ noise

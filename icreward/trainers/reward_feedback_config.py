@@ -46,10 +46,21 @@ class RewardFeedbackConfig(DiffusionTrainingConfig):
     (TRL's ``True`` raises on CPU; turn it on on GPUs), ``remove_unused_columns=False`` (the collator reads the
     ``image`` / ``prompt`` / ``ground_truth`` columns), ``lr_scheduler_type="constant"``, ``logging_steps=1``.
 
+    Sampler: training samples with the pipeline's own scheduler (a copy of ``pipe.scheduler``, with
+    ``set_timesteps`` as the pipeline calls it: UniPC multistep with Wan's flow shift, FlowMatchEuler, CogVideoX's
+    DDIM or DPM), so with gradients off a training sample is what the pipeline generates from the same noise; the
+    last K steps are steps of that same scheduler, with gradients.
+
     Memory: activations are kept only for the last K steps, so peak memory does not grow with T.
-    ``activation_checkpointing=True`` (alias ``gradient_checkpointing``) checkpoints each of the K denoiser calls
-    as a whole, keeping only its input latents and recomputing one step at a time in the backward pass, so memory
-    barely grows with K either. ``decode_frame_subset`` decodes (and scores) only a window of latent frames.
+    ``activation_checkpointing=True`` (alias ``gradient_checkpointing``) does two things: it checkpoints each of the
+    K denoiser calls as a whole (only the call's input latents are kept between steps; the call is recomputed in
+    the backward pass, one step at a time), and it turns on the transformer's own per-block gradient checkpointing
+    (``enable_gradient_checkpointing``), so that this recomputation keeps only each block's input plus one block's
+    activations instead of a whole call's (for Wan 14B at 81x480x832, about 27 GiB instead of about 435 GiB). Only
+    the denoiser call is recomputed, never the scheduler step: a multistep scheduler's state (UniPC's history, the
+    CogVideoX DPM solver's previous ``x0``) advances once per step and its history tensors stay in the graph
+    (latent-sized). Cost: about two extra forward passes per trained step. ``decode_frame_subset`` decodes (and
+    scores) only a window of latent frames; ``offload_frozen_denoisers`` keeps Wan 2.2's untrained expert on the CPU.
     """
 
     num_inference_steps: int = field(
@@ -124,6 +135,15 @@ class RewardFeedbackConfig(DiffusionTrainingConfig):
         metadata={"help": "Validation videos per round: the first rows of eval_dataset, else of train_dataset."},
     )
     validation_fps: float = field(default=16.0, metadata={"help": "Frame rate of the saved validation videos."})
+    offload_frozen_denoisers: bool = field(
+        default=False,
+        metadata={
+            "help": "Wan 2.2 A14B: keep the untrained expert in CPU memory and move it to the device only for the "
+            "sampler steps it runs (it goes back before the trained expert runs). Saves its weights (about 27 GiB "
+            "in bf16 for A14B) at the cost of two host-device copies per sampled video; the K trained steps must then "
+            "all run a trained expert. False keeps every expert on the training device."
+        },
+    )
     # Fields of DiffusionTrainingConfig (default, choices and checks there) with this config's own help text
     num_frames: int = shared_field("num_frames", help="Frames per generated video; 4k + 1 for Wan/CogVideoX.")
     height: int = shared_field("height", help="Video height; reference images are cover-resized to it.")

@@ -70,6 +70,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback
 
 from ..adapters import VideoModelAdapter
+from ..adapters.base import DenoisingSampler, StatelessSampler
 from ..losses import velocity_kl
 from ..rewards.combined import BaseVideoReward, CombinedReward, as_video_reward
 from .adapter_lora import (
@@ -134,36 +135,45 @@ def sample_with_truncated_backprop(
     adapter: VideoModelAdapter,
     latents: torch.Tensor,
     conditions: Mapping[str, torch.Tensor],
-    timesteps: torch.Tensor | Sequence[float],
+    sampler: DenoisingSampler | int | torch.Tensor | Sequence[float],
     *,
     num_grad_steps: int,
     negative_conditions: Mapping[str, torch.Tensor] | None = None,
     guidance_scale: float = 1.0,
     compute_reference: bool = False,
     checkpoint_steps: bool = False,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> TruncatedSample:
     """Sample from ``latents`` (pure noise) through every step, with autograd only on the last ``num_grad_steps``.
 
-    The first ``len(timesteps) - 1 - num_grad_steps`` steps run under ``torch.no_grad()``, so their activations are
-    never stored and peak memory does not depend on the number of steps. The trained steps run in the caller's grad
-    mode (under an outer ``no_grad`` nothing is trained, which is how evaluation and validation sample).
+    The first ``T - num_grad_steps`` steps run under ``torch.no_grad()``, so their activations are never stored and
+    peak memory does not depend on the number of steps. The trained steps run in the caller's grad mode (under an
+    outer ``no_grad`` nothing is trained, which is how evaluation and validation sample). Every step, trained or not,
+    is a step of the same sampler: the family's (``adapter.sampler``), which for diffusers pipelines is a copy of the
+    pipeline's own scheduler, so with gradients off this returns what the pipeline samples from the same noise.
 
     Args:
-        adapter: the model family's adapter (``predict``, ``denoise_step``, ``disable_lora``).
+        adapter: the model family's adapter (``predict``, ``sampler``, ``disable_lora``).
         latents: initial noise ``x_T``, shaped like the family's latents.
         conditions: from ``adapter.prepare_conditions``.
-        timesteps: ``T + 1`` values from ``adapter.inference_timesteps(T)`` (the last is the final ``0``).
+        sampler: a fresh ``adapter.sampler(T)`` (samplers keep multistep state: one per call), or ``T`` (an int) to
+            make one here, or ``T + 1`` timesteps (stepped with the adapter's pure ``denoise_step``).
         num_grad_steps: ``K``, between 0 and ``T``.
         negative_conditions: conditions of the negative prompt, for classifier-free guidance.
         guidance_scale: CFG scale; 1 (the default, as IPRO) runs the denoiser once per step.
         compute_reference: also predict with the LoRA disabled on the trained steps' inputs (for the KL term).
-        checkpoint_steps: checkpoint each trained denoiser call as a whole: only its input latents are kept, and
-            the call is recomputed during the backward pass.
+        checkpoint_steps: checkpoint each trained denoiser call as a whole: only its inputs are kept, and the call
+            is recomputed during the backward pass. Only the denoiser call is checkpointed, never the sampler step:
+            a multistep scheduler's state advances exactly once per step, and its history tensors are ordinary
+            graph nodes. (The trainer also turns on the denoiser's own per-block checkpointing, which then bounds
+            the memory of that recomputation.)
+        generator: the sampling generator(s) (one, or one per sample), for samplers with stochastic steps.
     """
-    timesteps = torch.as_tensor(timesteps, dtype=torch.float32)
-    if timesteps.ndim != 1 or len(timesteps) < 2:
-        raise ValueError(f"timesteps must be a 1-d sequence of T + 1 values, got shape {tuple(timesteps.shape)}")
-    num_steps = len(timesteps) - 1
+    if isinstance(sampler, int):
+        sampler = adapter.sampler(sampler, device=latents.device)
+    elif not isinstance(sampler, DenoisingSampler):
+        sampler = StatelessSampler(adapter, sampler)
+    num_steps = sampler.num_steps
     if not 0 <= num_grad_steps <= num_steps:
         raise ValueError(
             f"num_grad_steps must be between 0 and the number of steps ({num_steps}), got {num_grad_steps}"
@@ -181,15 +191,16 @@ def sample_with_truncated_backprop(
         uncond, cond = adapter.predict(torch.cat([x, x]), torch.cat([t, t]), both_conditions).chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 
+    timesteps = sampler.timesteps
     first_grad_step = num_steps - num_grad_steps
     latents = latents.detach()
     with torch.no_grad():
         for i in range(first_grad_step):
-            t, t_next = timesteps[i], timesteps[i + 1]
-            latents = adapter.denoise_step(latents, t, t_next, conditions, model_output=velocity(latents, t))
+            v = velocity(latents, timesteps[i])
+            latents = sampler.step(i, latents, v, conditions, generator=generator)
     velocities, reference_velocities = [], []
     for i in range(first_grad_step, num_steps):
-        t, t_next = timesteps[i], timesteps[i + 1]
+        t = timesteps[i]
         if checkpoint_steps and torch.is_grad_enabled():
             v = checkpoint(velocity, latents, t, use_reentrant=False)
         else:
@@ -198,8 +209,9 @@ def sample_with_truncated_backprop(
             with torch.no_grad(), adapter.disable_lora():
                 reference_velocities.append(velocity(latents.detach(), t))
         velocities.append(v)
-        latents = adapter.denoise_step(latents, t, t_next, conditions, model_output=v)
-    return TruncatedSample(latents, velocities, reference_velocities, timesteps[first_grad_step:num_steps])
+        latents = sampler.step(i, latents, v, conditions, generator=generator)
+    grad_timesteps = torch.as_tensor(timesteps[first_grad_step:num_steps]).float().cpu()
+    return TruncatedSample(latents, velocities, reference_velocities, grad_timesteps)
 
 
 class _RewardFeedbackPolicy(nn.Module):
@@ -213,7 +225,7 @@ class _RewardFeedbackPolicy(nn.Module):
         self,
         adapter: VideoModelAdapter,
         *,
-        timesteps: torch.Tensor,
+        num_inference_steps: int,
         num_grad_steps: int,
         kl_step_weights: list[float] | None,
         compute_kl: bool,
@@ -223,7 +235,7 @@ class _RewardFeedbackPolicy(nn.Module):
         super().__init__()
         self.denoisers = nn.ModuleDict(adapter.trainable_modules)
         self.adapter = adapter
-        self.timesteps = timesteps
+        self.num_inference_steps = num_inference_steps
         self.num_grad_steps = num_grad_steps
         self.kl_step_weights = kl_step_weights
         self.compute_kl = compute_kl
@@ -238,22 +250,25 @@ class _RewardFeedbackPolicy(nn.Module):
         negative_conditions: dict[str, torch.Tensor] | None = None,
         decode_starts: Sequence[int] | None = None,
         decode_length: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Sample from ``noise``, return the decoded ``video`` and the per-sample ``kl`` (None without KL).
 
         With ``decode_length``, only latent frames ``decode_starts[i] : decode_starts[i] + decode_length`` of sample
-        ``i`` are decoded (one window per sample, so a sample's window does not depend on its batch).
+        ``i`` are decoded (one window per sample, so a sample's window does not depend on its batch). ``generator``
+        (one per sample) feeds samplers with stochastic steps.
         """
         sample = sample_with_truncated_backprop(
             self.adapter,
             noise,
             conditions,
-            self.timesteps,
+            self.new_sampler(noise.device),
             num_grad_steps=self.num_grad_steps,
             negative_conditions=negative_conditions,
             guidance_scale=self.guidance_scale,
             compute_reference=self.compute_kl,
             checkpoint_steps=self.checkpoint_steps,
+            generator=generator,
         )
         kl = None
         if self.compute_kl and sample.velocities:
@@ -272,12 +287,21 @@ class _RewardFeedbackPolicy(nn.Module):
                 latents = torch.stack(windows)
         return {"video": self.adapter.decode_latents(latents), "kl": kl}
 
+    def new_sampler(self, device: torch.device | str | None = None) -> DenoisingSampler:
+        """A fresh run of the family's sampler (samplers are stateful: one per sampled batch)."""
+        return self.adapter.sampler(self.num_inference_steps, device=device)
+
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:
-        """Checkpoint each trained denoiser call as a whole (called by the Trainer for ``activation_checkpointing``)."""
+        """Called by the Trainer for ``activation_checkpointing``: checkpoint each trained denoiser call as a whole
+        (only its inputs are kept across the K steps) AND turn on the denoiser's own per-block gradient checkpointing
+        (``adapter.enable_gradient_checkpointing``), so that recomputing one call in the backward pass keeps only the
+        blocks' inputs plus one block's activations instead of the whole call's."""
         self.checkpoint_steps = True
+        self.adapter.enable_gradient_checkpointing()
 
     def activation_checkpointing_disable(self) -> None:
         self.checkpoint_steps = False
+        self.adapter.disable_gradient_checkpointing()
 
     gradient_checkpointing_enable = activation_checkpointing_enable
     gradient_checkpointing_disable = activation_checkpointing_disable
@@ -548,9 +572,8 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         self.reward = self._build_reward(reward_funcs, args.reward_weights)
         self.reward.eval().requires_grad_(False)
 
-        timesteps = adapter.inference_timesteps(args.num_inference_steps)
-        self._check_trained_steps(adapter, timesteps, args)
-        frame_axis = self._latent_frame_axis(adapter, args) if args.decode_frame_subset is not None else None
+        self._check_trained_steps(adapter, adapter.sampler(args.num_inference_steps).timesteps, args)
+        frame_axis = self._latent_frame_axis(adapter) if args.decode_frame_subset is not None else None
         self._allow_unused_experts(adapter, args)
 
         train_dataset = self._with_row_keys(load_prompt_dataset(train_dataset))
@@ -565,7 +588,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
 
         policy = _RewardFeedbackPolicy(
             adapter,
-            timesteps=timesteps,
+            num_inference_steps=args.num_inference_steps,
             num_grad_steps=args.truncated_backprop_steps,
             kl_step_weights=args.kl_step_weights,
             compute_kl=args.kl_weight > 0,
@@ -637,9 +660,10 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
 
     @staticmethod
     def _check_trained_steps(adapter: VideoModelAdapter, timesteps: torch.Tensor, args: RewardFeedbackConfig) -> None:
-        """The K trained steps must reach the trained expert (Wan 2.2), or no LoRA parameter gets a gradient."""
-        num_steps = len(timesteps) - 1
-        trained = timesteps[num_steps - args.truncated_backprop_steps : num_steps]
+        """The K trained steps (of the sampler's ``T`` timesteps) must reach the trained expert (Wan 2.2), or no LoRA
+        parameter gets a gradient; with ``offload_frozen_denoisers`` they must all run a trained expert."""
+        num_steps = len(timesteps)
+        trained = torch.as_tensor(timesteps[num_steps - args.truncated_backprop_steps : num_steps]).float().cpu()
         low, high = adapter.timestep_bounds
         inside = (trained >= low) & (trained <= high)
         if not bool(inside.any()):
@@ -650,6 +674,13 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
                 "train the other expert (wan22_train_expert)."
             )
         if not bool(inside.all()):
+            if args.offload_frozen_denoisers and adapter.frozen_denoisers:
+                raise ValueError(
+                    f"offload_frozen_denoisers=True, but {int((~inside).sum())} of the K={len(trained)} trained steps "
+                    f"(timesteps {[round(float(t), 1) for t in trained]}) run a frozen expert "
+                    f"({sorted(adapter.frozen_denoisers)}): backpropagating through an offloaded expert is not "
+                    "supported. Lower truncated_backprop_steps, train both experts, or keep the experts on the device."
+                )
             logger.info(
                 "%d of the %d trained steps run the frozen expert: gradients pass through it to the trained one",
                 int((~inside).sum()),
@@ -657,27 +688,15 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             )
 
     @staticmethod
-    def _latent_frame_axis(adapter: VideoModelAdapter, args: RewardFeedbackConfig) -> int:
-        """The latent axis that indexes frames (needed to decode a window of frames)."""
+    def _latent_frame_axis(adapter: VideoModelAdapter) -> int:
+        """The batched latent axis that indexes frames (``adapter.latent_frame_axis``), needed to decode a window."""
         axis = getattr(adapter, "latent_frame_axis", None)
-        if axis is not None:
-            return int(axis)
-        temporal = getattr(adapter, "vae_scale_factor_temporal", None)
-        if temporal is None:
+        if axis is None:
             raise ValueError(
-                f"decode_frame_subset needs to know which latent axis is time for {type(adapter).__name__}: give the "
-                "adapter a `latent_frame_axis` attribute, or set decode_frame_subset=None"
+                f"decode_frame_subset needs to know which latent axis is time, but {type(adapter).__name__} does not "
+                "say: give the adapter a `latent_frame_axis` attribute, or set decode_frame_subset=None"
             )
-        num_latent_frames = (args.num_frames - 1) // int(temporal) + 1
-        with torch.no_grad():
-            shape = adapter.prepare_latents(torch.zeros(1, args.num_frames, 3, args.height, args.width)).shape
-        axes = [i for i in range(1, len(shape)) if shape[i] == num_latent_frames]
-        if len(axes) != 1:
-            raise ValueError(
-                f"cannot tell the latent frame axis of {type(adapter).__name__} from latents of shape {tuple(shape)} "
-                f"({num_latent_frames} latent frames); give the adapter a `latent_frame_axis` attribute"
-            )
-        return axes[0]
+        return int(axis)
 
     @staticmethod
     def _with_row_keys(dataset: Dataset) -> Dataset:
@@ -759,15 +778,16 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
 
     def _draw_noise(
         self, batch_size: int, training: bool, row_ids: Sequence[str] | None
-    ) -> tuple[torch.Tensor, list[int] | None]:
-        """Every random draw of a step: each row's initial noise ``x_T`` and (with ``decode_frame_subset``) the start
-        of its decoded window of latent frames, both from that row's own generator.
+    ) -> tuple[torch.Tensor, list[int] | None, torch.Generator | list[torch.Generator]]:
+        """Every random draw of a step: each row's initial noise ``x_T``, (with ``decode_frame_subset``) the start
+        of its decoded window of latent frames and, for samplers with stochastic steps (``CogVideoXDPMScheduler``),
+        each step's noise, all from that row's own generator.
 
         A row's draws depend only on the seed, the row and (in training) the global step, so two processes with batch
         ``b`` sample exactly what one process with batch ``2b`` (or batch ``b`` and two accumulation steps) does, and
         resuming replays the run. Everything else in a step is deterministic (the sampler's timesteps and its last
-        ``K`` steps are fixed). Returns the noise ``(B, *latent shape)`` on the training device and the window starts
-        (None when the whole video is decoded).
+        ``K`` steps are fixed). Returns the noise ``(B, *latent shape)`` on the training device, the window starts
+        (None when the whole video is decoded) and the generator(s) the sampler's steps draw from.
         """
         shape = self._latent_shape()
         if row_ids is None:
@@ -775,6 +795,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             noise = torch.randn((batch_size, *shape), generator=generator)
             start = self._decode_start(generator)
             starts = None if start is None else [start] * batch_size
+            generators = generator
         else:
             if len(row_ids) != batch_size:
                 raise ValueError(f"got {len(row_ids)} row_ids for a batch of {batch_size} rows")
@@ -782,7 +803,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
             noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
             starts = [self._decode_start(g) for g in generators]
             starts = None if starts[0] is None else starts
-        return noise.to(self.args.device), starts
+        return noise.to(self.args.device), starts, generators
 
     def _latent_shape(self) -> tuple[int, ...]:
         """Per-sample latent shape for the configured video size (the adapter's ``latent_shape``)."""
@@ -835,9 +856,9 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         args = self.args
         training = model.training
         conditions, negative = self._encode_conditions(inputs)
-        noise, starts = self._draw_noise(len(inputs["prompts"]), training, inputs.get("row_ids"))
+        noise, starts, generators = self._draw_noise(len(inputs["prompts"]), training, inputs.get("row_ids"))
         length = None if starts is None else self._decode_length()
-        out = model(noise, conditions, negative, decode_starts=starts, decode_length=length)
+        out = model(noise, conditions, negative, decode_starts=starts, decode_length=length, generator=generators)
         video, kl = out["video"], out["kl"]
         reference_images = inputs["reference_images"].to(video.device)
         rewards = self.reward.compute(video, reference_images, inputs)
@@ -923,16 +944,17 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
                 batch = self._prepare_inputs(self._validation_collator([row]))
                 conditions, negative = self._encode_conditions(batch)
                 # the row's evaluation noise: the same at every round, and for the row wherever it is listed
-                noise, _ = self._draw_noise(1, False, batch["row_ids"])
+                noise, _, generators = self._draw_noise(1, False, batch["row_ids"])
                 with self.accelerator.autocast():
                     sample = sample_with_truncated_backprop(
                         adapter,
                         noise,
                         conditions,
-                        policy.timesteps,
+                        policy.new_sampler(noise.device),
                         num_grad_steps=0,
                         negative_conditions=negative,
                         guidance_scale=args.guidance_scale,
+                        generator=generators,
                     )
                     video = adapter.decode_latents(sample.latents).float()
                 rewards = self.reward.compute(video, batch["reference_images"].to(video.device), batch)
