@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .base import VideoModelAdapter
+from .differentiable_decode import differentiable_decode
 
 
 class CogVideoXI2VAdapter(VideoModelAdapter):
@@ -160,7 +161,8 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
         """``(B, F', C, h, w)`` -> ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiable through the frozen VAE."""
         vae = self.vae
         x = (latents / self.scaling_factor).permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)
-        return self.videos_from_model_output(vae.decode(x).sample)
+        # under autograd: checkpointed per decoder call, carrying the conv_cache (same values)
+        return self.videos_from_model_output(differentiable_decode(vae, x))
 
     # ------------------------------------------------------------------------------------------ noise
     def _alphas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

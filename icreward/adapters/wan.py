@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .base import LORA_WEIGHT_NAME, VideoModelAdapter
+from .differentiable_decode import differentiable_decode
 
 WanExpert = Literal["both", "high_noise", "low_noise"]
 
@@ -150,7 +151,8 @@ class _WanBase(VideoModelAdapter):
         vae = self.vae
         mean, std = self._latent_stats(latents.device, latents.dtype)
         x = (latents * std + mean).to(vae.device, vae.dtype)
-        return self.videos_from_model_output(vae.decode(x, return_dict=False)[0])
+        # under autograd: chunked and gradient-checkpointed, carrying the causal feat_cache (same values)
+        return self.videos_from_model_output(differentiable_decode(vae, x))
 
     # ------------------------------------------------------------------------------------------ noise
     def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
