@@ -483,6 +483,18 @@ class VideoModelAdapter(ABC):
             written.append(weight_name)
         return written
 
+    def lora_load_snippet(self, location: str = "<this repo or folder>") -> str:
+        """Python that loads the LoRA saved by :meth:`save_lora_weights` at ``location`` into a pipeline ``pipe`` of
+        the family, each module's file into the module that was trained (written into model cards)."""
+        calls = []
+        for name in self.trainable_modules:
+            weight_name = self.lora_weight_name(name)
+            if name == "transformer" and weight_name == LORA_WEIGHT_NAME:
+                calls.append(f'pipe.load_lora_weights("{location}")')
+            else:
+                calls.append(f'pipe.load_lora_weights("{location}", weight_name="{weight_name}")  # into {name}')
+        return "\n".join(calls)
+
     def load_lora_weights(self, directory: str | os.PathLike, *, adapter_name: str = "default") -> None:
         """Load LoRA weights written by :meth:`save_lora_weights` into the already injected adapters.
 

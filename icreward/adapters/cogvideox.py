@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import VideoModelAdapter
+from .base import PipelineSchedulerSampler, VideoModelAdapter
 from .differentiable_decode import differentiable_decode
 
 
@@ -210,6 +210,12 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
         timesteps = super().inference_timesteps(num_inference_steps)
         timesteps[-1] = -1
         return timesteps
+
+    def sampler(self, num_inference_steps: int, *, device=None) -> PipelineSchedulerSampler:
+        """The pipeline's own scheduler, stepped as ``CogVideoXImageToVideoPipeline`` steps it: the shipped
+        ``CogVideoXDDIMScheduler`` (deterministic) or ``CogVideoXDPMScheduler`` (THUDM's recommendation for the 5B
+        models: a two-step solver whose SDE noise is drawn from the sampling generator)."""
+        return PipelineSchedulerSampler(self, num_inference_steps, device=device)
 
     def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
         """Deterministic DDIM step (eta = 0); ``next_timesteps < 0`` steps to the clean sample."""

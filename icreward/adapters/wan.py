@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .base import LORA_WEIGHT_NAME, VideoModelAdapter
+from .base import LORA_WEIGHT_NAME, PipelineSchedulerSampler, VideoModelAdapter
 from .differentiable_decode import differentiable_decode
 
 WanExpert = Literal["both", "high_noise", "low_noise"]
@@ -245,6 +245,11 @@ class WanI2VAdapter(_WanBase):
     def predict(self, noisy_latents, timesteps, conditions):
         return self._forward(self.pipeline.transformer, noisy_latents, timesteps, conditions)
 
+    def sampler(self, num_inference_steps: int, *, device=None) -> PipelineSchedulerSampler:
+        """The pipeline's own scheduler (Wan ships ``UniPCMultistepScheduler`` with ``flow_shift``), stepped as
+        ``WanImageToVideoPipeline`` steps it."""
+        return PipelineSchedulerSampler(self, num_inference_steps, device=device)
+
 
 class Wan22Adapter(_WanBase):
     """Wan 2.2 I2V A14B (``Wan-AI/Wan2.2-I2V-A14B-Diffusers``): two experts switched at ``boundary_ratio``.
@@ -336,6 +341,35 @@ class Wan22Adapter(_WanBase):
         if self.train_expert == "low_noise":
             return 0.0, self.boundary_timestep
         return 0.0, float(self.num_train_timesteps)
+
+    def lora_load_snippet(self, location: str = "<this repo or folder>") -> str:
+        """The diffusers calls that load each trained expert's LoRA into that expert.
+
+        Diffusers' ``WanLoraLoaderMixin.load_lora_weights`` always loads into ``transformer`` (the high-noise expert)
+        unless ``load_into_transformer_2=True`` is passed, and with no ``weight_name`` it picks whatever
+        ``.safetensors`` file the folder holds: a plain ``pipe.load_lora_weights(dir)`` on a low-noise-only LoRA
+        therefore puts it into the wrong expert. The note says so next to the exact calls.
+        """
+        lines = []
+        if "transformer" in self.trainable_modules:
+            lines.append(f'pipe.load_lora_weights("{location}")  # high-noise expert (transformer)')
+        if "transformer_2" in self.trainable_modules:
+            lines += [
+                "# low-noise expert (transformer_2): weight_name AND load_into_transformer_2=True are both needed;",
+                "# a plain pipe.load_lora_weights(dir) would load this file into the high-noise expert",
+                "pipe.load_lora_weights(",
+                f'    "{location}",',
+                f'    weight_name="{self.lora_weight_name("transformer_2")}",',
+                "    load_into_transformer_2=True,",
+                ")",
+            ]
+        lines.append(f'# or: from icreward.adapters import load_wan22_lora; load_wan22_lora(pipe, "{location}")')
+        return "\n".join(lines)
+
+    def sampler(self, num_inference_steps: int, *, device=None) -> PipelineSchedulerSampler:
+        """The pipeline's own scheduler, stepped as ``WanImageToVideoPipeline`` steps it (:meth:`predict` picks each
+        step's expert by the same ``t >= boundary_ratio * 1000`` rule)."""
+        return PipelineSchedulerSampler(self, num_inference_steps, device=device)
 
     def expert_for(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Boolean mask, True where a timestep goes to the high-noise expert (``transformer``)."""

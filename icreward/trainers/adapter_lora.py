@@ -352,7 +352,6 @@ def render_lora_model_card(
     config = getattr(pipeline, "config", {}) or {}
     base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
     pipeline_class = type(pipeline).__name__
-    lora_files = [adapter.lora_weight_name(name) for name in adapter.trainable_modules]
 
     meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
     if base_model and not os.path.isdir(str(base_model)):
@@ -363,13 +362,7 @@ def render_lora_model_card(
         meta.append(f"datasets:\n- {dataset_name}")
     meta.append("---")
 
-    if len(lora_files) == 1 and lora_files[0] == "pytorch_lora_weights.safetensors":
-        load = 'pipe.load_lora_weights("<this repo or folder>")'
-    else:
-        load = (
-            "from icreward.adapters import load_wan22_lora\n"
-            'load_wan22_lora(pipe, "<this repo or folder>")  # each expert\'s LoRA into its expert'
-        )
+    load = adapter.lora_load_snippet("<this repo or folder>")
     lines = [
         *meta,
         "",
