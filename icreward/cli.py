@@ -1,12 +1,21 @@
 """The ``icreward`` command line.
 
+Every subcommand is one line in :data:`COMMANDS`: its name, ``"module:function"`` and a one-line help. The module
+is imported only when its subcommand runs, so ``icreward --help`` and ``icreward --version`` answer without
+importing torch. The function receives the remaining arguments (``list[str]``) and returns the exit status.
+
+Hub ids: with ``HF_HUB_OFFLINE=1`` a model or dataset argument that is neither a local folder nor in the local
+Hugging Face cache fails at once with a message saying so; without it, an unreachable hub fails after one short
+connection probe instead of minutes of retries.
+
+icreward pipeline --output_dir DIR [--quick]   the ICReward paper's pipeline (what `make demo` runs)
 icreward demo [--output_dir DIR] [--cross_validate]
                                                train ICReward + the MLP baseline on the bundled data, report
 icreward compare --dataset DIR [...]           the same on any dataset with train/validation/test splits
-                                               (--cross_validate: leave-one-photograph-out folds instead)
 icreward score --model DIR --reference IMG --video VIDEO [VIDEO ...]
 icreward stress-suite build --output_dir DIR   build the consistency stress-test suite
 icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
+icreward human-agreement --model DIR --data DIR  agreement of reward models with human majority votes
 icreward estimate-memory --config RECIPE.yaml  accounted training memory at full size (meta device, no GPU)
 """
 
@@ -14,9 +23,126 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
+
+# name -> ("module:function", one-line help). Adding a subcommand: one line here; nothing is imported until it runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pipeline": (
+        "icreward.evaluation.paper_pipeline:main",
+        "The ICReward paper's pipeline on the bundled data: reward models, best-of-N, ICReward-vs-MLP pairs, DPO, "
+        "one report (what `make demo` runs; --quick for a short run).",
+    ),
+    "demo": ("icreward.cli:demo_main", "Train ICReward and the MLP baseline on the bundled offline data and compare."),
+    "compare": (
+        "icreward.cli:compare_main",
+        "Train and compare both reward models on a dataset with train/validation/test.",
+    ),
+    "score": ("icreward.cli:score_main", "Score videos against a reference image with a trained reward model."),
+    "stress-suite": ("icreward.data.stress_suite:main", "Build the consistency stress-test suite."),
+    "human-study": ("icreward.evaluation.human_study:main", "Serve / summarise a human preference study."),
+    "human-agreement": (
+        "icreward.evaluation.human_agreement:main",
+        "Agreement of reward models with human majority votes.",
+    ),
+    "estimate-memory": (
+        "icreward.memory.accountant:main",
+        "Accounted training memory of a recipe at full size, no GPU.",
+    ),
+}
+
+
+def register_command(name: str, target: str, help: str) -> None:
+    """Add a subcommand at run time (``target``: ``"module:function"``, imported when the subcommand runs)."""
+    COMMANDS[name] = (target, help)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icreward",
+        description="Image-to-video consistency rewards. Run `icreward COMMAND --help` for a command's options.",
+        epilog="Set HF_HUB_OFFLINE=1 to use only local folders and the local Hugging Face cache.",
+    )
+    parser.add_argument("--version", action="version", version=f"icreward {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+# --- hub ids -----------------------------------------------------------------------------------------------------
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _in_local_cache(repo_id: str, repo_type: str) -> bool:
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        cache = scan_cache_dir()
+    except Exception:  # no cache folder yet
+        return False
+    return any(repo.repo_id == repo_id and repo.repo_type == repo_type for repo in cache.repos)
+
+
+def check_hub_reference(value: str, what: str, repo_type: str = "model", timeout: float = 5.0) -> None:
+    """Fail fast and clearly when ``value`` (a local path or a hub id) cannot be loaded.
+
+    A local path is accepted. Offline (``HF_HUB_OFFLINE=1``) a hub id must be in the local Hugging Face cache, else
+    :class:`SystemExit` names the flag, the id and what to do. Online, one connection probe of the hub endpoint
+    (``timeout`` seconds) replaces the libraries' retries when the hub cannot be reached."""
+    if Path(value).expanduser().exists():
+        return
+    if _offline():
+        if not _in_local_cache(value, repo_type):
+            raise SystemExit(
+                f"icreward: {what} {value!r} is not a local folder and HF_HUB_OFFLINE=1 is set, and it is not in the "
+                "local Hugging Face cache. Pass a local folder, or unset HF_HUB_OFFLINE on a machine that can reach "
+                "the Hub to download it."
+            )
+        return
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        if _in_local_cache(value, repo_type):
+            os.environ["HF_HUB_OFFLINE"] = "1"  # only cached files are reachable; do not let the libraries retry
+            return
+        raise SystemExit(
+            f"icreward: {what} {value!r} is not a local folder, and the Hub ({constants.ENDPOINT}) cannot be "
+            f"reached ({error}). Pass a local folder, or set HF_HUB_OFFLINE=1 to use only the local cache."
+        ) from None
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """A connection failure of huggingface_hub / httpx / requests, or huggingface_hub's offline-mode refusal."""
+    names = {f"{cls.__module__.split('.')[0]}.{cls.__name__}" for cls in type(error).__mro__}
+    return bool(
+        names
+        & {
+            "httpx.ConnectError",
+            "httpx.ConnectTimeout",
+            "requests.ConnectionError",
+            "huggingface_hub.OfflineModeIsEnabled",
+        }
+    )
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +175,18 @@ def _add_cross_validation_flags(parser: argparse.ArgumentParser) -> None:
         help="Pool all splits and run leave-one-group-out folds (test one group, validate on the next, train on "
         "the rest); writes cv_report.md with means, paired differences and per-fold results.",
     )
-    parser.add_argument("--group_column", default="photo", help="Column whose values are the folds' groups.")
-    parser.add_argument("--num_folds", type=int, default=None, help="Only the first N folds (default: all groups).")
+    parser.add_argument(
+        "--group_column",
+        default=None,
+        help="Column whose values are the folds' groups (default: clip_group for the generated-clip corpus, photo "
+        "for the photograph suite).",
+    )
+    parser.add_argument(
+        "--num_folds",
+        type=int,
+        default=None,
+        help="K folds over the groups (seeded; test one fold, validate on the next); default: one fold per group.",
+    )
 
 
 def _run(dataset, args: argparse.Namespace) -> int:
@@ -85,6 +221,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         import datasets
 
+        check_hub_reference(args.dataset, "--dataset", repo_type="dataset")
         dataset = datasets.load_dataset(args.dataset)
     return _run(dataset, args)
 
@@ -96,10 +233,10 @@ def _load_from_disk(path: Path):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    check_hub_reference(args.model, "--model")
     from transformers import AutoModel
 
-    from . import models  # noqa: F401  (registers the Auto classes)
-    from .models import ICRewardProcessor
+    from .models import ICRewardProcessor  # `import icreward` registered the Auto classes
 
     model = AutoModel.from_pretrained(args.model)
     processor = (
@@ -112,59 +249,55 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stress_suite(argv: list[str]) -> int:
-    from .data.stress_suite import main as stress_main
+def _demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icreward demo", description=COMMANDS["demo"][1])
+    parser.add_argument("--output_dir", default="outputs/demo")
+    _add_settings_flags(parser)
+    _add_cross_validation_flags(parser)
+    return parser
 
-    return stress_main(argv) or 0
+
+def demo_main(argv: list[str]) -> int:
+    return cmd_demo(_demo_parser().parse_args(argv))
+
+
+def compare_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="icreward compare", description=COMMANDS["compare"][1])
+    parser.add_argument("--dataset", required=True, help="A stress-suite folder, a `save_to_disk` folder or a hub id.")
+    parser.add_argument("--output_dir", required=True)
+    _add_settings_flags(parser)
+    _add_cross_validation_flags(parser)
+    return cmd_compare(parser.parse_args(argv))
+
+
+def score_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="icreward score", description=COMMANDS["score"][1])
+    parser.add_argument("--model", required=True, help="Directory (or hub id) of a trained ICReward/MLP reward model.")
+    parser.add_argument("--reference", required=True)
+    parser.add_argument("--video", required=True, nargs="+")
+    return cmd_score(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "stress-suite":
-        return cmd_stress_suite(argv[1:])
-    if argv and argv[0] == "pipeline":
-        from .evaluation.paper_pipeline import main as pipeline_main
-
-        return pipeline_main(argv[1:]) or 0
-    if argv and argv[0] == "human-study":
-        from .evaluation.human_study import main as human_study_main
-
-        return human_study_main(argv[1:]) or 0
-    if argv and argv[0] == "estimate-memory":
-        from .memory.accountant import main as estimate_memory_main
-
-        return estimate_memory_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="Train ICReward and the MLP baseline on the bundled offline data and compare.")
-    demo.add_argument("--output_dir", default="outputs/demo")
-    _add_settings_flags(demo)
-    _add_cross_validation_flags(demo)
-    compare = sub.add_parser(
-        "compare", help="Train and compare both reward models on a dataset with train/validation/test."
-    )
-    compare.add_argument(
-        "--dataset", required=True, help="A stress-suite folder, a `save_to_disk` folder or a hub id."
-    )
-    compare.add_argument("--output_dir", required=True)
-    _add_settings_flags(compare)
-    _add_cross_validation_flags(compare)
-    score = sub.add_parser("score", help="Score videos against a reference image with a trained reward model.")
-    score.add_argument("--model", required=True, help="Directory (or hub id) of a trained ICReward/MLP reward model.")
-    score.add_argument("--reference", required=True)
-    score.add_argument("--video", required=True, nargs="+")
-    sub.add_parser(
-        "stress-suite", help="Build the consistency stress-test suite (see `icreward stress-suite --help`)."
-    )
-    sub.add_parser(
-        "human-study", help="Serve / summarise a human preference study (see `icreward human-study --help`)."
-    )
-    sub.add_parser(
-        "estimate-memory",
-        help="Accounted training memory of a recipe at full size, no GPU (see `icreward estimate-memory --help`).",
-    )
-    args = parser.parse_args(argv)
-    return {"demo": cmd_demo, "compare": cmd_compare, "score": cmd_score}[args.command](args)
+    if argv and argv[0] in COMMANDS:
+        module_name, _, function = COMMANDS[argv[0]][0].partition(":")
+        command = getattr(importlib.import_module(module_name), function)
+        try:
+            return command(argv[1:]) or 0
+        except Exception as error:
+            if not _hub_unreachable(error):
+                raise
+            state = "HF_HUB_OFFLINE=1 is set" if _offline() else "the Hub cannot be reached"
+            print(
+                f"icreward {argv[0]}: a Hugging Face Hub request failed because {state} ({type(error).__name__}: "
+                f"{error}). Uploads (push_to_hub) and downloads of ids not in the local cache need the Hub: unset "
+                "HF_HUB_OFFLINE and check the network, or use local folders.",
+                file=sys.stderr,
+            )
+            return 1
+    _top_parser().parse_args(argv)  # --help, --version, or an error naming the valid commands
+    return 2
 
 
 if __name__ == "__main__":
