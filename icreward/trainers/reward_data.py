@@ -20,10 +20,10 @@ POINTWISE_COLUMNS = ("reference", "video", "score")
 PAIRWISE_COLUMNS = ("reference", "chosen", "rejected")
 
 
-def check_columns(dataset, pairwise: bool, name: str = "dataset") -> None:
-    """Raise a clear error when a training/eval dataset lacks the columns the loss needs."""
+def check_columns(dataset, pairwise: bool, name: str = "dataset", extra: tuple[str, ...] = ()) -> None:
+    """Raise a clear error when a training/eval dataset lacks the columns the loss needs (plus ``extra`` ones)."""
     columns = set(getattr(dataset, "column_names", None) or (dataset[0].keys() if len(dataset) else ()))
-    needed = PAIRWISE_COLUMNS if pairwise else POINTWISE_COLUMNS
+    needed = (PAIRWISE_COLUMNS if pairwise else POINTWISE_COLUMNS) + tuple(extra)
     missing = [c for c in needed if c not in columns]
     if missing:
         kind = "pairwise (loss_type 'bt'/'bt_ties')" if pairwise else "pointwise (loss_type 'mse')"
@@ -47,17 +47,24 @@ class RewardDataCollator:
 
     Pointwise rows (``reference``, ``video``, ``score``) give ``pixel_values``, ``frame_mask``,
     ``reference_pixel_values`` and ``labels``. Pairwise rows (``reference``, ``chosen``, ``rejected``, optional
-    ``is_tie``) give the same inputs prefixed ``chosen_`` / ``rejected_`` and ``ties``. Rows already holding cached
+    ``is_tie``) give the same inputs prefixed ``chosen_`` / ``rejected_``, ``ties`` and, with ``weight_column``,
+    ``weights``. Rows already holding cached
     backbone features (see :func:`encode_dataset_features`) are padded and stacked instead of read from disk.
     """
 
     def __init__(
-        self, processor, pairwise: bool = False, score_column: str = "score", group_column: str | None = None
+        self,
+        processor,
+        pairwise: bool = False,
+        score_column: str = "score",
+        group_column: str | None = None,
+        weight_column: str | None = None,
     ):
         self.processor = processor
         self.pairwise = pairwise
         self.score_column = score_column
         self.group_column = group_column
+        self.weight_column = weight_column
 
     def _videos(self, rows: list[dict], column: str, prefix: str) -> dict[str, torch.Tensor]:
         if f"{column}__frame_features" in rows[0]:
@@ -77,6 +84,8 @@ class RewardDataCollator:
         if self.pairwise:
             out = {**self._videos(rows, "chosen", "chosen_"), **self._videos(rows, "rejected", "rejected_")}
             out["ties"] = torch.tensor([bool(r.get("is_tie", False)) for r in rows])
+            if self.weight_column:
+                out["weights"] = torch.tensor([float(r[self.weight_column]) for r in rows], dtype=torch.float32)
             return out
         out = self._videos(rows, "video", "")
         out["labels"] = torch.tensor([float(r[self.score_column]) for r in rows], dtype=torch.float32)

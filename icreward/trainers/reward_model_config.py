@@ -47,6 +47,15 @@ class RewardModelConfig(TrainingArguments):
             "help": "Evaluation: pairs whose labels (or predictions) differ by at most this much count as ties."
         },
     )
+    pair_weight_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "With loss_type 'bt'/'bt_ties': dataset column with a non-negative weight per pair; the loss is "
+            "the weighted mean over the batch. `to_preference_pairs` (human preference data) writes 'weight', the "
+            "share of annotators who voted with the majority (1.0 for 10-0, 0.6 for 6-4, 0.5 for a 5-5 tie). "
+            "None: every pair weighs 1."
+        },
+    )
     backbone_learning_rate: float | None = field(
         default=None,
         metadata={

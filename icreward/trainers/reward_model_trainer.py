@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,9 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
         train_dataset / eval_dataset: ``datasets.Dataset`` (or a dict of them for ``eval_dataset``). Pointwise
             (``loss_type="mse"``): columns ``reference`` (image or path), ``video`` (path or frames), ``score``
             in [0, 1]; optional ``source_id`` / ``perturbation`` / ``motion`` enrich the metrics. Pairwise
-            (``"bt"``, ``"bt_ties"``): ``reference``, ``chosen``, ``rejected``, optional ``is_tie``.
+            (``"bt"``, ``"bt_ties"``): ``reference``, ``chosen``, ``rejected``, optional ``is_tie`` and, with
+            ``args.pair_weight_column``, a per-pair weight. Human preference votes become such pairs with
+            :func:`icreward.data.human_preferences.to_preference_pairs`.
         processing_class: an :class:`ICRewardProcessor` (defaults to ``model.get_processor()``).
         peft_config: a ``peft.LoraConfig`` to put LoRA adapters on the backbone (see
             :meth:`ICRewardModel.enable_backbone_lora`).
@@ -41,7 +44,9 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
 
     Logged metrics (eval): ``mse``, ``mae``, ``spearman``, ``kendall``, ``pairwise_accuracy``,
     ``pairwise_accuracy_with_ties`` and, when the data carries them, ``accuracy/<perturbation>`` and
-    ``accuracy/motion_decoupled``; pairwise data gives ``accuracy``, ``accuracy_with_ties`` and ``margin``.
+    ``accuracy/motion_decoupled``; pairwise data gives ``accuracy``, ``accuracy_with_ties``, ``margin`` and
+    ``min_reward`` / ``mean_reward`` / ``max_reward`` (TRL's ``RewardTrainer`` names), which pairwise training
+    also logs, averaged over the batches since the last log (``accuracy`` there counts non-tied pairs only).
     """
 
     def __init__(
@@ -68,8 +73,10 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             model.enable_backbone_lora(peft_config)
         processing_class = processing_class or model.get_processor()
         self.pairwise = args.loss_type in ("bt", "bt_ties")
+        weight_column = args.pair_weight_column if self.pairwise else None
+        extra = (weight_column,) if weight_column else ()
         if train_dataset is not None:
-            check_columns(train_dataset, self.pairwise, "train_dataset")
+            check_columns(train_dataset, self.pairwise, "train_dataset", extra)
         eval_sets = (
             eval_dataset
             if isinstance(eval_dataset, dict)
@@ -78,11 +85,12 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             else {}
         )
         for name, ds in eval_sets.items():
-            check_columns(ds, self.pairwise, f"eval_dataset[{name!r}]")
+            check_columns(ds, self.pairwise, f"eval_dataset[{name!r}]", extra)
 
         self._reward_args = args  # `self.args` only exists after Trainer.__init__
         self.feature_store = feature_store if feature_store is not None else {}
         self._metadata: dict[int, Any] = {}
+        self._train_metrics: dict[str, list[float]] = defaultdict(list)
         self.uses_cached_features = args.precompute_features and not model.backbone_is_trainable
         if self.uses_cached_features:
             encode = lambda ds: self._encode_features(model, ds, processing_class, args)  # noqa: E731
@@ -97,7 +105,7 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             eval_dataset = encoded["eval"]
 
         data_collator = data_collator or RewardDataCollator(
-            processing_class, pairwise=self.pairwise, group_column=args.group_column
+            processing_class, pairwise=self.pairwise, group_column=args.group_column, weight_column=weight_column
         )
         self.user_compute_metrics = compute_metrics
         super().__init__(
@@ -205,10 +213,38 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
         chosen, rejected = self._pair_forward(model, inputs)
         ties = inputs.get("ties") if self.args.loss_type == "bt_ties" else None
         losses = bradley_terry_loss(chosen.logits, rejected.logits, ties=ties, k=self.args.tie_k)
-        loss = losses.mean()
+        weights = inputs.get("weights")
+        if weights is not None:
+            weights = weights.to(losses)
+            if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
+                raise ValueError(f"pair weights (column {self.args.pair_weight_column!r}) must be finite and >= 0")
+            loss = (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+        else:
+            loss = losses.mean()
+        if model.training:
+            self._record_pair_metrics(chosen.scores.detach(), rejected.scores.detach(), inputs.get("ties"))
         if return_outputs:
             return loss, {"chosen_scores": chosen.scores, "rejected_scores": rejected.scores}
         return loss
+
+    def _record_pair_metrics(self, chosen: torch.Tensor, rejected: torch.Tensor, ties: torch.Tensor | None) -> None:
+        """TRL RewardTrainer-style training metrics of one batch (gathered over processes)."""
+        gather = self.accelerator.gather_for_metrics
+        chosen, rejected = gather(chosen.float()), gather(rejected.float())
+        decided = ~gather(ties.bool()) if ties is not None else torch.ones_like(chosen, dtype=torch.bool)
+        everything = torch.cat([chosen, rejected])
+        self._train_metrics["min_reward"].append(everything.min().item())
+        self._train_metrics["mean_reward"].append(everything.mean().item())
+        self._train_metrics["max_reward"].append(everything.max().item())
+        self._train_metrics["margin"].append((chosen - rejected).mean().item())
+        if decided.any():
+            self._train_metrics["accuracy"].append((chosen[decided] > rejected[decided]).float().mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._train_metrics and "loss" in logs:  # a training log: add the averaged batch metrics
+            logs = {**logs, **{k: sum(v) / len(v) for k, v in self._train_metrics.items() if v}}
+            self._train_metrics.clear()
+        super().log(logs, start_time)
 
     def _in_batch_ranking_loss(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Mean Bradley-Terry loss over same-group pairs whose labels differ by more than ``ranking_margin``."""
@@ -265,6 +301,9 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
         if self.pairwise:
             metrics = preference_pair_metrics(
                 preds[:, 0], preds[:, 1], np.asarray(pred.label_ids) > 0.5, tie_threshold=self.args.tie_threshold
+            )
+            metrics.update(
+                min_reward=float(preds.min()), mean_reward=float(preds.mean()), max_reward=float(preds.max())
             )
         else:
             metrics = reward_regression_metrics(
