@@ -110,3 +110,24 @@ def test_wan22_frozen_expert_is_a_frozen_denoiser_and_encoders_are_not():
     assert set(high.frozen_denoisers) == {"transformer_2"}
     assert Wan22Adapter(pipe, train_expert="both").frozen_denoisers == {}
     assert get_adapter(tiny_pipeline("wan21")).frozen_denoisers == {}
+
+
+def test_meta_build_keeps_fp32_modules_as_from_pretrained_does(tmp_path):
+    """Compare with a real ``from_pretrained(torch_dtype=bfloat16)`` of a tiny Wan transformer: the same parameters
+    (diffusers' ``_keep_in_fp32_modules``) stay float32; a plain ``.to(bfloat16)`` would cast them."""
+    from diffusers import WanTransformer3DModel
+
+    from icreward.adapters.published_configs import cast_like_from_pretrained
+
+    pipe = tiny_pipeline("wan21")
+    pipe.transformer.save_pretrained(tmp_path)
+    loaded = WanTransformer3DModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    expected = {n: p.dtype for n, p in loaded.named_parameters()}
+    assert torch.float32 in expected.values() and torch.bfloat16 in expected.values()
+    cast = cast_like_from_pretrained(WanTransformer3DModel.from_config(pipe.transformer.config), torch.bfloat16)
+    assert {n: p.dtype for n, p in cast.named_parameters()} == expected
+
+    full = build_meta_components(HUB_IDS[0], components=("transformer",))["transformer"]
+    kept = {n for n, p in full.named_parameters() if p.dtype == torch.float32}
+    assert "scale_shift_table" in kept and any(".norm2." in n for n in kept)
+    assert all(p.dtype == torch.bfloat16 for n, p in full.named_parameters() if n not in kept)
