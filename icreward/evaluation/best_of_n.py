@@ -51,7 +51,9 @@ print(report.to_markdown())
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -68,6 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -434,6 +437,7 @@ def generate_candidates(
     sample_ids: Sequence[str] | None = None,
     output_dir: str | os.PathLike | None = None,
     fps: float = 8.0,
+    progress: bool = True,
 ) -> list[CandidateGroup]:
     """Sample ``num_videos`` candidates per reference image with a policy.
 
@@ -450,6 +454,7 @@ def generate_candidates(
             (the layout :func:`load_candidates` reads) and the groups point to these files, which the human study
             needs; otherwise the videos stay in memory.
         fps: frame rate of the written videos.
+        progress: show a progress bar over the images (tqdm; hidden when not on a terminal or notebook).
     """
     from ..video import write_video
 
@@ -464,7 +469,10 @@ def generate_candidates(
     if len(set(sample_ids)) != len(sample_ids):
         raise ValueError("sample_ids must be unique")
     groups = []
-    for i, (image, prompt, sample_id) in enumerate(zip(images, prompts, sample_ids)):
+    rows = zip(images, prompts, sample_ids)
+    for i, (image, prompt, sample_id) in enumerate(
+        tqdm(rows, total=len(images), desc="generating candidates", unit="image", disable=_no_progress(progress))
+    ):
         reference = _as_image_tensor(image)
         videos = [_frames_to_uint8(v) for v in generate(image, prompt, num_videos, seed + 1000 * i)]
         if len(videos) != num_videos:
@@ -968,6 +976,7 @@ def run_best_of_n(
     num_frames: int | None = None,
     seed: int = 0,
     output_dir: str | os.PathLike | None = None,
+    progress: bool = True,
     **load_kwargs: Any,
 ) -> BestOfNReport:
     """Run every selection method on every image and evaluate the picks (Table 1, Figure 3).
@@ -989,12 +998,15 @@ def run_best_of_n(
         num_frames: frames decoded per video for selection and metrics (uniformly sampled); ``None``: all frames.
         seed: seed of the ``"random"`` selector.
         output_dir: when set, the report is saved there (:meth:`BestOfNReport.save`).
+        progress: show a progress bar over the images (tqdm; hidden when not on a terminal or notebook).
+        load_kwargs: passed to :func:`load_candidates`; any other keyword raises :class:`TypeError`.
 
     Returns:
         A :class:`BestOfNReport`.
     """
     if not selectors:
         raise ValueError("no selectors given")
+    _check_load_kwargs(load_kwargs)
     groups = load_candidates(candidates, **load_kwargs)
     chosen = {name: as_selector(sel, seed=seed) for name, sel in selectors.items()}
     if clipsim is not None:
@@ -1013,7 +1025,7 @@ def run_best_of_n(
     fvd_features: list[torch.Tensor] = []
     fvd_static: list[torch.Tensor] = []
 
-    for g, group in enumerate(groups):
+    for g, group in enumerate(tqdm(groups, desc="best-of-N", unit="image", disable=_no_progress(progress))):
         reference = group.load_reference()
         videos = group.load_videos(num_frames)
         for name, selector in chosen.items():
@@ -1113,6 +1125,26 @@ def run_best_of_n(
     if output_dir is not None:
         report.save(output_dir)
     return report
+
+
+def _no_progress(progress: bool) -> bool | None:
+    """tqdm's ``disable``: ``True`` when asked for no bar, ``None`` (hide when not on a terminal) otherwise."""
+    return True if not progress else None
+
+
+def _check_load_kwargs(load_kwargs: Mapping[str, Any]) -> None:
+    """Refuse keywords that neither :func:`run_best_of_n` nor :func:`load_candidates` take, naming the close ones
+    (``clip=`` -> ``clipsim``), instead of letting them fall through to :func:`load_candidates`."""
+    allowed = set(inspect.signature(load_candidates).parameters) - {"source"}
+    own = set(inspect.signature(run_best_of_n).parameters) - {"load_kwargs"}
+    for key in load_kwargs:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(own | allowed), n=2, cutoff=0.5)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise TypeError(
+                f"run_best_of_n() got an unexpected keyword argument {key!r}{hint}; its own parameters are "
+                f"{sorted(own)} and it passes {sorted(allowed)} to load_candidates()"
+            )
 
 
 def _as_metric_fn(fn: Any) -> Callable[[torch.Tensor, torch.Tensor], dict[str | None, float]]:
