@@ -152,23 +152,55 @@ def test_sampling_and_kl_match_an_independent_euler_loop(tmp_path, rows):
     assert float(kl) > 0
 
 
-def test_checkpointed_steps_give_the_same_gradients(tmp_path, rows):
-    trainer = _trainer(tmp_path, rows, num_inference_steps=3, truncated_backprop_steps=2, kl_weight=0.5)
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    grads, calls = [], []
-    for checkpointing in (False, True):
-        trainer.model.checkpoint_steps = checkpointing
+def _unipc_wan_pipeline():
+    """The tiny Wan 2.1 pipeline with the scheduler Wan 2.1 I2V 480P ships (UniPC multistep, flow_shift 3)."""
+    import diffusers
+
+    from icreward.adapters.published_configs import get_published_config
+
+    pipe = tiny_wan_i2v_pipeline(seed=0)
+    entry = get_published_config("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
+    pipe.scheduler = getattr(diffusers, entry.scheduler_class).from_config(entry.scheduler_config)
+    return pipe
+
+
+def test_checkpointing_whole_steps_and_blocks_gives_the_same_gradients(tmp_path, rows):
+    """Through Wan's multistep UniPC sampler: no checkpointing, whole denoiser calls only, and what
+    activation_checkpointing turns on (whole calls + the transformer's own per-block checkpointing) give the same
+    gradients; the scheduler step is never recomputed, the denoiser calls and blocks are."""
+    pipe = _unipc_wan_pipeline()
+    trainer = _trainer(tmp_path, rows, pipe=pipe, num_inference_steps=3, truncated_backprop_steps=2, kl_weight=0.5)
+    policy, transformer = trainer.model, pipe.transformer
+    params = [p for p in policy.parameters() if p.requires_grad]
+    grads = {}
+    for mode in ("none", "whole_calls", "activation_checkpointing"):
+        policy.activation_checkpointing_disable()
+        if mode == "whole_calls":
+            policy.checkpoint_steps = True
+        elif mode == "activation_checkpointing":
+            policy.activation_checkpointing_enable()
+        assert transformer.gradient_checkpointing == (mode == "activation_checkpointing")
         for p in params:
             p.grad = None
-        calls.clear()
-        handle = trainer.adapter.pipeline.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+        calls, block_calls = [], []
+        handles = [
+            transformer.register_forward_pre_hook(lambda *a, calls=calls: calls.append(1)),
+            transformer.blocks[0].register_forward_pre_hook(lambda *a, calls=block_calls: calls.append(1)),
+        ]
         _one_loss(trainer).backward()
-        handle.remove()
-        grads.append([p.grad.clone() for p in params])
-        # 3 sampler calls + 2 reference calls, plus the 2 trained calls recomputed in backward when checkpointed
-        assert len(calls) == (7 if checkpointing else 5)
-    for plain, checkpointed in zip(*grads):
-        torch.testing.assert_close(plain, checkpointed, rtol=1e-5, atol=1e-8)
+        for handle in handles:
+            handle.remove()
+        grads[mode] = [p.grad.clone() for p in params]
+        # 3 sampler calls + 2 reference calls, plus the 2 trained calls recomputed in backward when checkpointed,
+        # plus (per-block) each block of those 2 calls recomputed once more
+        assert len(calls) == (5 if mode == "none" else 7)
+        assert len(block_calls) == {"none": 5, "whole_calls": 7, "activation_checkpointing": 9}[mode]
+    assert any(float(g.abs().max()) > 0 for g in grads["none"])
+    for mode in ("whole_calls", "activation_checkpointing"):
+        for plain, checkpointed in zip(grads["none"], grads[mode], strict=True):
+            torch.testing.assert_close(plain, checkpointed, rtol=1e-5, atol=1e-8)
+    policy.activation_checkpointing_disable()
+    assert not transformer.gradient_checkpointing and not policy.checkpoint_steps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,7 +213,8 @@ def test_kl_is_zero_at_step_zero_and_positive_after_updates_only_lora_changes(tm
     trainer = _trainer(tmp_path, rows, pipe=pipe, max_steps=3, kl_weight=1.0, activation_checkpointing=True)
     before = _params(pipe)
     trainer.train()
-    assert trainer.model.checkpoint_steps  # the Trainer turned on per-step checkpointing
+    assert trainer.model.checkpoint_steps  # the Trainer turned on per-step checkpointing ...
+    assert pipe.transformer.gradient_checkpointing  # ... and the transformer's own per-block checkpointing
     logs = [log for log in trainer.state.log_history if "kl" in log]
     assert logs[0]["kl"] == 0.0  # LoRA B starts at zero: policy and reference predict the same velocity
     assert logs[-1]["kl"] > 0
@@ -587,3 +620,122 @@ def test_truncated_sampling_validates_arguments(rows):
         cond, uncond = adapter.predict(noise, t, conditions), adapter.predict(noise, t, negative)
     torch.testing.assert_close(guided.velocities[0], uncond + 3 * (cond - uncond), rtol=1e-4, atol=1e-5)
     assert velocity_kl(guided.velocities, guided.velocities).abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wan 2.2: the trained expert's LoRA loads into that expert; the frozen expert's placement
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _wan22_generate(pipe, image):
+    latents = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        return pipe(
+            image=image, prompt="a cat", **TINY_DEFAULTS, num_inference_steps=4, latents=latents, output_type="latent"
+        ).frames
+
+
+@pytest.mark.parametrize("expert", ["low_noise", "high_noise"])
+def test_wan22_lora_round_trip_through_diffusers_load_lora_weights(tmp_path, rows, expert):
+    """Train one Wan 2.2 expert, save, and load the LoRA into a fresh WanImageToVideoPipeline with the diffusers
+    call the model card names: the trained expert's predictions and the pipeline's samples are reproduced."""
+    pipe = tiny_wan22_pipeline(seed=0)
+    # 2 steps, one per expert (t = 1000 and 3 with the tiny shift-3 schedule); K = 2 reaches either expert
+    trainer = _trainer(
+        tmp_path, rows, pipe=pipe, wan22_train_expert=expert, truncated_backprop_steps=2, max_steps=2, kl_weight=0.0
+    )
+    name = {"low_noise": "transformer_2", "high_noise": "transformer"}[expert]
+    assert set(trainer.adapter.trainable_modules) == {name}
+    trainer.train()
+    trainer.save_model()
+    out = tmp_path / "out"
+    card = (out / "README.md").read_text()
+    fresh = tiny_wan22_pipeline(seed=0)
+    untrained = _wan22_generate(fresh, rows[0]["image"])
+    if expert == "low_noise":
+        assert sorted(p.name for p in out.glob("*.safetensors")) == ["pytorch_lora_weights_transformer_2.safetensors"]
+        assert 'weight_name="pytorch_lora_weights_transformer_2.safetensors"' in card
+        assert "load_into_transformer_2=True" in card
+        fresh.load_lora_weights(
+            str(out), weight_name="pytorch_lora_weights_transformer_2.safetensors", load_into_transformer_2=True
+        )
+    else:
+        assert sorted(p.name for p in out.glob("*.safetensors")) == ["pytorch_lora_weights.safetensors"]
+        assert 'pipe.load_lora_weights("<this repo or folder>")' in card
+        fresh.load_lora_weights(str(out))
+    trained_module, loaded_module = getattr(pipe, name), getattr(fresh, name)
+    x = torch.randn(1, 36, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+    kwargs = {
+        "hidden_states": x,
+        "timestep": torch.tensor([950.0 if expert == "high_noise" else 500.0]),
+        "encoder_hidden_states": torch.randn(1, 512, 32, generator=torch.Generator().manual_seed(6)),
+        "return_dict": False,
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(loaded_module(**kwargs)[0], trained_module(**kwargs)[0], rtol=0, atol=1e-6)
+    reloaded, trained = _wan22_generate(fresh, rows[0]["image"]), _wan22_generate(pipe, rows[0]["image"])
+    print(f"wan2.2 {expert} LoRA round trip: max abs diff {float((reloaded - trained).abs().max()):.3e}")
+    torch.testing.assert_close(reloaded, trained, rtol=0, atol=1e-6)
+    assert float((trained - untrained).abs().max()) > 1e-4  # training changed the expert
+    if expert == "low_noise":  # why the card names the call: a plain load goes into the high-noise expert
+        plain = tiny_wan22_pipeline(seed=0)
+        plain.load_lora_weights(str(out))
+        assert getattr(plain.transformer, "peft_config", None) and not hasattr(plain.transformer_2, "peft_config")
+
+
+def test_wan22_frozen_expert_on_the_device_or_offloaded_per_call(tmp_path, rows, monkeypatch):
+    from icreward.trainers.adapter_lora import FrozenDenoiserOffload
+
+    def record_moves(module, moves, *, move=True):
+        original = module.to
+
+        def to(device, *args, **kwargs):
+            moves.append(str(device))
+            return original(device, *args, **kwargs) if move else module
+
+        monkeypatch.setattr(module, "to", to)
+
+    # Default: the frozen high-noise expert is put on the training device (the Trainer moves only the trained one).
+    pipe, moves = tiny_wan22_pipeline(seed=0), []
+    record_moves(pipe.transformer, moves)
+    trainer = _trainer(tmp_path, rows, pipe=pipe, num_inference_steps=4, kl_weight=0.0)
+    assert set(trainer.adapter.frozen_denoisers) == {"transformer"} and moves == ["cpu"]
+    assert not hasattr(trainer, "_frozen_offload")
+
+    # offload_frozen_denoisers: kept on the CPU, brought in for the steps that run it, evicted before the trained one.
+    pipe, moves = tiny_wan22_pipeline(seed=0), []
+    record_moves(pipe.transformer, moves, move=False)  # record where it is sent; the weights stay put
+    trainer = _trainer(tmp_path, rows, pipe=pipe, num_inference_steps=4, kl_weight=0.0, offload_frozen_denoisers=True)
+    offload = trainer._frozen_offload
+    assert isinstance(offload, FrozenDenoiserOffload) and moves == ["cpu"]
+    offload.device = torch.device("meta")  # stands for the accelerator
+    moves.clear()
+    calls = []
+    hooks = [
+        pipe.transformer.register_forward_pre_hook(lambda *a: calls.append("high")),
+        pipe.transformer_2.register_forward_pre_hook(lambda *a: calls.append("low")),
+    ]
+    _one_loss(trainer).backward()
+    for hook in hooks:
+        hook.remove()
+    # steps in the high-noise range run the frozen expert (brought in once), the rest the trained one (evicted first)
+    timesteps = trainer.adapter.sampler(4).timesteps
+    expected = ["high" if bool(trainer.adapter.expert_for(t)) else "low" for t in timesteps]
+    assert "high" in expected and expected[-1] == "low" and calls == expected
+    assert moves == ["meta", "cpu"] and not offload.resident
+    with pytest.raises(RuntimeError, match="gradients enabled"):
+        pipe.transformer(
+            hidden_states=torch.zeros(1, 36, 3, 4, 4),
+            timestep=torch.tensor([999.0]),
+            encoder_hidden_states=torch.zeros(1, 512, 32),
+        )
+    # Backpropagating through an offloaded expert is refused up front.
+    with pytest.raises(ValueError, match="offload_frozen_denoisers=True, but 1 of the K=2 trained steps"):
+        _trainer(
+            tmp_path,
+            rows,
+            pipe=tiny_wan22_pipeline(seed=0),
+            num_inference_steps=2,
+            truncated_backprop_steps=2,
+            offload_frozen_denoisers=True,
+        )
