@@ -2,6 +2,7 @@
 
 from .autolabel import ConsistencyAutoLabeler
 from .dpo_pairs import PAIR_COLUMNS, generate_reward_pairs, load_dpo_pairs, validate_dpo_pairs
+from .human_preferences import HumanPreferenceFormatError, load_human_preferences, to_preference_pairs
 from .pairs import PairBuildStats, build_preference_pairs, pairs_from_reward_model_picks
 from .stress_suite import (
     PERTURBATIONS,
@@ -27,12 +28,14 @@ __all__ = [
     "validate_dpo_pairs",
     "PERTURBATIONS",
     "ConsistencyAutoLabeler",
+    "HumanPreferenceFormatError",
     "PairBuildStats",
     "VBenchFormatError",
     "build_preference_pairs",
     "build_stress_suite",
     "evaluate_ranking",
     "export_vbench_dataset",
+    "load_human_preferences",
     "load_sample_dataset",
     "load_stress_suite",
     "load_vbench_i2v",
@@ -41,4 +44,5 @@ __all__ = [
     "pairs_from_reward_model_picks",
     "push_vbench_dataset_to_hub",
     "stress_suite_pairs",
+    "to_preference_pairs",
 ]

@@ -385,6 +385,15 @@ def _pair_of(row: Mapping[str, Any], media: _MediaWriter) -> dict[str, Any]:
     }
 
 
+def __getattr__(name: str) -> Any:
+    # The agreement report moved to icreward.evaluation.human_agreement; keep the old import path working.
+    if name in ("human_agreement", "HumanAgreement"):
+        import importlib
+
+        return getattr(importlib.import_module("icreward.evaluation.human_agreement"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def to_preference_pairs(dataset: Dataset) -> Dataset:
     """Rows for :class:`~icreward.RewardModelTrainer` with ``loss_type="bt_ties"``.
 

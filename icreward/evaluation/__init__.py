@@ -25,7 +25,6 @@ _LAZY = {
     "HumanAgreement": "human_agreement",
     "calibrate_tie_threshold": "human_agreement",
     "evaluate_human_agreement": "human_agreement",
-    "human_agreement": "human_agreement",
     "reward_hacking_report": "reward_hacking",
     "reward_hacking_markdown": "reward_hacking",
     "write_reward_hacking_report": "reward_hacking",
