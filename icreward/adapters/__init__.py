@@ -5,6 +5,7 @@ See :class:`~icreward.adapters.base.VideoModelAdapter` for the interface and how
 
 from .base import LORA_WEIGHT_NAME, VideoModelAdapter
 from .cogvideox import CogVideoXI2VAdapter
+from .hunyuan_video15 import HunyuanVideo15Generator, HunyuanVideo15I2VAdapter, load_hunyuan_video15_lora
 from .ltx import LTXVideoI2VAdapter
 from .opensora import OpenSoraAdapter, OpenSoraComponents
 from .registry import available_adapters, get_adapter, register_adapter
@@ -14,6 +15,8 @@ from .wan_ti2v import WanTI2VAdapter
 __all__ = [
     "LORA_WEIGHT_NAME",
     "CogVideoXI2VAdapter",
+    "HunyuanVideo15Generator",
+    "HunyuanVideo15I2VAdapter",
     "LTXVideoI2VAdapter",
     "OpenSoraAdapter",
     "OpenSoraComponents",
@@ -23,6 +26,7 @@ __all__ = [
     "WanTI2VAdapter",
     "available_adapters",
     "get_adapter",
+    "load_hunyuan_video15_lora",
     "load_wan22_lora",
     "register_adapter",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 from .base import VideoModelAdapter
 from .cogvideox import CogVideoXI2VAdapter
+from .hunyuan_video15 import HunyuanVideo15I2VAdapter
 from .ltx import LTXVideoI2VAdapter
 from .opensora import OpenSoraAdapter
 from .wan import Wan22Adapter, WanI2VAdapter
@@ -20,6 +21,7 @@ _ADAPTERS: list[type[VideoModelAdapter]] = [
     WanI2VAdapter,
     CogVideoXI2VAdapter,
     LTXVideoI2VAdapter,
+    HunyuanVideo15I2VAdapter,
     OpenSoraAdapter,
 ]
 

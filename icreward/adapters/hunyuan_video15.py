@@ -1,0 +1,379 @@
+"""Adapter for HunyuanVideo 1.5 image-to-video in diffusers (``HunyuanVideo15ImageToVideoPipeline``).
+
+HunyuanVideo 1.5 is a rectified-flow model: ``x_t = (1 - s) x0 + s * noise`` with ``s = t / 1000``; the network
+predicts the velocity ``noise - x0``. What it does, as ``HunyuanVideo15ImageToVideoPipeline`` (diffusers 0.42) does:
+
+- **Latents.** ``AutoencoderKLHunyuanVideo15`` compresses 16x in space and 4x in time into 32 channels; latents are
+  normalised by the VAE's ``scaling_factor`` alone (``z * 1.03682``; no per-channel mean / std), and decoded as
+  ``vae.decode(z / scaling_factor)``. The reference image's latent is the posterior *mode* of the one-frame video,
+  scaled the same way (``_get_image_latents``).
+- **Image conditioning by channel concatenation, plus SigLIP tokens.** The transformer reads ``2 C + 1`` channels
+  (65 published): the noisy latents, the image-conditioned latents (the reference image's latent in frame 0, zeros
+  elsewhere) and a one-channel mask (1 on frame 0). It also attends to the SigLIP ``last_hidden_state`` of the
+  reference image (729 tokens of 1152 at 384x384), next to the two text streams. Every frame, frame 0 included, is
+  denoised (one scalar timestep per sample), and the decoded frame 0 is the model's output, not the reference; so
+  the loss here counts every frame, exactly what the sampler uses.
+- **Two text encoders.** Qwen2.5-VL-7B (the hidden state two layers from the end, chat template with a system
+  prompt, 1000 tokens after cropping the template's first 108) and the Glyph-ByT5 encoder on quoted text in the
+  prompt (256 tokens, zeros and mask 0 when the prompt quotes nothing). :meth:`prepare_conditions` calls the
+  pipeline's own ``encode_prompt`` / ``_get_image_embeds`` / ``_get_image_latents``.
+- **Sampler.** ``FlowMatchEulerDiscreteScheduler(shift=5.0)`` for the 480p I2V checkpoint (7.0 for 720p), stepped on
+  ``sigmas = linspace(1, 0, N + 1)[:-1]`` shifted by the scheduler; first-order Euler on the sigmas. Classifier-free
+  guidance is the pipeline's ``ClassifierFreeGuidance`` guider (``uncond + s (cond - uncond)``, 6.0 published).
+- **Size.** The pipeline picks the video's height / width itself from the reference image's aspect ratio (the
+  closest bucket at ``transformer.config.target_size``, 640 for 480p); its ``__call__`` takes no height / width.
+  Training accepts any size with ``num_frames = 4k + 1`` and sides divisible by 16; :func:`pipeline_size_for_image`
+  gives the size the pipeline would generate for an image. :class:`HunyuanVideo15Generator` calls the pipeline
+  with an explicit size (for best-of-N) and refuses sizes the pipeline would not produce.
+
+**LoRA loading.** diffusers 0.42 gives ``HunyuanVideo15ImageToVideoPipeline`` no LoRA loader mixin, so
+``pipe.load_lora_weights`` does not exist. The LoRA is saved in the diffusers layout (``transformer.<module>.lora_A /
+lora_B.weight`` keys, peft config in the safetensors metadata) and loads with the transformer's own peft loader::
+
+    pipe.transformer.load_lora_adapter(lora_dir, weight_name="pytorch_lora_weights.safetensors", prefix="transformer")
+
+which :func:`load_hunyuan_video15_lora` wraps.
+
+MeanFlow checkpoints (``use_meanflow=True``, the step-distilled / super-resolution variants, which take a second
+timestep ``timestep_r``) are refused: their training objective is not the flow-matching target used here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from torch import nn
+
+from .base import LORA_WEIGHT_NAME, VideoModelAdapter
+
+_I2V = "HunyuanVideo15ImageToVideoPipeline"
+_T2V = "HunyuanVideo15Pipeline"
+
+
+def pipeline_size_for_image(pipeline: Any, image: PIL.Image.Image) -> tuple[int, int]:
+    """``(height, width)`` that ``HunyuanVideo15ImageToVideoPipeline`` generates for ``image`` (its aspect bucket)."""
+    return tuple(
+        pipeline.video_processor.calculate_default_height_width(
+            height=image.size[1], width=image.size[0], target_size=pipeline.target_size
+        )
+    )
+
+
+def load_hunyuan_video15_lora(
+    pipeline: Any, lora_dir: str | os.PathLike, *, weight_name: str = LORA_WEIGHT_NAME, adapter_name: str | None = None
+) -> None:
+    """Load a LoRA saved by :class:`HunyuanVideo15I2VAdapter` into ``pipeline.transformer`` (diffusers' peft loader).
+
+    Equivalent to ``pipe.load_lora_weights(lora_dir)`` for pipelines that have a LoRA loader mixin, which
+    ``HunyuanVideo15ImageToVideoPipeline`` does not (diffusers 0.42).
+    """
+    path = os.path.join(os.fspath(lora_dir), weight_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no LoRA weights at {path}")
+    pipeline.transformer.load_lora_adapter(
+        os.fspath(lora_dir), weight_name=weight_name, prefix="transformer", adapter_name=adapter_name
+    )
+
+
+class HunyuanVideo15I2VAdapter(VideoModelAdapter):
+    """HunyuanVideo 1.5 image-to-video (``HunyuanVideo15ImageToVideoPipeline``).
+
+    Args:
+        pipeline: a ``HunyuanVideo15ImageToVideoPipeline`` (the text-to-video ``HunyuanVideo15Pipeline`` is refused).
+
+    Conditions: ``prompt_embeds`` / ``prompt_embeds_mask`` (Qwen2.5-VL), ``prompt_embeds_2`` / ``prompt_embeds_mask_2``
+    (ByT5), ``image_embeds`` (SigLIP) and ``image_latents`` (the reference image's scaled VAE latent,
+    ``(B, C, 1, h, w)``). Latents are ``(B, C, F', h, w)``, ``F' = (F - 1) / 4 + 1``, ``h = H / 16``, ``w = W / 16``
+    (:attr:`latent_frame_axis` is 2).
+    """
+
+    family = "hunyuanvideo-1.5-i2v"
+    #: attention projections of the double-stream blocks (video and text streams); the same names also match the
+    #: text token refiner's self-attention.
+    default_lora_target_modules = (
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_add_out",
+    )
+    encoder_module_names = ("vae", "text_encoder", "text_encoder_2", "image_encoder")
+    latent_frame_axis = 2
+
+    def __init__(self, pipeline: Any):
+        name = type(pipeline).__name__
+        if name == _T2V:
+            raise ValueError(
+                f"{_T2V} is HunyuanVideo 1.5 text-to-video; HunyuanVideo15I2VAdapter trains {_I2V} "
+                "(e.g. hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v)"
+            )
+        if name != _I2V:
+            raise ValueError(f"HunyuanVideo15I2VAdapter needs a {_I2V}, got {name}")
+        for component in ("transformer", "vae"):
+            if getattr(pipeline, component, None) is None:
+                raise ValueError(f"HunyuanVideo15I2VAdapter needs a pipeline with a `{component}`")
+        config = pipeline.transformer.config
+        if getattr(config, "use_meanflow", False):
+            raise ValueError(
+                "this HunyuanVideo 1.5 transformer has use_meanflow=True (a MeanFlow-distilled variant taking a "
+                "second timestep); only the flow-matching checkpoints (use_meanflow=False) are supported"
+            )
+        channels = int(pipeline.vae.config.latent_channels)
+        if config.in_channels != 2 * channels + 1 or config.out_channels != channels:
+            raise ValueError(
+                f"transformer in/out channels ({config.in_channels}/{config.out_channels}) do not match the I2V "
+                f"layout for {channels} latent channels (2 * {channels} + 1 / {channels})"
+            )
+        super().__init__(pipeline)
+
+    @classmethod
+    def can_handle(cls, pipeline: Any) -> bool:
+        # The T2V class is accepted here so that __init__ refuses it with a message naming the I2V class.
+        return type(pipeline).__name__ in (_I2V, _T2V)
+
+    @classmethod
+    def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
+        return model_index.get("_class_name") in (_I2V, _T2V)
+
+    @classmethod
+    def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
+        from diffusers import HunyuanVideo15ImageToVideoPipeline
+
+        return HunyuanVideo15ImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
+
+    @property
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"transformer": self.pipeline.transformer}
+
+    @property
+    def prediction_type(self) -> str:
+        return "flow"
+
+    # ------------------------------------------------------------------------------------------ geometry
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        return int(self.vae.spatial_compression_ratio)
+
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        return int(self.vae.temporal_compression_ratio)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def check_video_size(self, num_frames: int, height: int, width: int) -> None:
+        """Raise a clear error for sizes the VAE / patchifier cannot represent exactly."""
+        t, s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
+        p = int(self.pipeline.transformer.config.patch_size)
+        if (num_frames - 1) % t != 0:
+            raise ValueError(f"HunyuanVideo 1.5 needs num_frames = {t}k + 1 (e.g. {8 * t + 1}), got {num_frames}")
+        if height % (s * p) or width % (s * p):
+            raise ValueError(f"HunyuanVideo 1.5 needs height/width divisible by {s * p}, got {height}x{width}")
+
+    def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        self.check_video_size(num_frames, height, width)
+        t, s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
+        channels = int(self.vae.config.latent_channels)
+        return (batch_size, channels, (num_frames - 1) // t + 1, height // s, width // s)
+
+    # ------------------------------------------------------------------------------------------ data
+    @torch.no_grad()
+    def prepare_latents(self, videos: torch.Tensor) -> torch.Tensor:
+        """VAE posterior mode times ``scaling_factor``: ``(B, F, 3, H, W)`` -> ``(B, C, F', h, w)`` float32."""
+        x = self.videos_to_model_input(videos)
+        self.check_video_size(x.shape[2], x.shape[3], x.shape[4])
+        vae = self.vae
+        x = x.to(vae.device, vae.dtype)
+        # One video per VAE call: diffusers 0.42's AutoencoderKLHunyuanVideo15 mid-block attention broadcasts its
+        # (B, S, S) causal mask against (B, 1, S, D) queries and fails for B > 1 (what its use_slicing also avoids).
+        latents = torch.cat([vae.encode(v).latent_dist.mode() for v in x.split(1)]).float()
+        return latents * self.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """``vae.decode(z / scaling_factor)`` -> ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiably."""
+        vae = self.vae
+        z = (latents / self.scaling_factor).to(vae.device, vae.dtype)
+        video = torch.cat([vae.decode(v, return_dict=False)[0] for v in z.split(1)])  # one per call, see above
+        return self.videos_from_model_output(video)
+
+    def resize_reference(self, image: PIL.Image.Image, height: int, width: int) -> PIL.Image.Image:
+        """The reference image resized with a center crop to the video size, as the pipeline does."""
+        return self.pipeline.video_processor.resize(image, height=height, width=width, resize_mode="crop")
+
+    @torch.no_grad()
+    def encode_image_condition(self, images: Sequence[Any], *, height: int, width: int) -> dict[str, torch.Tensor]:
+        """``image_embeds`` (SigLIP ``last_hidden_state``) and ``image_latents`` ``(B, C, 1, h, w)`` per image."""
+        pipe = self.pipeline
+        embeds, latents = [], []
+        for image in self.images_to_pil(images):
+            image = self.resize_reference(image, height, width)
+            embeds.append(
+                pipe._get_image_embeds(
+                    image_encoder=pipe.image_encoder,
+                    feature_extractor=pipe.feature_extractor,
+                    image=image,
+                    device=pipe.image_encoder.device,
+                ).float()
+            )
+            latents.append(
+                pipe._get_image_latents(
+                    vae=pipe.vae,
+                    image_processor=pipe.video_processor,
+                    image=image,
+                    height=height,
+                    width=width,
+                    device=pipe.vae.device,
+                ).float()
+            )
+        return {"image_embeds": torch.cat(embeds), "image_latents": torch.cat(latents)}
+
+    @torch.no_grad()
+    def encode_prompt_streams(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The pipeline's ``encode_prompt``: Qwen2.5-VL embeddings / mask and ByT5 glyph embeddings / mask (float32)."""
+        embeds, mask, embeds_2, mask_2 = self.pipeline.encode_prompt(
+            prompt=list(prompts),
+            device=self.pipeline.text_encoder.device,
+            dtype=torch.float32,
+            batch_size=len(prompts),
+            num_videos_per_prompt=1,
+        )
+        return {
+            "prompt_embeds": embeds,
+            "prompt_embeds_mask": mask,
+            "prompt_embeds_2": embeds_2,
+            "prompt_embeds_mask_2": mask_2,
+        }
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.encode_prompt_streams(prompts)["prompt_embeds"]
+
+    def prepare_conditions(
+        self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
+    ) -> dict[str, torch.Tensor]:
+        images = self.images_to_pil(images)
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+        self.check_video_size(num_frames, height, width)
+        return {
+            **self.encode_prompt_streams(prompts),
+            **self.encode_image_condition(images, height=height, width=width),
+        }
+
+    # ------------------------------------------------------------------------------------------ noise
+    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
+        return sigma.view(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        sigma = self._sigmas(timesteps, latents)
+        return (1.0 - sigma) * latents + sigma * noise
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return noise - latents
+
+    def condition_channels(self, latents: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
+        """``[image-conditioned latents, mask]``: ``(B, C + 1, F', h, w)``, the image latent and 1 on frame 0 only."""
+        image = image_latents.to(latents.device, latents.dtype)
+        if image.shape[0] != latents.shape[0]:
+            raise ValueError(f"image_latents batch {image.shape[0]} != latents batch {latents.shape[0]}")
+        rest = torch.zeros_like(latents[:, :, 1:])
+        cond = torch.cat([image, rest], dim=2)
+        mask = torch.zeros_like(latents[:, :1])
+        mask[:, :, 0] = 1.0
+        return torch.cat([cond, mask], dim=1)
+
+    def predict(self, noisy_latents, timesteps, conditions):
+        """Transformer forward on ``[noisy, image latents, mask]`` with the SigLIP and text tokens; velocity
+        ``(B, C, F', h, w)`` float32."""
+        transformer = self.pipeline.transformer
+        device = noisy_latents.device
+        dtype = next(transformer.parameters()).dtype
+        hidden = torch.cat([noisy_latents, self.condition_channels(noisy_latents, conditions["image_latents"])], dim=1)
+        out = transformer(
+            hidden_states=hidden.to(dtype),
+            timestep=timesteps.to(device, dtype).expand(hidden.shape[0]),
+            encoder_hidden_states=conditions["prompt_embeds"].to(device, dtype),
+            encoder_attention_mask=conditions["prompt_embeds_mask"].to(device, dtype),
+            encoder_hidden_states_2=conditions["prompt_embeds_2"].to(device, dtype),
+            encoder_attention_mask_2=conditions["prompt_embeds_mask_2"].to(device, dtype),
+            image_embeds=conditions["image_embeds"].to(device, dtype),
+            return_dict=False,
+        )[0]
+        return out.float()
+
+    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
+        """Euler step of the flow ODE, ``x + (s_next - s) v`` (``FlowMatchEulerDiscreteScheduler.step``)."""
+        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
+
+    def inference_timesteps(self, num_inference_steps: int, **_: Any) -> torch.Tensor:
+        """The pipeline's timesteps (``sigmas = linspace(1, 0, N + 1)[:-1]``, shifted by the scheduler), then 0."""
+        scheduler = copy.deepcopy(self.scheduler)
+        if scheduler.config.get("use_dynamic_shifting", False):
+            raise ValueError(
+                "this scheduler shifts its sigmas dynamically (use_dynamic_shifting=True), which "
+                "HunyuanVideo15ImageToVideoPipeline never sets up (it passes no mu); use the published "
+                "FlowMatchEulerDiscreteScheduler(shift=...)"
+            )
+        sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
+        scheduler.set_timesteps(sigmas=sigmas, device="cpu")
+        timesteps = scheduler.timesteps.float()
+        return torch.cat([timesteps, timesteps.new_zeros(1)])
+
+    # ---------------------------------------------------------------------------------------------- LoRA
+    def save_lora_weights(
+        self, save_directory: str | os.PathLike, *, adapter_name: str = "default", is_main_process: bool = True
+    ) -> list[str]:
+        """Save the transformer's LoRA in diffusers' layout (``transformer.``-prefixed keys, peft config as metadata).
+
+        Load it with :func:`load_hunyuan_video15_lora` (``pipe.transformer.load_lora_adapter``): the pipeline class
+        has no ``load_lora_weights`` in diffusers 0.42.
+        """
+        if hasattr(type(self.pipeline), "save_lora_weights"):  # a diffusers release with a loader for the family
+            return super().save_lora_weights(
+                save_directory, adapter_name=adapter_name, is_main_process=is_main_process
+            )
+        from diffusers.loaders.lora_pipeline import HunyuanVideoLoraLoaderMixin
+
+        transformer = self.pipeline.transformer
+        weight_name = self.lora_weight_name("transformer")
+        HunyuanVideoLoraLoaderMixin.save_lora_weights(
+            os.fspath(save_directory),
+            transformer_lora_layers=self.lora_state_dicts(adapter_name)["transformer"],
+            transformer_lora_adapter_metadata=transformer.peft_config[adapter_name].to_dict(),
+            weight_name=weight_name,
+            is_main_process=is_main_process,
+        )
+        return [weight_name]
+
+
+class HunyuanVideo15Generator:
+    """Call a ``HunyuanVideo15ImageToVideoPipeline`` as ``pipe(image=..., height=..., width=..., ...)``.
+
+    The pipeline chooses the video size from the reference image's aspect ratio and takes no ``height`` / ``width``;
+    this wrapper accepts them (as :func:`icreward.evaluation.best_of_n.pipeline_generator` passes them), checks that
+    they are the size the pipeline will generate for that image, and raises a clear error otherwise.
+    """
+
+    def __init__(self, pipeline: Any):
+        if type(pipeline).__name__ != _I2V:
+            raise ValueError(f"HunyuanVideo15Generator needs a {_I2V}, got {type(pipeline).__name__}")
+        self.pipeline = pipeline
+
+    def __call__(self, *, image: PIL.Image.Image, height: int | None = None, width: int | None = None, **kwargs):
+        expected = pipeline_size_for_image(self.pipeline, image)
+        if (height, width) != (None, None) and (height, width) != expected:
+            raise ValueError(
+                f"HunyuanVideo15ImageToVideoPipeline generates {expected[0]}x{expected[1]} for a {image.size[1]}x"
+                f"{image.size[0]} reference image (target_size {self.pipeline.target_size}); asked for {height}x{width}"
+            )
+        return self.pipeline(image=image, **kwargs)
