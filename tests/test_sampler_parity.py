@@ -198,3 +198,51 @@ def test_scheduler_steps_are_differentiable_through_the_multistep_history(case):
     again = PipelineSchedulerSampler(_SchedulerOnly(scheduler), 3)
     with pytest.raises(RuntimeError, match="stepped in order"):
         again.step(1, noise, noise, {})
+
+
+@pytest.mark.parametrize("case", ["wan2.1-unipc-flow-shift-3", "cogvideox-dpm"])
+def test_trainer_policy_video_equals_pipeline_video(case, image, tmp_path, monkeypatch):
+    """The RewardFeedbackTrainer's own forward (sample + decode, gradients off) gives the pipeline's decoded video."""
+    from peft import LoraConfig
+
+    from icreward.rewards.combined import CallableReward
+    from icreward.trainers.reward_feedback_config import RewardFeedbackConfig
+    from icreward.trainers.reward_feedback_trainer import RewardFeedbackTrainer
+
+    pipe = _pipeline_with(case)
+    steps, seed = 3, 7
+    args = RewardFeedbackConfig(
+        output_dir=str(tmp_path),
+        **SIZE,
+        num_inference_steps=steps,
+        truncated_backprop_steps=2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    reward = CallableReward(lambda video: video.mean(dim=(1, 2, 3, 4)), name="brightness")
+    trainer = RewardFeedbackTrainer(
+        pipe, reward, args=args, train_dataset=[{"image": image, "prompt": "a cat"}], peft_config=LoraConfig(r=2)
+    )
+    noise = torch.randn(trainer.adapter.latent_shape(1, **SIZE), generator=torch.Generator().manual_seed(0))
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    conditions, _ = trainer._encode_conditions(batch)
+    with torch.no_grad():
+        video = trainer.model(noise, conditions, generator=torch.Generator().manual_seed(seed))["video"]
+    latents = _pipeline_latents(pipe, batch["images"][0], noise, steps, seed, monkeypatch)
+    with torch.no_grad():
+        expected = trainer.adapter.decode_latents(latents)
+        frames = pipe(
+            image=batch["images"][0],
+            prompt="a cat",
+            **TINY_DEFAULTS,
+            num_inference_steps=steps,
+            latents=noise.clone(),
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+        ).frames
+    diff = float((video - frames).abs().max())
+    print(f"trainer video parity {case}: max abs diff {diff:.3e} (pixels in [0, 1])")
+    assert video.shape == frames.shape and diff <= PARITY_TOLERANCE
+    torch.testing.assert_close(video, expected, rtol=0, atol=PARITY_TOLERANCE)
