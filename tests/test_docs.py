@@ -16,7 +16,7 @@ SNIPPET, in HTML comments (invisible in the rendered docs) directly above the op
 ``<!-- doctest: replace `OLD` => `NEW` -->``
     a textual substitution before running (``OLD`` must occur). ``NEW`` may name the tiny stand-ins:
     ``{TINY_ICREWARD}`` / ``{TINY_MLP}`` (saved tiny reward models), ``{TINY_BACKBONE}`` (a saved tiny CLIP vision
-    checkpoint), ``{TINY_SUITE}`` (a 3-photograph stress suite with 4-frame 32 px videos).
+    checkpoint), ``{TINY_CANDIDATES}`` (best-of-N candidate folders: 2 images x 3 videos), ``{TINY_SUITE}`` (a 3-photograph stress suite with 4-frame 32 px videos).
 ``<!-- doctest: setup `CODE` -->``
     Python run before the block, for names the page leaves to the reader (``my_dataset``, ...).
 
@@ -187,7 +187,9 @@ def run_bash(block: Block, code: str) -> None:
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory) -> dict[str, str]:
     """Tiny offline stand-ins the pages' `replace` directives may name."""
+    import numpy as np
     import torch
+    from PIL import Image
 
     from icreward.data.stress_suite import build_stress_suite
     from icreward.models import ICRewardModel, MLPRewardModel
@@ -196,6 +198,7 @@ def stand_ins(tmp_path_factory) -> dict[str, str]:
         tiny_icreward_config,
         tiny_mlp_reward_config,
     )
+    from icreward.video import write_video
 
     root = tmp_path_factory.mktemp("doc_stand_ins")
     torch.manual_seed(0)
@@ -212,7 +215,16 @@ def stand_ins(tmp_path_factory) -> dict[str, str]:
         num_frames=4,
         fps=4.0,
     )
+    rng = np.random.default_rng(0)
+    for sample in ("cat", "dog"):
+        folder = root / "tiny-candidates" / sample
+        folder.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "reference.png")
+        for k in range(3):
+            frames = torch.from_numpy(rng.integers(0, 255, (4, 3, 32, 32), dtype=np.uint8))
+            write_video(folder / f"candidate_{k}.mp4", frames, fps=4)
     return {
+        "TINY_CANDIDATES": str(root / "tiny-candidates"),
         "TINY_ICREWARD": str(root / "tiny-icreward"),
         "TINY_MLP": str(root / "tiny-mlp"),
         "TINY_BACKBONE": str(root / "tiny-backbone"),

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import html
 import json
 import logging
 import math
@@ -63,6 +64,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
+
+try:  # POSIX: the answers file is locked while an answer is checked and appended (several servers, one file)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: only this process's lock applies
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +101,11 @@ _RATER_ID = re.compile(r"[\w.@+\- ]{1,64}")
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_COMMENT_CHARS = 5000
 _CHUNK = 64 * 1024
+#: Seconds a connection may stay silent (while sending a request or reading a response) before it is closed.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: Connections served at once; beyond that the server answers 503 at once instead of starting another thread.
+DEFAULT_MAX_CONNECTIONS = 64
+_MAX_RANGE_DIGITS = 18  # byte offsets beyond 10**18 are not numbers a media file can have
 
 #: Columns of the results file (and of :func:`load_study_results`); rows of ``kind == "feedback"`` only fill
 #: ``kind``, ``study_id``, ``rater_id``, ``comment`` and ``timestamp``.
@@ -158,25 +169,58 @@ class Trial:
 
 def _read_pairs_file(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    elif suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise ValueError(f"{path} must hold a JSON list of pair objects")
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        raise ValueError(f"cannot read pairs from {path}: expected a .jsonl, .json or .csv file")
+    try:
+        if suffix == ".jsonl":
+            with path.open(encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        elif suffix == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        elif suffix == ".csv":
+            with path.open(encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f))
+        else:
+            raise ValueError(f"cannot read pairs from {_shown(path)}: expected a .jsonl, .json or .csv file")
+    except (ValueError, RecursionError, csv.Error) as err:  # bad JSON / UTF-8, absurd nesting or numbers
+        if isinstance(err, ValueError) and str(err).startswith("cannot read pairs"):
+            raise
+        raise ValueError(f"{_shown(path)}: not a readable pairs file ({type(err).__name__}: {err})") from err
+    if not isinstance(rows, list):
+        raise ValueError(f"{_shown(path)} must hold a JSON list of pair objects")
     # Relative media paths in a pairs file are relative to the file, so a study folder can be moved as a whole.
-    for row in rows:
+    root = path.parent
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            continue  # _as_pairs names the row
         for key in ("reference", "video_a", "video_b"):
             value = row.get(key)
-            if isinstance(value, str) and value and not os.path.isabs(value):
-                row[key] = str(path.parent / value)
+            if isinstance(value, str) and value:
+                if not os.path.isabs(value):
+                    value = row[key] = str(root / value)
+                _check_not_redirected_outside(path, root, index, key, value)
     return rows
+
+
+def _shown(value: Any) -> str:
+    """A path for a message: ``repr`` of its text, with undecodable bytes of a non-UTF-8 name as ``\\x..`` escapes
+    (``os.fsdecode`` turns them into lone surrogates, which cannot be printed or logged)."""
+    text = os.fsdecode(value) if isinstance(value, (str, bytes, os.PathLike)) else str(value)
+    return repr(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def _check_not_redirected_outside(pairs_file: Path, root: Path, index: int, key: str, value: str) -> None:
+    """A media path inside the pairs file's folder must resolve inside it: a symlink in the study folder that
+    leads elsewhere (``clip.mp4 -> /etc/passwd``) would otherwise be served as it is. Paths the file names
+    outside its folder explicitly (absolute or ``../``) are taken as written."""
+    real_root = os.path.realpath(root)
+    lexical = os.path.abspath(value)
+    if os.path.commonpath([os.path.abspath(root), lexical]) != os.path.abspath(root):
+        return
+    real = os.path.realpath(value)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise ValueError(
+            f"{_shown(pairs_file)}, pair {index}: {key} {_shown(value)} is a symlink (or lies under one) that "
+            f"leads outside the pairs file's folder, to {_shown(real)}; copy the file into the study folder"
+        )
 
 
 def _as_pairs(pairs: Any) -> list[StudyPair]:
@@ -291,6 +335,11 @@ class HumanStudy:
         self.study_id = hashlib.sha1(json.dumps(identity).encode("utf-8")).hexdigest()[:12]
         self._lock = threading.Lock()
         self._answered: dict[str, set[int]] = {}
+        self._offset = 0  # bytes of the results file already read into _answered
+        self._line_number = 0
+        #: Line numbers of damaged lines in the results file (a torn last line after a crash or a full disk):
+        #: skipped with a warning, never fatal.
+        self.damaged_lines: list[int] = []
         self._load_existing_answers()
         self._media: dict[str, tuple[Path, str]] = {}
         self._urls: list[dict[str, str]] = []
@@ -320,24 +369,60 @@ class HumanStudy:
     def _load_existing_answers(self) -> None:
         if not self.results_path.exists():
             return
-        for row in _read_jsonl(self.results_path):
+        with _locked(self.results_path, "rb", exclusive=False) as f:
+            self._catch_up(f, initial=True)
+
+    def _catch_up(self, f, initial: bool = False) -> bool:
+        """Read the rows other writers appended since the last call (the file is locked); return whether the file
+        ends with a newline (or is empty)."""
+        f.seek(self._offset)
+        data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a torn tail stays unread until a newline completes it
+        rows = _parse_lines(complete, self.results_path, self._line_number + 1, self.damaged_lines)
+        self._offset += len(complete)
+        self._line_number += complete.count(b"\n")
+        for row in rows:
             if row.get("study_id") != self.study_id:
-                raise ValueError(
-                    f"{self.results_path} holds answers of another study (study_id {row.get('study_id')!r}, this "
-                    f"study is {self.study_id!r}: its pairs differ); use a new results file"
-                )
-            if row.get("kind") == "choice":
+                if initial:
+                    raise ValueError(
+                        f"{_shown(self.results_path)} holds answers of another study (study_id "
+                        f"{row.get('study_id')!r}, this study is {self.study_id!r}: its pairs differ); use a new "
+                        "results file"
+                    )
+                continue
+            if row.get("kind") == "choice" and _is_choice_row(row):
                 self._answered.setdefault(row["rater_id"], set()).add(int(row["pair_index"]))
+        end = self._offset + len(data) - len(complete)
+        if end == 0:
+            return True
+        f.seek(end - 1)
+        return f.read(1) == b"\n"
 
     # -------------------------------------------------------------------------------------------------- recording
 
-    def _append(self, record: dict[str, Any]) -> None:
-        # Called with self._lock held: one writer at a time, and the row is on disk before the rater moves on.
+    def _append(self, record: dict[str, Any], unique_pair: int | None = None) -> None:
+        """Append one row, on a line of its own, and fsync it before returning.
+
+        Called with ``self._lock`` held; the file is also locked (``flock``) while the rows other processes
+        appended are read, the (rater, pair) is checked against them and the row is written, so two servers on
+        one results file cannot both accept the same answer. A torn last line left by a crash is closed with a
+        newline first (it is reported and skipped when read) instead of being continued by this row.
+        """
         self.results_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.results_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with _locked(self.results_path, "a+b", exclusive=True) as f:
+            ends_with_newline = self._catch_up(f)
+            if unique_pair is not None and unique_pair in self._answered.get(record["rater_id"], set()):
+                raise RuntimeError(f"rater {record['rater_id']!r} already answered trial {record['trial_index']}")
+            data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+            if not ends_with_newline:
+                logger.warning("%s: the last line is incomplete (a crash?); starting a new line", self.results_path)
+                data = b"\n" + data
+            f.seek(0, os.SEEK_END)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            f.seek(0, os.SEEK_END)
+            self._catch_up(f)  # reads our own row (and marks the damaged line, if any)
 
     def record_answer(
         self,
@@ -358,14 +443,17 @@ class HumanStudy:
         """
         rater_id = _check_rater_id(rater_id)
         trials = self.trials_for(rater_id)
-        if not isinstance(trial_index, int) or not 0 <= trial_index < len(trials):
-            raise ValueError(f"trial_index must be an integer in [0, {len(trials)}), got {trial_index!r}")
+        if isinstance(trial_index, bool) or not isinstance(trial_index, int) or not 0 <= trial_index < len(trials):
+            raise ValueError(f"trial_index must be an integer in [0, {len(trials)}), got {_short(trial_index)}")
         if choice not in ("left", "right"):
-            raise ValueError(f"choice must be 'left' or 'right', got {choice!r}")
+            raise ValueError(f"choice must be 'left' or 'right', got {_short(choice)}")
         if response_time_s is not None and not (
-            isinstance(response_time_s, (int, float)) and math.isfinite(response_time_s)
+            isinstance(response_time_s, (int, float))
+            and not isinstance(response_time_s, bool)
+            and abs(response_time_s) < 1e12  # also keeps a 5000-digit integer from reaching float()
+            and math.isfinite(response_time_s)
         ):
-            raise ValueError(f"response_time_s must be a finite number, got {response_time_s!r}")
+            raise ValueError(f"response_time_s must be a finite number, got {_short(response_time_s)}")
         trial = trials[trial_index]
         pair = self.pairs[trial.pair_index]
         picked = trial.left if choice == "left" else trial.right
@@ -391,11 +479,9 @@ class HumanStudy:
             "timestamp": _now(),
         }
         with self._lock:
-            done = self._answered.setdefault(rater_id, set())
-            if trial.pair_index in done:
+            if trial.pair_index in self._answered.get(rater_id, set()):
                 raise RuntimeError(f"rater {rater_id!r} already answered trial {trial_index}")
-            self._append(record)
-            done.add(trial.pair_index)
+            self._append(record, unique_pair=trial.pair_index)
         return record
 
     def record_feedback(self, rater_id: str, comment: str) -> dict[str, Any]:
@@ -418,6 +504,8 @@ class HumanStudy:
     # ------------------------------------------------------------------------------------------------------ media
 
     def _register(self, path: Path, mime: str) -> str:
+        if not path.is_file():  # a FIFO or device named clip.mp4 would hang or flood the server
+            raise ValueError(f"{_shown(path)} is not a regular file; the study serves only files")
         token = secrets.token_urlsafe(12) + path.suffix.lower()
         self._media[token] = (path, mime)
         return f"/media/{token}"
@@ -497,20 +585,43 @@ class HumanStudy:
 
     # ---------------------------------------------------------------------------------------------------- serving
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False) -> StudyServer:
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        open_browser: bool = False,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> StudyServer:
         """Start the study's web server in a background thread and return it.
 
         Args:
             host: interface to bind (``127.0.0.1``: this machine only; ``0.0.0.0``: the local network, no auth).
             port: TCP port; ``0`` picks a free one (see ``server.url``).
             open_browser: open the page in the default browser.
+            request_timeout: seconds a connection may stay silent (mid-request, or idle between keep-alive
+                requests) before it is closed; a stalled upload is answered ``408`` and dropped.
+            max_connections: connections served at once, each by one thread; a connection beyond them is
+                answered ``503`` (with ``Retry-After``) at once, so stalled clients cannot pile up threads.
 
         Returns:
             A :class:`StudyServer`; call ``.shutdown()`` (or use it as a context manager) to stop it.
         """
         self._prepare_media()
         page = resources.files("icreward.evaluation").joinpath("assets/human_study.html").read_bytes()
-        httpd = _StudyHTTPServer((host, port), _StudyRequestHandler, study=self, page=page)
+        if not (isinstance(request_timeout, (int, float)) and 0 < request_timeout < math.inf):
+            raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be a positive integer, got {max_connections!r}")
+        httpd = _StudyHTTPServer(
+            (host, port),
+            _StudyRequestHandler,
+            study=self,
+            page=page,
+            request_timeout=float(request_timeout),
+            max_connections=max_connections,
+        )
         thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         thread.start()
         server = StudyServer(httpd, thread, cleanup=self._cleanup)
@@ -534,6 +645,11 @@ class StudyServer:
         self._thread = thread
         self._cleanup = cleanup
         self.host, self.port = httpd.server_address[:2]
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now (each holds one worker thread; at most ``max_connections``)."""
+        return self._httpd.active_connections if self._httpd is not None else 0
 
     @property
     def url(self) -> str:
@@ -573,13 +689,64 @@ class StudyServer:
 
 
 class _StudyHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them; each connection's socket has a timeout."""
+
     daemon_threads = True
     block_on_close = False  # keep-alive connections from browsers must not hold up shutdown()
 
-    def __init__(self, address, handler, *, study: HumanStudy, page: bytes):
+    def __init__(
+        self, address, handler, *, study: HumanStudy, page: bytes, request_timeout: float, max_connections: int
+    ):
         self.study = study
         self.page = page
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._active = 0
+        self._count_lock = threading.Lock()
+        self.num_refused = 0  # connections answered 503 because every slot was taken
         super().__init__(address, handler)
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now (each holds one thread)."""
+        return self._active
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.num_refused += 1
+            body = b'{"error": "the study server is busy; retry in a moment"}'
+            try:  # a fresh socket's send buffer takes this at once; never wait on the client from this thread
+                request.setblocking(False)
+                request.send(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                    b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        with self._count_lock:
+            self._active += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._count_lock:
+            self._active -= 1
+        self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        logger.debug("human study: error on a connection from %s", client_address, exc_info=True)
 
 
 class _HTTPError(Exception):
@@ -592,6 +759,12 @@ class _StudyRequestHandler(BaseHTTPRequestHandler):
     server: _StudyHTTPServer
     server_version = "icreward-human-study"
     protocol_version = "HTTP/1.1"  # keep-alive and byte ranges, which <video> relies on (Safari requires ranges)
+
+    def setup(self) -> None:
+        # StreamRequestHandler.setup() puts this timeout on the socket: every read and write of this connection
+        # (request line, headers, body, and the wait for the next keep-alive request) gives up after it.
+        self.timeout = self.server.request_timeout
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -613,6 +786,8 @@ class _StudyRequestHandler(BaseHTTPRequestHandler):
             self._send_json({"error": str(err)}, err.status)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the browser dropped the connection (common when a <video> changes source)
+        except TimeoutError:
+            self.close_connection = True  # the client stopped reading (or sending) for request_timeout seconds
 
     def _get(self, url) -> None:
         study = self.server.study
@@ -668,12 +843,21 @@ class _StudyRequestHandler(BaseHTTPRequestHandler):
             raise _HTTPError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
         if not 0 < length <= _MAX_BODY_BYTES:
             raise _HTTPError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length else HTTPStatus.BAD_REQUEST, "bad body size"
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > 0 else HTTPStatus.BAD_REQUEST, "bad body size"
             )
         try:
-            body = json.loads(self.rfile.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise _HTTPError(HTTPStatus.REQUEST_TIMEOUT, "the request body did not arrive in time") from None
+        if len(data) < length:
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, "the request body is shorter than its Content-Length")
+        try:
+            body = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, a 5000-digit integer, 30000-deep nesting
+            reason = "nested too deeply" if isinstance(err, RecursionError) else "not JSON"
+            if isinstance(err, ValueError) and "integer string conversion" in str(err):
+                reason = "an integer with too many digits"
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"the body is {reason}") from None
         if not isinstance(body, dict):
             raise _HTTPError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
         return body
@@ -698,6 +882,8 @@ class _StudyRequestHandler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         if header:
             match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+            if match is not None and max(map(len, match.groups())) > _MAX_RANGE_DIGITS:
+                raise _HTTPError(HTTPStatus.BAD_REQUEST, f"a Range offset has more than {_MAX_RANGE_DIGITS} digits")
             if match is None or match.groups() == ("", ""):
                 self._send_unsatisfiable(size)
                 return
@@ -741,30 +927,93 @@ class _StudyRequestHandler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        lines = f.read().split("\n")
+class _locked:
+    """``open(path, mode)`` holding an ``flock`` on the file (exclusive or shared) until it is closed."""
+
+    def __init__(self, path: Path, mode: str, exclusive: bool):
+        self.path, self.mode, self.exclusive = path, mode, exclusive
+
+    def __enter__(self):
+        self.file = open(self.path, self.mode)  # noqa: SIM115 - closed in __exit__
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+            except BaseException:
+                self.file.close()
+                raise
+        return self.file
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # closing releases the lock
+
+
+_CHOICE_FIELDS = {"rater_id": str, "pair_index": int, "sample_id": str, "label_a": str, "label_b": str,
+                  "chosen_label": str, "choice_side": str}  # fmt: skip
+
+
+def _is_choice_row(row: Mapping[str, Any]) -> bool:
+    return all(isinstance(row.get(k), t) and not isinstance(row.get(k), bool) for k, t in _CHOICE_FIELDS.items())
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value for a message, cut to ``limit`` characters (a 5000-digit number is not echoed back;
+    ``repr`` of such an int would raise)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"<an integer of more than {limit} digits>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_ROW_START = re.compile(rb'\{"kind": ?"')
+
+
+def _parse_lines(data: bytes, path: Path, first_line: int, damaged: list[int]) -> list[dict[str, Any]]:
+    """Rows of complete JSON Lines ``data``; a damaged line is reported (``damaged`` gets its number) and
+    skipped. A row appended onto a torn line (by a writer that did not start a new line) is recovered."""
     rows = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(data.split(b"\n"), start=first_line):
         if not line.strip():
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines) or (number == len(lines) - 1 and not lines[-1]):
-                # Only the last line can be cut short (a crash during a write); skip it.
-                logger.warning("%s: ignoring an incomplete last line", path)
+        row = _json_row(line)
+        if row is None:
+            # A torn row followed by a whole one: parse from the last start of a row.
+            starts = [m.start() for m in _ROW_START.finditer(line) if m.start() > 0]
+            row = _json_row(line[starts[-1] :]) if starts else None
+            damaged.append(number)
+            logger.warning(
+                "%s, line %d: damaged line skipped%s", _shown(path), number,
+                "; the row appended onto it was recovered" if row is not None else "",
+            )  # fmt: skip
+            if row is None:
                 continue
-            raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+        rows.append(row)
     return rows
 
 
-def _result_rows(results: Any) -> list[dict[str, Any]]:
+def _json_row(line: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, absurd nesting or numbers
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _read_jsonl(path: Path, damaged: list[int] | None = None) -> list[dict[str, Any]]:
+    """The rows of a results file. Damaged lines (a torn last line after a crash, or one that a later row was
+    appended onto) are skipped with a warning, and their numbers added to ``damaged``."""
+    with _locked(path, "rb", exclusive=False) as f:
+        data = f.read()
+    damaged = [] if damaged is None else damaged
+    rows = _parse_lines(data, path, 1, damaged)
+    return rows
+
+
+def _result_rows(results: Any, damaged: list[int] | None = None) -> list[dict[str, Any]]:
     if isinstance(results, (str, os.PathLike)):
         path = Path(results)
         if not path.exists():
-            raise FileNotFoundError(f"no results file at {path}")
-        return _read_jsonl(path)
+            raise FileNotFoundError(f"no results file at {_shown(path)}")
+        return _read_jsonl(path, damaged)
     return [dict(r) for r in results]
 
 
@@ -853,12 +1102,20 @@ def summarize_study(results: Any, *, confidence: float = 0.95) -> dict[str, Any]
           exact two-sided binomial test of equal preference (``None`` unless exactly two models are compared);
         * ``left``: share of choices of the left video (position bias; about 0.5 expected);
         * ``per_rater``: answers per rater; ``comments`` (per-trial texts) and ``feedback`` (study-level texts);
-        * ``num_duplicates_dropped``: repeated answers by a rater to the same pair (the first one is kept).
+        * ``num_duplicates_dropped``: repeated answers by a rater to the same pair (the first one is kept);
+        * ``damaged_lines``: line numbers of damaged lines of a results file (a torn line after a crash), and
+          ``num_malformed_rows``: answer rows without the fields of an answer; both are skipped and reported
+          rather than failing the whole file.
     """
-    rows = _result_rows(results)
-    choices, seen, duplicates = [], set(), 0
-    for row in rows:
+    damaged: list[int] = []
+    rows = _result_rows(results, damaged)
+    choices, seen, duplicates, malformed = [], set(), 0, 0
+    for number, row in enumerate(rows, start=1):
         if row.get("kind") != "choice":
+            continue
+        if not _is_choice_row(row) or row["chosen_label"] not in (row["label_a"], row["label_b"]):
+            logger.warning("results row %d is not a well-formed answer; skipped", number)
+            malformed += 1
             continue
         key = (row.get("study_id"), row["rater_id"], row["pair_index"])
         if key in seen:
@@ -886,6 +1143,8 @@ def summarize_study(results: Any, *, confidence: float = 0.95) -> dict[str, Any]
         "num_raters": len(per_rater),
         "num_samples": len(by_sample),
         "num_duplicates_dropped": duplicates,
+        "damaged_lines": damaged,
+        "num_malformed_rows": malformed,
         "overall": _preferences(choices, labels, confidence),
         "per_sample": {sid: _preferences(sample_rows, labels, confidence) for sid, sample_rows in by_sample.items()},
         "left": _share(lefts, len(choices), confidence),
@@ -896,7 +1155,9 @@ def summarize_study(results: Any, *, confidence: float = 0.95) -> dict[str, Any]
             if row.get("comment")
         ],
         "feedback": [
-            {"rater_id": row["rater_id"], "comment": row["comment"]} for row in rows if row.get("kind") == "feedback"
+            {"rater_id": row.get("rater_id"), "comment": row.get("comment")}
+            for row in rows
+            if row.get("kind") == "feedback"
         ],
     }
 
@@ -905,8 +1166,24 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}|~#!])")
+
+
+def _md(value: Any) -> str:
+    """Text from raters or pairs files as inert markdown: one line (a newline could end a table row and start a
+    forged one), HTML special characters as entities (no ``<script>``, no tags), markdown syntax escaped (no
+    ``|`` cell breaks, links, emphasis or code)."""
+    text = " ".join(str(value).split())  # every kind of line break and whitespace run -> one space
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", text), quote=False)
+
+
 def study_summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as markdown: one table row per sample (and overall), one column per model."""
+    """The summary as markdown: one table row per sample (and overall), one column per model.
+
+    Every text that comes from the raters or the pairs file (comments, sample IDs, model labels, rater IDs) is
+    escaped, so it renders as the text it is (no forged table rows, no HTML).
+    """
     labels = summary["labels"]
     level = round(100 * summary["confidence"])
     lines = [
@@ -916,10 +1193,10 @@ def study_summary_markdown(summary: Mapping[str, Any]) -> str:
         f"samples. Shares with Wilson {level}% confidence intervals; p: exact two-sided binomial test of no "
         "preference.",
         "",
-        "| sample | n | " + " | ".join(labels) + " | p |",
+        "| sample | n | " + " | ".join(_md(label) for label in labels) + " | p |",
         "|---|---|" + "---|" * len(labels) + "---|",
     ]
-    entries = [*summary["per_sample"].items(), ("**overall**", summary["overall"])]
+    entries = [*((_md(k), v) for k, v in summary["per_sample"].items()), ("**overall**", summary["overall"])]
     for name, entry in entries:
         cells = []
         for label in labels:
@@ -939,15 +1216,23 @@ def study_summary_markdown(summary: Mapping[str, Any]) -> str:
     ]
     if summary["num_duplicates_dropped"]:
         lines.append(f"{summary['num_duplicates_dropped']} repeated answers were dropped (first answer kept).")
+    damaged, malformed = summary.get("damaged_lines") or [], summary.get("num_malformed_rows") or 0
+    if damaged or malformed:
+        lines.append(
+            f"Skipped {len(damaged)} damaged line(s) of the results file (line {', '.join(map(str, damaged[:20]))}) "
+            f"and {malformed} malformed answer row(s)."
+            if damaged
+            else f"Skipped {malformed} malformed answer row(s)."
+        )
     if summary["comments"]:
         lines += ["", "## Comments", ""]
         lines += [
-            f"- **{c['sample_id']}** ({c['rater_id']}, chose {c['chosen_label']}): {c['comment']}"
+            f"- **{_md(c['sample_id'])}** ({_md(c['rater_id'])}, chose {_md(c['chosen_label'])}): {_md(c['comment'])}"
             for c in summary["comments"]
         ]
     if summary["feedback"]:
         lines += ["", "## Feedback", ""]
-        lines += [f"- {f['rater_id']}: {f['comment']}" for f in summary["feedback"]]
+        lines += [f"- {_md(f['rater_id'])}: {_md(f['comment'])}" for f in summary["feedback"]]
     return "\n".join(lines) + "\n"
 
 
@@ -1032,6 +1317,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transcode", action="store_true", help="Re-encode every video to H.264 MP4.")
     serve.add_argument("--cache_dir", default=None, help="Where encoded media go (default: a temporary folder).")
     serve.add_argument("--open_browser", action="store_true", help="Open the page in the default browser.")
+    serve.add_argument(
+        "--request_timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="Seconds a connection may stay silent before it is closed.",
+    )
+    serve.add_argument(
+        "--max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="Connections served at once (one thread each); more are answered 503.",
+    )
 
     summarize = commands.add_parser("summarize", help="Preference shares with Wilson intervals; JSON, markdown, PNG.")
     summarize.add_argument("--results", required=True, help="The study's results file.")
@@ -1066,7 +1363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             transcode=args.transcode,
             cache_dir=args.cache_dir,
         )
-        server = study.serve(args.host, args.port, open_browser=args.open_browser)
+        server = study.serve(
+            args.host,
+            args.port,
+            open_browser=args.open_browser,
+            request_timeout=args.request_timeout,
+            max_connections=args.max_connections,
+        )
         print(f"Human study with {len(study.pairs)} pairs at {server.url} (answers -> {args.results}); Ctrl-C stops.")
         server.wait()
         return 0
@@ -1081,7 +1384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .best_of_n import BestOfNReport
 
         report = BestOfNReport.from_json(args.report)
-        rows = report.human_study_pairs(args.method_a, args.method_b, include_same_pick=args.include_same_pick)
+        try:
+            rows = report.human_study_pairs(args.method_a, args.method_b, include_same_pick=args.include_same_pick)
+        except KeyError as error:  # an unknown method name: say which names the report has, without a traceback
+            raise SystemExit(f"icreward human-study pairs: {error.args[0]}") from None
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8") as f:
