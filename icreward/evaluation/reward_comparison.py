@@ -329,18 +329,42 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
 CV_METRICS = ("mse", "spearman", "pairwise_accuracy", "accuracy/motion_decoupled")
 
 
-def _fold_splits(groups: list, num_folds: int | None) -> list[tuple[list, Any, Any]]:
-    """Leave-one-group-out folds: ``(train groups, validation group, test group)``; validation is the next group."""
-    ordered = sorted(set(groups))
+def _fold_splits(groups: list, num_folds: int | None, seed: int = 0) -> list[tuple[list, list, list, str]]:
+    """Folds ``(train groups, validation groups, test groups, label)``.
+
+    Without ``num_folds`` (or with at least as many folds as groups): leave-one-group-out in sorted order, the
+    validation group being the next one (label = the test group). With fewer folds than groups: the groups are
+    shuffled (seeded) and dealt into ``num_folds`` folds of near-equal size; fold ``k`` tests on fold ``k``,
+    validates on fold ``k + 1`` and trains on the rest (label ``"k<k>"``).
+    """
+    ordered = sorted(set(groups), key=str)
     if len(ordered) < 3:
         raise ValueError(
             f"cross-validation needs at least 3 groups (train, validation, test), got {len(ordered)}: {ordered}"
         )
+    if num_folds is not None and num_folds < 3:
+        raise ValueError(f"num_folds must be >= 3 (train, validation and test folds), got {num_folds}")
+    if num_folds is None or num_folds >= len(ordered):
+        parts = [[g] for g in ordered]
+        labels = [str(g) for g in ordered]
+    else:
+        shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+        parts = [sorted(shuffled[k::num_folds], key=str) for k in range(num_folds)]
+        labels = [f"k{k}" for k in range(num_folds)]
     folds = []
-    for k, test_group in enumerate(ordered[: num_folds or len(ordered)]):
-        val_group = ordered[(k + 1) % len(ordered)]
-        folds.append(([g for g in ordered if g not in (test_group, val_group)], val_group, test_group))
+    for k, (test, label) in enumerate(zip(parts, labels)):
+        val = parts[(k + 1) % len(parts)]
+        train = [g for g in ordered if g not in test and g not in val]
+        folds.append((train, val, test, label))
     return folds
+
+
+def _default_group_column(columns: list[str]) -> str:
+    # The generated-clip corpus splits by clip group; the photograph suite by photograph.
+    for name in ("clip_group", "photo"):
+        if name in columns:
+            return name
+    return "source_id"
 
 
 def cross_validate_reward_models(
@@ -348,17 +372,23 @@ def cross_validate_reward_models(
     output_dir: str | Path,
     settings: ComparisonSettings | None = None,
     *,
-    group_column: str = "photo",
+    group_column: str | None = None,
     num_folds: int | None = None,
     feature_store: dict | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-group-out cross-validation of :func:`compare_reward_models`.
+    """Cross-validation of :func:`compare_reward_models` over held-out groups.
 
-    All splits of ``dataset_dict`` are pooled; fold ``k`` tests on the ``k``-th group of ``group_column`` (a
-    photograph, so derived crops never straddle train and test), validates on the next group and trains on the
-    rest. With two held-out photographs a single comparison moves by a few points from seed to seed; the mean over
-    folds, the paired per-fold difference and the fold wins say whether one model really ranks better. Each fold's
-    full report is in ``output_dir/fold-<group>/``; the summary in ``cv_report.md`` / ``cv_report.json``.
+    All splits of ``dataset_dict`` are pooled. ``group_column`` (default: ``clip_group`` for the generated-clip
+    corpus, ``photo`` for the photograph suite) names the unit that never straddles train and test: a source clip's
+    template, or a photograph. Without ``num_folds``, fold ``k`` tests on the ``k``-th group, validates on the
+    next group and trains on the rest (leave-one-group-out); with ``num_folds`` = K smaller than the number of
+    groups, the groups are dealt into K seeded folds (test one fold, validate on the next, train on the rest).
+
+    The report gives the mean over folds, the paired per-fold differences (ICReward minus each other model, with
+    standard errors over folds) and, from the pooled out-of-fold predictions, the pairwise accuracies overall, on
+    motion-decoupled pairs and per perturbation kind, with paired differences whose standard errors are
+    cluster-robust over the held-out groups (the independent units). Each fold's full report is in
+    ``output_dir/fold-<label>/``; the summary in ``cv_report.md`` / ``cv_report.json``.
     """
     from datasets import concatenate_datasets
 
@@ -367,6 +397,7 @@ def cross_validate_reward_models(
     output_dir.mkdir(parents=True, exist_ok=True)
     splits = [dataset_dict[name] for name in dataset_dict if not str(name).startswith("_")]
     pooled = concatenate_datasets(splits) if len(splits) > 1 else splits[0]
+    group_column = group_column or _default_group_column(pooled.column_names)
     if group_column not in pooled.column_names:
         raise ValueError(
             f"cross-validation groups by the {group_column!r} column, which the dataset lacks "
@@ -378,28 +409,100 @@ def cross_validate_reward_models(
         rows_of.setdefault(group, []).append(i)
     store: dict = {} if feature_store is None else feature_store  # every fold reuses the backbone encodings
     folds: list[dict[str, Any]] = []
-    for train_groups, val_group, test_group in _fold_splits(list(rows_of), num_folds):
+    out_of_fold: dict[str, Any] = {"rows": [], "predictions": {}}
+    for train_groups, val_groups, test_groups, label in _fold_splits(list(rows_of), num_folds, settings.seed):
+        test_rows = sorted(i for g in test_groups for i in rows_of[g])
         fold_data = {
             "train": pooled.select(sorted(i for g in train_groups for i in rows_of[g])),
-            "validation": pooled.select(rows_of[val_group]),
-            "test": pooled.select(rows_of[test_group]),
+            "validation": pooled.select(sorted(i for g in val_groups for i in rows_of[g])),
+            "test": pooled.select(test_rows),
         }
-        logger.info("fold %d: test %s, validation %s, train %s", len(folds), test_group, val_group, train_groups)
-        fold_results = compare_reward_models(
-            fold_data, output_dir / f"fold-{test_group}", settings, feature_store=store
-        )
+        logger.info("fold %d (%s): test %s, validation %s", len(folds), label, test_groups, val_groups)
+        fold_results = compare_reward_models(fold_data, output_dir / f"fold-{label}", settings, feature_store=store)
+        out_of_fold["rows"].extend(test_rows)
+        for name, values in fold_results["predictions"].items():
+            out_of_fold["predictions"].setdefault(name, []).extend(values)
         folds.append(
             {
-                "test_group": test_group,
-                "validation_group": val_group,
+                "test_group": label,
+                "validation_group": val_groups[0] if len(val_groups) == 1 else f"{len(val_groups)} groups",
                 "train_groups": train_groups,
+                "test_groups": test_groups,
+                "validation_groups": val_groups,
                 "test": {name: res["test"] for name, res in fold_results["models"].items()},
             }
         )
     summary = _summarise_folds(folds)
+    summary["pooled"] = _pooled_out_of_fold(pooled, out_of_fold, group_column)
     results = {"settings": settings.__dict__, "group_column": group_column, "folds": folds, "summary": summary}
     write_cross_validation_report(results, output_dir)
     return results
+
+
+def _pooled_out_of_fold(pooled, out_of_fold: dict[str, Any], group_column: str) -> dict[str, Any]:
+    """Pairwise accuracy of every model over all out-of-fold predictions, overall, on motion-decoupled pairs and
+    per perturbation kind of the lower-scored video, with paired differences (ICReward minus each other model)
+    whose standard errors are cluster-robust over ``group_column`` (pairs of one group are not independent)."""
+    rows = out_of_fold["rows"]
+    table = pooled.select(rows).select_columns(
+        [c for c in ("source_id", "score", "perturbation", "motion", group_column) if c in pooled.column_names]
+    )
+    labels = np.asarray(table["score"], dtype=np.float64)
+    sources = list(table["source_id"]) if "source_id" in table.column_names else [0] * len(rows)
+    kinds = list(table["perturbation"]) if "perturbation" in table.column_names else None
+    motion = np.asarray(table["motion"], dtype=np.float64) if "motion" in table.column_names else None
+    clusters = list(table[group_column])
+    by_source: dict[Any, list[int]] = {}
+    for i, source in enumerate(sources):
+        by_source.setdefault(source, []).append(i)
+    hi_list, lo_list = [], []
+    for members in by_source.values():
+        idx = np.asarray(members)
+        a, b = np.triu_indices(len(idx), k=1)
+        a, b = idx[a], idx[b]
+        keep = labels[a] != labels[b]  # the comparison's pairwise accuracy skips label ties
+        a, b = a[keep], b[keep]
+        hi_list.append(np.where(labels[a] > labels[b], a, b))
+        lo_list.append(np.where(labels[a] > labels[b], b, a))
+    hi = np.concatenate(hi_list) if hi_list else np.zeros(0, dtype=np.int64)
+    lo = np.concatenate(lo_list) if lo_list else np.zeros(0, dtype=np.int64)
+    cluster_ids = {c: k for k, c in enumerate(dict.fromkeys(clusters))}
+    pair_cluster = np.asarray([cluster_ids[clusters[i]] for i in hi], dtype=np.int64)
+    subsets: dict[str, np.ndarray] = {"all": np.ones(len(hi), dtype=bool)}
+    if motion is not None:
+        subsets["motion_decoupled"] = motion[hi] > motion[lo]
+    if kinds is not None:
+        lower = np.asarray(kinds, dtype=object)[lo]
+        for kind in sorted(set(lower.tolist())):
+            subsets[kind] = lower == kind
+    correct = {}
+    for name, values in out_of_fold["predictions"].items():
+        p = np.asarray(values, dtype=np.float64)
+        correct[name] = (p[hi] > p[lo]) + 0.5 * (p[hi] == p[lo])
+    result: dict[str, Any] = {"num_pairs": {}, "accuracy": {}, "paired": {}, "num_groups": len(cluster_ids)}
+    for subset, mask in subsets.items():
+        result["num_pairs"][subset] = int(mask.sum())
+        for name in correct:
+            result["accuracy"].setdefault(name, {})[subset] = float(correct[name][mask].mean()) if mask.any() else None
+        if "icreward" not in correct:
+            continue
+        for other in (m for m in correct if m != "icreward"):
+            diff = correct["icreward"][mask] - correct[other][mask]
+            result["paired"].setdefault(other, {})[subset] = _cluster_mean_and_se(diff, pair_cluster[mask])
+    return result
+
+
+def _cluster_mean_and_se(values: np.ndarray, clusters: np.ndarray) -> dict[str, float] | None:
+    """Mean of ``values`` and its cluster-robust standard error (ratio estimator over clusters)."""
+    if values.size == 0:
+        return None
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    counts = np.bincount(inverse).astype(np.float64)
+    mean = float(sums.sum() / counts.sum())
+    g = len(ids)
+    se = float(np.sqrt(g / (g - 1) * np.sum((sums - mean * counts) ** 2)) / counts.sum()) if g > 1 else float("nan")
+    return {"mean_difference": mean, "standard_error": se, "num_groups": int(g), "num_pairs": int(values.size)}
 
 
 def _summarise_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -448,10 +551,13 @@ def write_cross_validation_report(results: dict[str, Any], output_dir: str | Pat
     (output_dir / "cv_report.json").write_text(json.dumps(results, indent=2, default=float))
     summary, folds = results["summary"], results["folds"]
     models = list(summary["models"])
+    k_fold = any(len(f.get("test_groups", [f["test_group"]])) > 1 for f in folds)
+    scheme = "k-fold cross-validation over groups" if k_fold else "leave-one-group-out cross-validation"
+    what = "one fold of groups" if k_fold else "one group"
     lines = [
-        "# Reward model comparison: leave-one-group-out cross-validation",
+        f"# Reward model comparison: {scheme}",
         "",
-        f"{summary['num_folds']} folds over the `{results['group_column']}` column: each fold tests on one group, "
+        f"{summary['num_folds']} folds over the `{results['group_column']}` column: each fold tests on {what}, "
         "validates on the next and trains on the rest. Mean +- standard deviation over folds.",
         "",
         "| model | " + " | ".join(CV_METRICS) + " |",
@@ -491,6 +597,32 @@ def write_cross_validation_report(results: dict[str, Any], output_dir: str | Pat
             res = summary["models"][name]
             cells = [f"{res[f'accuracy/{k}']['mean']:.3f}" if f"accuracy/{k}" in res else "-" for k in kinds]
             lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
+    pooled = summary.get("pooled")
+    if pooled and pooled["accuracy"]:
+        subsets = list(pooled["num_pairs"])
+        lines += [
+            "",
+            f"Pooled out-of-fold predictions ({pooled['num_groups']} held-out groups): pairwise accuracy overall, on "
+            "motion-decoupled pairs (the better video moves more) and by perturbation kind of the lower-scored video.",
+            "",
+            "| model | " + " | ".join(subsets) + " |",
+            "|---|" + "---|" * len(subsets),
+            "| pairs | " + " | ".join(str(pooled["num_pairs"][k]) for k in subsets) + " |",
+        ]
+        for name, accs in pooled["accuracy"].items():
+            cells = [f"{accs[k]:.3f}" if accs.get(k) is not None else "-" for k in subsets]
+            lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
+        for other, diffs in pooled["paired"].items():
+            cells = [
+                f"{d['mean_difference']:+.3f} +- {d['standard_error']:.3f}" if (d := diffs.get(k)) else "-"
+                for k in subsets
+            ]
+            lines.append(f"| ICReward - {_DISPLAY.get(other, other)} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Differences are paired (same pairs, same folds); +- is the standard error, cluster-robust over the "
+            f"held-out `{results['group_column']}` groups.",
+        ]
     lines += ["", "Per fold (test group: pairwise accuracy / motion-decoupled accuracy):", ""]
     lines += ["| test group | validation group | " + " | ".join(_DISPLAY.get(m, m) for m in models) + " |"]
     lines += ["|---|---|" + "---|" * len(models)]
@@ -502,6 +634,12 @@ def write_cross_validation_report(results: dict[str, Any], output_dir: str | Pat
         ]
         lines.append(f"| {fold['test_group']} | {fold['validation_group']} | " + " | ".join(cells) + " |")
     lines += ["", "Each fold's full report (plots, saved models) is in `fold-<test group>/`.", ""]
+    if k_fold:
+        lines += [
+            "Test groups per fold: "
+            + "; ".join(f"{f['test_group']}: {', '.join(map(str, f['test_groups']))}" for f in folds),
+            "",
+        ]
     path = output_dir / "cv_report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -486,7 +486,8 @@ class ImageConsistencyHead(nn.Module):
        (catches flicker and drift), plus video-level summaries of the raw statistics: their mean and minimum
        over time and the consistency of consecutive frames' pooled features (mean, minimum, and the spread of
        the reference cosine over time), as VBench's I2V metrics use them. These summaries also reach the logits
-       through a linear skip, so the head starts from the zero-shot matching signal and learns what it misses.
+       through a linear skip, initialised so that the untrained head ranks videos exactly like the zero-shot
+       feature cosine (:meth:`init_as_feature_cosine`); training learns what the cosine misses.
     """
 
     def __init__(
@@ -520,6 +521,22 @@ class ImageConsistencyHead(nn.Module):
         )
         self.max_frames = max_frames
         self.gradient_checkpointing = False
+
+    #: Position in the video statistics of the mean over frames of the raw pooled-feature cosine to the reference
+    #: (the zero-shot feature-cosine baseline).
+    FEATURE_COSINE_INDEX = 6
+
+    @torch.no_grad()
+    def init_as_feature_cosine(self, gain: float = 8.0, centre: float = 0.6) -> None:
+        """Start as the zero-shot feature cosine: ``logits = gain * (mean frame cosine - centre)`` through the linear
+        skip, with the learned branch's output layer at zero. The head then ranks videos exactly like the
+        feature-cosine baseline (a monotone function of it) before training, and training learns the residual."""
+        self.skip.weight.zero_()
+        self.skip.weight[:, self.FEATURE_COSINE_INDEX] = gain
+        self.skip.bias.fill_(-gain * centre)
+        last = self.out[-1]
+        last.weight.zero_()
+        last.bias.zero_()
 
     def forward(self, ref_tokens: torch.Tensor, frame_tokens: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """``ref_tokens (B, Tr, D)``, ``frame_tokens (B, F, T, D)`` (anything at padded frames), ``frame_mask (B, F)``."""
@@ -622,6 +639,7 @@ class ICRewardModel(_RewardPreTrainedModel):
         )
         self._mark_head(self.head)
         self.post_init()
+        self.head.init_as_feature_cosine()
         self._apply_backbone_freezing()
 
     @property
