@@ -369,11 +369,27 @@ class HunyuanVideo15Generator:
             raise ValueError(f"HunyuanVideo15Generator needs a {_I2V}, got {type(pipeline).__name__}")
         self.pipeline = pipeline
 
-    def __call__(self, *, image: PIL.Image.Image, height: int | None = None, width: int | None = None, **kwargs):
+    def __call__(
+        self,
+        *,
+        image: PIL.Image.Image,
+        height: int | None = None,
+        width: int | None = None,
+        guidance_scale: float | None = None,
+        **kwargs,
+    ):
+        """``pipeline(image=image, **kwargs)``; ``guidance_scale`` replaces the guider's scale for this call."""
         expected = pipeline_size_for_image(self.pipeline, image)
         if (height, width) != (None, None) and (height, width) != expected:
             raise ValueError(
                 f"HunyuanVideo15ImageToVideoPipeline generates {expected[0]}x{expected[1]} for a {image.size[1]}x"
                 f"{image.size[0]} reference image (target_size {self.pipeline.target_size}); asked for {height}x{width}"
             )
-        return self.pipeline(image=image, **kwargs)
+        if guidance_scale is None:
+            return self.pipeline(image=image, **kwargs)
+        guider = self.pipeline.guider
+        self.pipeline.guider = guider.new(guidance_scale=float(guidance_scale))
+        try:
+            return self.pipeline(image=image, **kwargs)
+        finally:
+            self.pipeline.guider = guider

@@ -225,3 +225,19 @@ def tiny_hunyuan_video15_i2v_pipeline(seed: int = 0, *, guidance_scale: float = 
     pipe.tokenizer_max_length = 48
     pipe.tokenizer_2_max_length = 16
     return pipe
+
+
+def save_tiny_hunyuan_video15_i2v_pipeline(directory: str, seed: int = 0) -> str:
+    """Save :func:`tiny_hunyuan_video15_i2v_pipeline` in diffusers layout (for configs that name a local folder).
+
+    Loaded back with ``from_pretrained``, the pipeline uses its class defaults for the text lengths (1000 / 256
+    tokens, the published ones), not the shorter ones the in-memory builder sets.
+    """
+    tiny_hunyuan_video15_i2v_pipeline(seed=seed).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_wan22_ti2v_pipeline(directory: str, seed: int = 0) -> str:
+    """Save :func:`tiny_wan22_ti2v_pipeline` in diffusers layout (for configs that name a local folder)."""
+    tiny_wan22_ti2v_pipeline(seed=seed).save_pretrained(directory)
+    return directory
