@@ -449,3 +449,251 @@ def test_vbench_image_name_outside_the_image_folder_is_refused(tmp_path, image_n
     for on_missing in ("error", "skip"):
         with pytest.raises(VBenchFormatError, match="outside"):
             _load(vb, on_missing=on_missing)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The human study server and its files
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _tiny_study_folder(root):
+    """A study folder with one reference image, two short mp4 clips and a pairs file listing two pairs."""
+    root.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (200, 120, 40)).save(root / "ref.png")
+    g = torch.Generator().manual_seed(0)
+    for name in ("a.mp4", "b.mp4"):
+        write_video(root / name, (torch.rand(2, 3, 16, 16, generator=g) * 255).to(torch.uint8), fps=4)
+    rows = [
+        dict(sample_id=f"s{i}", reference="ref.png", video_a="a.mp4", video_b="b.mp4", label_a="A", label_b="B")
+        for i in range(2)
+    ]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "pairs.jsonl"
+
+
+def _raw_request(port, data: bytes, timeout=5.0):
+    """Send raw bytes, return the status code of the answer (None: the connection closed unanswered)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        try:
+            while b"\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None
+
+
+def _post_bytes(body: bytes, path="/api/answer"):
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+def test_study_server_answers_absurd_numbers_and_nesting_with_400(tmp_path):
+    from icreward.evaluation.human_study import HumanStudy
+
+    study = HumanStudy(_tiny_study_folder(tmp_path / "study"), tmp_path / "results.jsonl")
+    with study.serve(request_timeout=2.0) as server:
+        media = study._trials_payload("r1")["trials"][0]["left"]
+        big = "9" * 5000
+        cases = {
+            "5000-digit trial_index": _post_bytes(f'{{"rater_id": "r1", "trial_index": {big}}}'.encode()),
+            "4000-digit response time": _post_bytes(
+                f'{{"rater_id": "r1", "trial_index": 0, "choice": "left", "response_time_s": {"9" * 4000}}}'.encode()
+            ),
+            "30000-deep JSON": _post_bytes(b"[" * 30000 + b"]" * 30000),
+            "30000-deep JSON in a field": _post_bytes(b'{"rater_id": ' + b"[" * 30000 + b"]" * 30000 + b"}"),
+            "5000-digit Content-Length": (
+                f"POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\n\r\n{{}}".encode()
+            ),
+            "negative Content-Length": b"POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            "5000-digit Range": f"GET {media} HTTP/1.1\r\nHost: x\r\nRange: bytes={big}-\r\n\r\n".encode(),
+            "5000-digit Range end": f"GET {media} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-{big}\r\n\r\n".encode(),
+            "boolean trial_index": _post_bytes(b'{"rater_id": "r1", "trial_index": true, "choice": "left"}'),
+        }
+        for name, data in cases.items():
+            TRIALS["study server"] += 1
+            assert _raw_request(server.port, data) == 400, name
+        # The server is still healthy and recorded nothing.
+        assert _raw_request(server.port, b"GET /api/config HTTP/1.1\r\nHost: x\r\n\r\n") == 200
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_study_server_bounds_threads_and_times_out_stalled_uploads(tmp_path):
+    import socket
+    import threading
+    import time
+
+    from icreward.evaluation.human_study import HumanStudy
+
+    study = HumanStudy(_tiny_study_folder(tmp_path / "study"), tmp_path / "results.jsonl")
+    threads_before = threading.active_count()
+    with study.serve(request_timeout=0.5, max_connections=8) as server:
+        stalled = []
+        for _ in range(100):  # 100 uploads that announce 100 bytes and send 10
+            TRIALS["study server"] += 1
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
+            stalled.append(sock)
+        time.sleep(0.2)
+        assert server.active_connections <= 8
+        assert threading.active_count() - threads_before <= 8 + 1  # workers + the accept loop
+        statuses = []
+        for sock in stalled:  # every connection is answered: 503 at once when no worker is free, else 408
+            answer = b""
+            while b"\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            statuses.append(int(answer.split(b" ", 2)[1]) if answer else None)
+            sock.close()
+        assert set(statuses) <= {408, 503} and statuses.count(408) >= 1 and statuses.count(503) >= 1, statuses
+        deadline = time.monotonic() + 5
+        while server.active_connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.active_connections == 0  # the stalled ones were closed after the timeout
+        # An idle keep-alive connection is closed after the timeout too, and a real request is served.
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        start = time.monotonic()
+        assert idle.recv(1) == b"" and time.monotonic() - start < 3
+        idle.close()
+        assert _raw_request(server.port, b"GET /api/config HTTP/1.1\r\nHost: x\r\n\r\n") == 200
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_torn_last_line_is_skipped_reported_and_not_continued(tmp_path):
+    from icreward.evaluation.human_study import HumanStudy, load_study_results, summarize_study
+
+    pairs, results = _tiny_study_folder(tmp_path / "study"), tmp_path / "results.jsonl"
+    study = HumanStudy(pairs, results)
+    study.record_answer("r1", 0, "left")
+    full = results.read_bytes()
+    results.write_bytes(full + full[: len(full) // 2])  # a torn row: a killed writer or a full disk
+    TRIALS["study files"] += 1
+    restarted = HumanStudy(pairs, results)  # the restarted server reads the file...
+    assert restarted.answered_pairs("r1") == {study.trials_for("r1")[0].pair_index}
+    restarted.record_answer("r1", 1, "right")  # ... and its first answer is kept, on a line of its own
+    TRIALS["study files"] += 1
+    summary = summarize_study(results)
+    assert summary["num_choices"] == 2 and summary["damaged_lines"] == [2]
+    assert "damaged line" in __import__("icreward").evaluation.human_study.study_summary_markdown(summary)
+    assert len(load_study_results(results)) == 2
+    again = HumanStudy(pairs, results)
+    assert again.answered_pairs("r1") == {0, 1} and again.damaged_lines == [2]
+    # A file damaged by a writer that continued the torn line: the row appended onto it is recovered.
+    TRIALS["study files"] += 1
+    lines = results.read_bytes().split(b"\n")
+    results.write_bytes(lines[0] + b"\n" + lines[1] + lines[2] + b"\n")
+    summary = summarize_study(results)
+    assert summary["num_choices"] == 2 and summary["damaged_lines"] == [2]
+    assert HumanStudy(pairs, results).answered_pairs("r1") == {0, 1}
+    # Lines that are not answers at all are skipped and counted, not fatal.
+    TRIALS["study files"] += 1
+    with results.open("a") as f:
+        f.write('5\n{"kind": "choice", "rater_id": 3}\n' + "[" * 30000 + "\n")
+    summary = summarize_study(results)
+    assert summary["num_choices"] == 2 and summary["num_malformed_rows"] == 1 and len(summary["damaged_lines"]) == 3
+
+
+def test_two_servers_on_one_results_file_never_both_accept_an_answer(tmp_path):
+    import threading
+
+    from icreward.evaluation.human_study import HumanStudy, summarize_study
+
+    pairs, results = _tiny_study_folder(tmp_path / "study"), tmp_path / "results.jsonl"
+    first, second = HumanStudy(pairs, results), HumanStudy(pairs, results)  # as two processes would
+    outcomes = []
+
+    def answer(study, trial):
+        try:
+            study.record_answer("r1", trial, "left")
+            outcomes.append("ok")
+        except RuntimeError:
+            outcomes.append("refused")
+
+    for trial in (0, 1):
+        TRIALS["study files"] += 1
+        threads = [threading.Thread(target=answer, args=(s, trial)) for s in (first, second) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert outcomes.count("ok") == 2 and outcomes.count("refused") == 14
+    summary = summarize_study(results)
+    assert summary["num_choices"] == 2 and summary["num_duplicates_dropped"] == 0
+    # Each server learned of the other's answers.
+    assert first.answered_pairs("r1") == second.answered_pairs("r1") == {0, 1}
+
+
+def test_study_summary_markdown_escapes_comments_ids_and_labels():
+    from icreward.evaluation.human_study import study_summary_markdown, summarize_study
+
+    hostile = [
+        "nice\n| forged | 99 | 100% | - |\n",
+        "<script>alert(1)</script>",
+        "a | b",
+        "[link](javascript:alert(1)) **bold** `code`\u2028| forged | 1 |",
+    ]
+    rows = []
+    for i, text in enumerate(hostile):
+        TRIALS["markdown escaping"] += 1
+        rows.append(
+            dict(
+                kind="choice",
+                study_id="x",
+                rater_id=f"r{i}<b>",
+                pair_index=i,
+                sample_id=f"<img src=x onerror={i}>",
+                label_a="A|<i>",
+                label_b="B",
+                choice_side="left",
+                chosen_label="A|<i>",
+                rejected_label="B",
+                comment=text,
+            )  # fmt: skip
+        )
+    rows.append(dict(kind="feedback", study_id="x", rater_id="r9", comment="<script>x</script>\n| forged |"))
+    summary = summarize_study(rows)
+    text = study_summary_markdown(summary)
+    assert "<script" not in text and "<img" not in text and "<b>" not in text and "<i>" not in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(hostile) + 1  # header, rule, one row per sample, overall: no forged row
+    import re
+
+    unescaped_pipes = {len(re.findall(r"(?<!\\)\|", line)) for line in table}
+    assert len(unescaped_pipes) == 1  # every row has the same number of cells
+    assert all("forged" not in line for line in table)
+
+
+def test_pairs_file_symlink_leading_outside_its_folder_is_refused(tmp_path):
+    from icreward.evaluation.human_study import HumanStudy
+
+    pairs = _tiny_study_folder(tmp_path / "study")
+    secret = tmp_path / "secret.png"
+    secret.write_text("root:x:0:0")
+    (tmp_path / "study" / "leak.png").symlink_to(secret)
+    (tmp_path / "study" / "media").symlink_to(tmp_path)  # a symlinked folder
+    (tmp_path / "study" / "inside.png").symlink_to(tmp_path / "study" / "ref.png")  # stays inside: fine
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    for key, value in [
+        ("reference", "leak.png"),
+        ("reference", str(tmp_path / "study" / "leak.png")),
+        ("reference", "media/secret.png"),
+        ("video_a", "media/study/../secret.png"),
+    ]:
+        TRIALS["outside its folder"] += 1
+        hostile = tmp_path / "study" / "hostile.jsonl"
+        hostile.write_text(json.dumps({**rows[0], key: value}) + "\n")
+        with pytest.raises(ValueError, match="hostile.jsonl.*outside"):
+            HumanStudy(hostile, tmp_path / "results.jsonl")
+    ok = tmp_path / "study" / "ok.jsonl"
+    ok.write_text(json.dumps({**rows[0], "reference": "inside.png"}) + "\n")
+    HumanStudy(ok, tmp_path / "results.jsonl")

@@ -693,6 +693,9 @@ class _StudyHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # keep-alive connections from browsers must not hold up shutdown()
+    # The kernel completes this many connections before they are accepted (socketserver's default is 5): with
+    # more waiting, clients sit in SYN retries instead of getting an answer (a 503 when every worker is busy).
+    request_queue_size = 128
 
     def __init__(
         self, address, handler, *, study: HumanStudy, page: bytes, request_timeout: float, max_connections: int
