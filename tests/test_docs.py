@@ -4,7 +4,7 @@ One test per page: its blocks run in order, Python blocks in one namespace per p
 earlier one defined, as a reader would), bash blocks command by command in the same process (``icreward ...`` via
 :func:`icreward.cli.main`, ``python -m MODULE ...`` and ``python path.py ...`` via :mod:`runpy`). Each page runs in
 its own empty working folder holding the files its snippets name generically (``ref.png``, ``reference.png``,
-``a.png``, ``b.png``, ``video.mp4``, ``a.mp4``, ``b.mp4``; see :func:`_workdir`) and a link to ``examples/``.
+``a.png``, ``b.png``, ``face.png``, ``video.mp4``, ``a.mp4``, ``b.mp4``; see :func:`_workdir`) and a link to ``examples/``.
 
 Where a snippet names a real model, a long job or data we cannot have offline, the page declares it NEXT TO THE
 SNIPPET, in HTML comments (invisible in the rendered docs) directly above the opening fence:
@@ -244,7 +244,10 @@ def _workdir(path: Path) -> Path:
     for name in ("ref.png", "reference.png", "a.png", "b.png"):
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path / name)
     for name in ("video.mp4", "a.mp4", "b.mp4"):
-        write_video(path / name, torch.from_numpy(rng.integers(0, 255, (6, 3, 48, 48), dtype=np.uint8)), fps=4)
+        write_video(path / name, torch.from_numpy(rng.integers(0, 255, (9, 3, 32, 32), dtype=np.uint8)), fps=4)
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).resize((128, 128)).save(path / "face.png")  # a real photograph with a face
     (path / "examples").symlink_to(ROOT / "examples")
     return path
 
