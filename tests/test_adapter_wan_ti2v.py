@@ -318,3 +318,27 @@ def test_best_of_n_generates_with_the_pipeline(image):
     assert len(first) == 2 and first[0].shape == (9, 3, 32, 32) and first[0].dtype == torch.uint8
     torch.testing.assert_close(again[0], first[0], rtol=0, atol=0)
     assert not torch.equal(first[0], first[1])
+
+
+@pytest.mark.parametrize("recipe", ["dpo_wan22_ti2v_5b_real", "reward_feedback_wan22_ti2v_5b_real"])
+def test_memory_accountant_runs_on_the_real_recipes(recipe, capsys):
+    """`icreward estimate-memory` on the shipped TI2V-5B recipes at the published size: it prints the table and the
+    peak, and its exit status says whether the peak fits 72 GiB."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from icreward.memory.accountant import main
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "configs" / f"{recipe}.yaml"
+    status = main(["--config", str(path)])
+    printed = capsys.readouterr().out
+    print(printed)  # shown with -s: the numbers docs/families/wan22_ti2v_5b.md quotes
+    config = yaml.safe_load(path.read_text())
+    frames = (config["num_frames"] - 1) // 4 + 1
+    assert f"on Wan-AI/Wan2.2-TI2V-5B-Diffusers, latents (1, 48, {frames}, {config['height'] // 16}, " in printed
+    (row,) = re.findall(r"^peak\s+([0-9.]+)$", printed, flags=re.M)
+    (verdict,) = re.findall(r"^peak ([0-9.]+) GiB (fits|does NOT fit) the 72 GiB budget", printed, flags=re.M)
+    assert float(row) == float(verdict[0]) > 0
+    assert status == (0 if float(row) <= 72 else 1) and verdict[1] == ("fits" if status == 0 else "does NOT fit")
