@@ -12,6 +12,11 @@ here, and nothing else:
 - ``predict``: the denoiser forward with the family's image conditioning;
 - ``denoise_step`` / ``decode_latents``: one differentiable sampler step (``predict``, then the family's
   ``scheduler_step``) / a differentiable decode through the frozen VAE (what reward-feedback training needs);
+- ``sampler(T)``: a fresh, differentiable run of the family's inference sampler (:class:`DenoisingSampler`). The
+  default steps ``inference_timesteps`` with ``denoise_step`` (:class:`StatelessSampler`); families whose pipeline loop
+  is ``latents = scheduler.step(noise_pred, t, latents)`` return a :class:`PipelineSchedulerSampler`, which steps a
+  copy of the pipeline's own scheduler (UniPC multistep, CogVideoX DDIM / DPM ...), so that reward-feedback samples
+  are the pipeline's samples;
 - ``trainable_modules`` / ``default_lora_target_modules``: the network(s) that receive LoRA, and where;
 - ``add_lora`` / ``disable_lora``: inject a peft LoRA / a context giving the frozen reference network;
 - ``save_lora_weights``: diffusers-format LoRA files that ``pipe.load_lora_weights(dir)`` reads;
@@ -19,7 +24,9 @@ here, and nothing else:
   and the batched latent axis that indexes frames (``None`` when unknown). The default encodes one blank video
   through ``prepare_latents``; families override both with their VAE's arithmetic (no encode needed, so this also
   works on ``meta`` components);
-- ``enable_gradient_checkpointing``: the denoisers' own per-block gradient checkpointing.
+- ``enable_gradient_checkpointing`` / ``disable_gradient_checkpointing``: the denoisers' own per-block gradient
+  checkpointing;
+- ``lora_load_snippet``: the code that loads the saved LoRA into the module that was trained (for model cards).
 
 Conventions (all adapters):
 

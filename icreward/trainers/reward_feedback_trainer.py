@@ -20,9 +20,11 @@ pipe.load_lora_weights("wan-ipro")
 Each micro-step, for a batch of (reference image, prompt) rows:
 
 1. encode the conditions (text, image) without gradients and draw pure noise ``x_T``;
-2. run the sampler through all ``T`` steps with the model's own step function (``adapter.denoise_step``; the
-   pipelines' ``__call__`` runs under ``no_grad``): the first ``T - K`` steps without autograd, the last ``K`` with
-   it (DRaFT-K), each optionally checkpointed as a whole;
+2. run the sampler through all ``T`` steps with the pipeline's own sampler (``adapter.sampler(T)``: for diffusers
+   pipelines a copy of ``pipe.scheduler`` stepped as the pipeline steps it, so with gradients off the sample is the
+   pipeline's; the pipelines' ``__call__`` runs under ``no_grad``): the first ``T - K`` steps without autograd, the
+   last ``K`` with it (DRaFT-K). With ``activation_checkpointing`` each trained denoiser call is checkpointed as a
+   whole and the transformer checkpoints per block (scheduler steps are never recomputed);
 3. on the ``K`` trained steps, also predict the velocity with the LoRA disabled on the same ``x_t`` (no
    gradients): the KL regulariser is :func:`icreward.losses.velocity_kl` of the two;
 4. decode with the frozen VAE (optionally a window of latent frames) to ``[0, 1]`` and score with the rewards;
@@ -34,9 +36,9 @@ unweighted), ``rewards/<name>/<stat>`` (reward diagnostics, e.g. ``rewards/face/
 Trainer's ``loss``, ``grad_norm`` and ``learning_rate``. Validation rounds log ``validation/reward`` and
 ``validation/rewards/<name>``.
 
-Randomness. A step's only random draws are each row's initial noise ``x_T`` and, with ``decode_frame_subset``, the
-start of its decoded window of latent frames (the sampler's timesteps and its last ``K`` steps are fixed). Both come
-from the row's own generator, seeded from (``seed``, global step, row) in training and (``seed``, row) in evaluation
+Randomness. A step's only random draws are each row's initial noise ``x_T``, with ``decode_frame_subset`` the start
+of its decoded window of latent frames, and with a stochastic scheduler (``CogVideoXDPMScheduler``) each step's noise
+(the sampler's timesteps and its last ``K`` steps are fixed). All come from the row's own generator, seeded from (``seed``, global step, row) in training and (``seed``, row) in evaluation
 and validation, where the row is its :func:`prompt_row_id` (prompt and image; repeated rows are told apart). A row
 therefore gets the same noise and window whatever batch, process or accumulation micro-batch it lands in: two
 processes with batch ``b`` train like one process with batch ``2b`` (or batch ``b`` and two accumulation steps), up
