@@ -357,3 +357,32 @@ def test_lora_output_change_loads_the_saved_lora_into_a_fresh_pipeline(policy, k
     }
     assert change["zero"] == 0.0
     assert change["trained"] > 1e-3
+
+
+def test_samplers_by_family():
+    """Wan and CogVideoX sample with a copy of the pipeline's scheduler; the base default steps denoise_step."""
+    from icreward.adapters.base import PipelineSchedulerSampler, StatelessSampler
+
+    for family in ("wan21", "wan22", "cogvideox"):
+        adapter = _adapter(family)
+        sampler = adapter.sampler(3)
+        assert isinstance(sampler, PipelineSchedulerSampler) and sampler.scheduler is not adapter.scheduler
+        expected = copy.deepcopy(adapter.scheduler)
+        expected.set_timesteps(3)
+        assert torch.equal(sampler.timesteps, expected.timesteps)
+    adapter = _adapter("wan21")
+    stateless = VideoModelAdapter.sampler(adapter, 3)  # the base default
+    assert isinstance(stateless, StatelessSampler)
+    torch.testing.assert_close(stateless.timesteps, adapter.inference_timesteps(3)[:-1])
+    x, v = torch.randn(1, 16, 3, 4, 4), torch.randn(1, 16, 3, 4, 4)
+    t = adapter.inference_timesteps(3)
+    torch.testing.assert_close(stateless.step(0, x, v, {}), adapter.denoise_step(x, t[0], t[1], {}, model_output=v))
+
+
+@pytest.mark.parametrize("expert", ["low_noise", "high_noise", "both"])
+def test_wan22_lora_load_snippet_names_the_expert(expert):
+    snippet = Wan22Adapter(tiny_wan22_pipeline(seed=0), train_expert=expert).lora_load_snippet("out")
+    low = 'weight_name="pytorch_lora_weights_transformer_2.safetensors"' in snippet
+    assert low == (expert != "high_noise") and ("load_into_transformer_2=True" in snippet) == low
+    assert ('pipe.load_lora_weights("out")' in snippet) == (expert != "low_noise")
+    assert _adapter("wan21").lora_load_snippet("out") == 'pipe.load_lora_weights("out")'
