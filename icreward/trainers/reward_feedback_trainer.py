@@ -299,7 +299,12 @@ class _RewardFeedbackPolicy(nn.Module):
         (``adapter.enable_gradient_checkpointing``), so that recomputing one call in the backward pass keeps only the
         blocks' inputs plus one block's activations instead of the whole call's."""
         self.checkpoint_steps = True
-        self.adapter.enable_gradient_checkpointing()
+        try:
+            self.adapter.enable_gradient_checkpointing()
+        except TypeError as error:  # a plug-in denoiser without per-block checkpointing: whole calls only
+            logger.warning(
+                "per-block gradient checkpointing is unavailable (%s): checkpointing whole calls only", error
+            )
 
     def activation_checkpointing_disable(self) -> None:
         self.checkpoint_steps = False
