@@ -190,21 +190,24 @@ def test_published_config_on_meta_passes_the_shape_path(image):
         LTXVideoTransformer3DModel,
     )
 
-    from icreward.adapters.ltx import LTX_VIDEO_PUBLISHED_CONFIG as published
+    from icreward.adapters.published_configs import build_meta_components, build_meta_scheduler, get_published_config
 
-    with torch.device("meta"):
-        transformer = LTXVideoTransformer3DModel(**published["transformer"])
-        vae = AutoencoderKLLTXVideo(**published["vae"])
+    entry = get_published_config("Lightricks/LTX-Video")
+    parts = build_meta_components(entry.hub_id, components=("transformer", "vae"), dtype=None)
+    transformer, vae = parts["transformer"], parts["vae"]
+    assert isinstance(transformer, LTXVideoTransformer3DModel) and isinstance(vae, AutoencoderKLLTXVideo)
     vae.use_framewise_encoding = vae.use_framewise_decoding = vae.use_tiling = False
+    scheduler = build_meta_scheduler(entry.hub_id)
+    assert isinstance(scheduler, FlowMatchEulerDiscreteScheduler) and scheduler.config.shift_terminal == 0.1
     pipe = LTXImageToVideoPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**published["scheduler"]),
+        scheduler=scheduler,
         vae=vae,
         text_encoder=None,
         tokenizer=None,
         transformer=transformer,
     )
     assert sum(p.numel() for p in transformer.parameters()) / 1e9 == pytest.approx(1.92, abs=0.01)  # "2B"
-    size = published["sample_size"]  # 121 frames at 512x704, the pipeline's default
+    size = {"num_frames": entry.num_frames, "height": entry.height, "width": entry.width}  # the pipeline's default
     adapter = LTXVideoI2VAdapter(pipe, **size)
     assert adapter.vae_scale_factor_spatial == 32 and adapter.vae_scale_factor_temporal == 8
     shape = adapter.latent_shape(1, **size)
@@ -214,7 +217,7 @@ def test_published_config_on_meta_passes_the_shape_path(image):
     assert tuple(latents.shape) == shape
     image_latents = adapter._encode(torch.empty(1, 3, 1, size["height"], size["width"], device="meta"))
     conditions = {
-        "prompt_embeds": torch.empty(1, 128, published["text_encoder"]["d_model"], device="meta"),
+        "prompt_embeds": torch.empty(1, 128, entry.components["text_encoder"].config["d_model"], device="meta"),
         "prompt_attention_mask": torch.ones(1, 128, device="meta"),
         "image_latents": image_latents,
     }

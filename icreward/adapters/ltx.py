@@ -42,63 +42,8 @@ from .base import VideoModelAdapter
 
 _LTX_PIPELINES = ("LTXImageToVideoPipeline", "LTXConditionPipeline")
 
-#: The published LTX-Video 0.9.x sizes, for building the architecture without weights (e.g. on ``meta``).
-#: Sources: ``transformer``: ``LTXVideoTransformer3DModel()`` with its defaults, which is how diffusers'
-#: ``scripts/convert_ltx_to_diffusers.py`` builds the ``Lightricks/LTX-Video`` transformer; ``vae``:
-#: ``get_vae_config("0.9.0")`` in the same script; ``scheduler``: the ``FlowMatchEulerDiscreteScheduler(...)`` that
-#: script saves with the pipeline; ``text_encoder``: ``google/t5-v1_1-xxl`` (d_model 4096), 128 tokens
-#: (``TOKENIZER_MAX_LENGTH``); ``sample_size``: ``LTXImageToVideoPipeline``'s defaults (121 frames, 512x704).
-LTX_VIDEO_PUBLISHED_CONFIG: dict[str, Any] = {
-    "hub_id": "Lightricks/LTX-Video",
-    "transformer": {
-        "in_channels": 128,
-        "out_channels": 128,
-        "patch_size": 1,
-        "patch_size_t": 1,
-        "num_attention_heads": 32,
-        "attention_head_dim": 64,
-        "cross_attention_dim": 2048,
-        "num_layers": 28,
-        "activation_fn": "gelu-approximate",
-        "qk_norm": "rms_norm_across_heads",
-        "norm_elementwise_affine": False,
-        "norm_eps": 1e-6,
-        "caption_channels": 4096,
-        "attention_bias": True,
-        "attention_out_bias": True,
-    },
-    "vae": {
-        "in_channels": 3,
-        "out_channels": 3,
-        "latent_channels": 128,
-        "block_out_channels": (128, 256, 512, 512),
-        "decoder_block_out_channels": (128, 256, 512, 512),
-        "layers_per_block": (4, 3, 3, 3, 4),
-        "decoder_layers_per_block": (4, 3, 3, 3, 4),
-        "spatio_temporal_scaling": (True, True, True, False),
-        "decoder_spatio_temporal_scaling": (True, True, True, False),
-        "decoder_inject_noise": (False, False, False, False, False),
-        "upsample_residual": (False, False, False, False),
-        "upsample_factor": (1, 1, 1, 1),
-        "patch_size": 4,
-        "patch_size_t": 1,
-        "resnet_norm_eps": 1e-6,
-        "scaling_factor": 1.0,
-        "encoder_causal": True,
-        "decoder_causal": False,
-        "timestep_conditioning": False,
-    },
-    "scheduler": {
-        "use_dynamic_shifting": True,
-        "base_shift": 0.95,
-        "max_shift": 2.05,
-        "base_image_seq_len": 1024,
-        "max_image_seq_len": 4096,
-        "shift_terminal": 0.1,
-    },
-    "text_encoder": {"name": "google/t5-v1_1-xxl", "d_model": 4096, "max_sequence_length": 128},
-    "sample_size": {"num_frames": 121, "height": 512, "width": 704},
-}
+#: The published LTX-Video 0.9.x sizes (transformer, VAE, scheduler, text encoder, sample size) with their sources
+#: are registered in :mod:`icreward.adapters.published_configs` as ``"Lightricks/LTX-Video"``.
 
 
 class LTXVideoI2VAdapter(VideoModelAdapter):
