@@ -17,6 +17,8 @@ SNIPPET, in HTML comments (invisible in the rendered docs) directly above the op
     a textual substitution before running (``OLD`` must occur). ``NEW`` may name the tiny stand-ins:
     ``{TINY_ICREWARD}`` / ``{TINY_MLP}`` (saved tiny reward models), ``{TINY_BACKBONE}`` (a saved tiny CLIP vision
     checkpoint), ``{TINY_CANDIDATES}`` (best-of-N candidate folders: 2 images x 3 videos), ``{TINY_SUITE}`` (a 3-photograph stress suite with 4-frame 32 px videos).
+``<!-- doctest: slow REASON -->``
+    the block runs only in the page's ``slow``-marked test (``pytest -m slow``), which runs the whole page.
 ``<!-- doctest: setup `CODE` -->``
     Python run before the block, for names the page leaves to the reader (``my_dataset``, ...).
 
@@ -51,6 +53,7 @@ class Block:
     language: str
     code: str
     skip: str | None = None
+    slow: str | None = None
     skip_commands: list[tuple[str, str]] = field(default_factory=list)
     replacements: list[tuple[str, str]] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)
@@ -90,6 +93,8 @@ def parse_page(page: Path, text: str | None = None) -> list[Block]:
                 if not rest.strip():
                     raise ValueError(f"{block.where}: `doctest: skip` needs a reason")
                 block.skip = rest.strip()
+            elif kind == "slow":
+                block.slow = rest.strip() or "slow"
             elif kind == "skip-command" and len(ticked) == 1 and _TICKED.sub("", rest).strip():
                 block.skip_commands.append((ticked[0], _TICKED.sub("", rest).strip()))
             elif kind == "replace" and len(ticked) == 2 and "=>" in rest:
@@ -266,9 +271,17 @@ def prepared(block: Block, stand_ins: dict[str, str]) -> str:
     return code
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-def test_page_snippets_run(page, stand_ins, tmp_path, monkeypatch):
-    blocks = [b for b in parse_page(page) if b.skip is None]
+def _page_params():
+    for page in PAGES:
+        name = str(page.relative_to(ROOT))
+        yield pytest.param(page, False, id=name)
+        if any(b.slow and not b.skip for b in parse_page(page)):
+            yield pytest.param(page, True, id=f"{name}-with-slow-blocks", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize(("page", "with_slow"), _page_params())
+def test_page_snippets_run(page, with_slow, stand_ins, tmp_path, monkeypatch):
+    blocks = [b for b in parse_page(page) if b.skip is None and (with_slow or not b.slow)]
     if not blocks:
         pytest.skip("no runnable block on this page (all declared skipped, or none)")
     monkeypatch.chdir(_workdir(tmp_path))
@@ -286,7 +299,7 @@ def test_page_snippets_run(page, stand_ins, tmp_path, monkeypatch):
 
 
 def inventory() -> dict[str, int]:
-    counts = {"blocks": 0, "run": 0, "run_with_substitutions": 0, "skipped": 0, "commands_skipped": 0}
+    counts = {"blocks": 0, "run": 0, "run_with_substitutions": 0, "slow": 0, "skipped": 0, "commands_skipped": 0}
     for page in PAGES:
         for block in parse_page(page):
             counts["blocks"] += 1
@@ -294,6 +307,7 @@ def inventory() -> dict[str, int]:
                 counts["skipped"] += 1
                 continue
             counts["run"] += 1
+            counts["slow"] += bool(block.slow)
             counts["run_with_substitutions"] += bool(block.replacements or block.setup)
             if block.language != "python":
                 counts["commands_skipped"] += sum(
