@@ -697,3 +697,68 @@ def test_pairs_file_symlink_leading_outside_its_folder_is_refused(tmp_path):
     ok = tmp_path / "study" / "ok.jsonl"
     ok.write_text(json.dumps({**rows[0], "reference": "inside.png"}) + "\n")
     HumanStudy(ok, tmp_path / "results.jsonl")
+
+
+def _exported_bytes(folder):
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file()) if folder.exists() else b""
+
+
+def test_vbench_export_embeds_only_the_datasets_own_images_and_videos(tmp_path):
+    from datasets import Image as ImageFeature
+    from test_vbench import _load, vbench  # noqa: F401  (the fixture builds VBench's layout)
+
+    from icreward.data.vbench import VBenchFormatError, export_vbench_dataset
+
+    vb = vbench.__wrapped__(tmp_path, torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+    dd = _load(vb)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"SECRET-BYTES " * 10)
+    crop = next(p for p in vb["image_root"].rglob("*") if p.is_file() and p.suffix in (".jpg", ".png")).parent
+    (crop / "leak.png").symlink_to(secret)
+    real_image = next(p for p in crop.iterdir() if p.is_file() and not p.is_symlink())
+    Image.open(real_image).save(tmp_path / "elsewhere.png")  # an image, but not of this dataset's folder
+    fake_video = tmp_path / "fake.mp4"
+    fake_video.write_bytes(b"SECRET-BYTES " * 10)
+
+    def edit(reference=None, image_name=None, video=None):
+        split = dd["train"].cast_column("reference", ImageFeature(decode=False))
+
+        def change(row, index):
+            if index == 0:
+                if reference is not None:
+                    row["reference"] = {"path": str(reference), "bytes": None}
+                if image_name is not None:
+                    row["image_name"] = image_name
+                if video is not None:
+                    row["video"] = str(video)
+            return row
+
+        split = split.map(change, with_indices=True).cast_column("reference", ImageFeature())
+        return type(dd)({"train": split})
+
+    cases = {  # what an old loader produced for a hostile image_name, and hand-edited datasets
+        "image_name ../../../": dict(
+            reference=crop / os.path.relpath(secret, crop), image_name=os.path.relpath(secret, crop)
+        ),
+        "absolute image_name": dict(reference=secret, image_name=str(secret)),
+        "symlink in the image folder": dict(reference=crop / "leak.png", image_name="leak.png"),
+        "reference is not its image_name": dict(reference=secret),
+        "another folder": dict(reference=tmp_path / "elsewhere.png", image_name="elsewhere.png"),
+        "video that is not a video": dict(video=fake_video),
+        "video named otherwise": dict(video=secret),
+    }
+    for i, (name, change) in enumerate(cases.items()):
+        TRIALS["outside its folder"] += 1
+        out = tmp_path / f"export{i}"
+        with pytest.raises(VBenchFormatError, match="row 0"):
+            export_vbench_dataset(edit(**change), out)
+        assert b"SECRET-BYTES" not in _exported_bytes(out), name
+    # Names from folders reach the dataset card as text, not markup.
+    TRIALS["markdown escaping"] += 1
+    from icreward.data.vbench import build_vbench_dataset_card
+
+    card = build_vbench_dataset_card(dd, source_models=["<script>x</script>\n| forged | 1 | 1 |", "opensora"])
+    assert "<script" not in card.content and "\n| forged" not in card.content and "`opensora`" in card.content
+    # The untouched dataset exports (its images are embedded), also with its folder named explicitly.
+    export_vbench_dataset(dd, tmp_path / "ok", image_root=crop)
+    assert (tmp_path / "ok" / "data" / "train-00000-of-00001.parquet").is_file()

@@ -766,6 +766,8 @@ def build_vbench_dataset_card(
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    from ..evaluation.human_study import _md as _markdown_text  # names from folders and files, escaped
+
     report = report if report is not None else getattr(dataset_dict, "report", None)
     if source_models is None:
         source_models = sorted({m for split in dataset_dict.values() for m in split.unique("source_model")})
@@ -800,7 +802,8 @@ def build_vbench_dataset_card(
     }
     columns_md = "\n".join(f"| `{c}` | {column_rows.get(c, '')} |" for c in first.column_names)
     splits_md = "\n".join(
-        f"| {name} | {len(ds)} | {len(set(ds['image_name'])) if len(ds) else 0} |" for name, ds in dataset_dict.items()
+        f"| {_markdown_text(name)} | {len(ds)} | {len(set(ds['image_name'])) if len(ds) else 0} |"
+        for name, ds in dataset_dict.items()
     )
     report_md = ""
     if report is not None and report.skipped:
@@ -817,7 +820,7 @@ features), each `0.4 * max_i cos(ref, f_i) + 0.3 * mean_i cos(f_(i-1), f_i) + 0.
 with negative cosines clamped to 0. Built with `icreward.data.vbench.load_vbench_i2v` from VBench's own
 `vbench2_i2v_full_info.json`, cropped images and `*_eval_results.json` files.
 
-Source models: {", ".join(f"`{m}`" for m in source_models) or "n/a"}.
+Source models: {", ".join(f"`{m}`" if _PLAIN_NAME.fullmatch(m) else _markdown_text(m) for m in source_models) or "n/a"}.
 
 ## Splits
 
@@ -863,17 +866,26 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
-def export_vbench_dataset(dataset_dict: DatasetDict, output_dir: PathLike, **card_kwargs: Any) -> Path:
+def export_vbench_dataset(
+    dataset_dict: DatasetDict, output_dir: PathLike, *, image_root: PathLike | None = None, **card_kwargs: Any
+) -> Path:
     """Write a dataset built by :func:`load_vbench_i2v` as a self-contained Hub dataset repository folder.
 
     Layout: ``data/<split>-00000-of-00001.parquet`` with the reference images embedded as bytes,
     ``videos/<source_model>/<file name>`` with copies of the videos (the ``video`` column is rewritten to these
     relative paths) and ``README.md`` (:func:`build_vbench_dataset_card`, ``card_kwargs`` passed through). The
     folder loads with :func:`load_vbench_i2v_from_hub` or can be uploaded as is.
+
+    Only files that belong to the dataset are embedded or copied: every ``reference`` must be the row's
+    ``image_name`` (a relative path, no ``..``) inside one reference image folder (``image_root``, by default
+    the folder the references share), resolve inside it (no symlink leading out) and be an image; every
+    ``video`` must be a regular video file. Anything else raises :class:`VBenchFormatError` naming the row,
+    before anything is written.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
         raise FileExistsError(f"output_dir {str(output_dir)!r} exists and is not empty")
+    _check_export_sources(dataset_dict, image_root)
     (output_dir / "data").mkdir(parents=True, exist_ok=True)
 
     copies: dict[str, str] = {}  # repository-relative path -> local source
@@ -908,6 +920,68 @@ def export_vbench_dataset(dataset_dict: DatasetDict, output_dir: PathLike, **car
 
     build_vbench_dataset_card(dataset_dict, **card_kwargs).save(str(output_dir / "README.md"))
     return output_dir
+
+
+_PLAIN_NAME = re.compile(r"[\w. +-]{1,200}")  # shown as code in the dataset card; other names as escaped text
+_EXPORTED_VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif"}
+
+
+def _looks_like_video(path: str) -> bool:
+    """The container signature of an MP4/MOV (``ftyp``/``moov``/...), Matroska/WebM, AVI or GIF file."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return (
+        head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+        or head.startswith(b"\x1a\x45\xdf\xa3")
+        or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
+        or head.startswith((b"GIF87a", b"GIF89a"))
+    )
+
+
+def _check_export_sources(dataset_dict: DatasetDict, image_root: PathLike | None) -> None:
+    """Refuse, before writing anything, a reference or video that is not a file of the dataset (see
+    :func:`export_vbench_dataset`): an edited or hand-built dataset must not smuggle other files into an upload."""
+    from PIL import Image as PILImage
+
+    on_disk = []  # (where, path, image_name, folder the path names as its image folder)
+    for split, ds in dataset_dict.items():
+        if "image_name" not in ds.column_names:
+            raise ValueError(f"split {split!r} lacks column 'image_name'; expected a load_vbench_i2v dataset")
+        references = ds.cast_column("reference", Image(decode=False))["reference"]
+        for row, (value, image_name, video) in enumerate(zip(references, ds["image_name"], ds["video"])):
+            where = f"split {split!r}, row {row}"
+            if not (isinstance(video, str) and Path(video).suffix.lower() in _EXPORTED_VIDEO_SUFFIXES):
+                raise VBenchFormatError(f"{where}: video {_short(video)} is not a video file")
+            if not os.path.isfile(video) or not _looks_like_video(video):
+                raise VBenchFormatError(f"{where}: video {_short(video)} is not a video file")
+            if value is None or value.get("bytes") is not None:
+                continue  # nothing read from disk
+            path = value.get("path")
+            name = Path(str(image_name))
+            if not path or name.is_absolute() or not name.parts or {"..", "."} & set(name.parts):
+                raise VBenchFormatError(f"{where}: image_name {_short(image_name)} is not a relative file name")
+            parts = Path(path).parts
+            if parts[-len(name.parts) :] != name.parts:
+                raise VBenchFormatError(f"{where}: reference {_short(path)} is not image_name {_short(image_name)}")
+            on_disk.append((where, path, os.path.realpath(os.path.join(*parts[: -len(name.parts)]))))
+    if not on_disk:
+        return
+    if image_root is not None:
+        root = os.path.realpath(image_root)
+    else:  # the folder the references share (a row elsewhere is the odd one out)
+        root = Counter(folder for _, _, folder in on_disk).most_common(1)[0][0]
+    for where, path, folder in on_disk:
+        real = os.path.realpath(path)
+        if folder != root or os.path.commonpath([root, real]) != root:
+            raise VBenchFormatError(
+                f"{where}: reference {_short(path)} resolves to {_short(real)}, outside the reference image folder "
+                f"{_short(root)}" + ("" if image_root is not None else " of the other rows (image_root= names it)")
+            )
+        try:
+            with PILImage.open(real) as image:
+                image.verify()
+        except (OSError, ValueError, SyntaxError) as err:  # what PIL raises for files that are not images
+            raise VBenchFormatError(f"{where}: reference {_short(path)} is not an image ({err})") from None
 
 
 def _embed_image(value: dict[str, Any] | None) -> dict[str, Any] | None:
