@@ -14,7 +14,8 @@ trainer = RewardFeedbackTrainer(
 )
 trainer.train()
 trainer.save_model()                              # LoRA in diffusers format + model card
-pipe.load_lora_weights("wan-ipro")
+pipe.load_lora_weights("wan-ipro")                # the model card shows the call (Wan 2.2's low-noise expert
+                                                  # needs weight_name=... and load_into_transformer_2=True)
 ```
 
 Each micro-step, for a batch of (reference image, prompt) rows:
