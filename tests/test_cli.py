@@ -83,3 +83,11 @@ def test_unreachable_hub_fails_after_one_probe(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
     with pytest.raises(SystemExit, match=r"the Hub \(http://127.0.0.1:9\) cannot be reached"):
         cli.check_hub_reference("someorg/somedataset", "--dataset", repo_type="dataset", timeout=2.0)
+
+
+def test_no_feature_cache_switch_anywhere_on_the_line(monkeypatch, capsys):
+    monkeypatch.setenv("ICREWARD_FEATURE_CACHE", "1")
+    monkeypatch.setitem(cli.COMMANDS, "echo-test", (f"{__name__}:_echo", "Echo."))
+    assert cli.main(["echo-test", "--no_feature_cache", "x"]) == 3
+    assert "ECHO ['x']" in capsys.readouterr().out
+    assert os.environ["ICREWARD_FEATURE_CACHE"] == "0"

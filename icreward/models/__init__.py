@@ -19,6 +19,7 @@ _LAZY = {
     "MLPRewardConfig": "configuration",
     "EfficientNetLite": "efficientnet_lite",
     "load_efficientnet_lite": "efficientnet_lite",
+    "FeatureCache": "feature_cache",
     "FeatureCosineReward": "feature_cosine",
     "create_reward_model_card": "model_card",
     "ICRewardModel": "modeling",
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .backbones import BackboneFeatures, VisionBackbone, backbone_normalization, build_backbone, resolve_backbone
     from .configuration import ICRewardConfig, MLPRewardConfig
     from .efficientnet_lite import EfficientNetLite, load_efficientnet_lite
+    from .feature_cache import FeatureCache
     from .feature_cosine import FeatureCosineReward
     from .model_card import create_reward_model_card
     from .modeling import ICRewardModel, ImageConsistencyHead, MLPRewardModel, RewardModelOutput
