@@ -70,9 +70,16 @@ def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icreward",
         description="Image-to-video consistency rewards. Run `icreward COMMAND --help` for a command's options.",
-        epilog="Set HF_HUB_OFFLINE=1 to use only local folders and the local Hugging Face cache.",
+        epilog="Set HF_HUB_OFFLINE=1 to use only local folders and the local Hugging Face cache. Backbone features "
+        "are cached on disk (ICREWARD_CACHE/features_v1); --no_feature_cache (anywhere on the line) or "
+        "ICREWARD_FEATURE_CACHE=0 turns that off.",
     )
     parser.add_argument("--version", action="version", version=f"icreward {_version()}")
+    parser.add_argument(
+        "--no_feature_cache",
+        action="store_true",
+        help="Do not read or write the on-disk cache of backbone features (for any command).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -280,6 +287,9 @@ def score_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--no_feature_cache" in argv:  # a global switch, accepted before or after the command
+        argv.remove("--no_feature_cache")
+        os.environ["ICREWARD_FEATURE_CACHE"] = "0"
     if argv and argv[0] in COMMANDS:
         module_name, _, function = COMMANDS[argv[0]][0].partition(":")
         command = getattr(importlib.import_module(module_name), function)

@@ -6,6 +6,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No persistent feature cache across test runs (tests that want one pass a FeatureCache on a tmp folder).
+os.environ.setdefault("ICREWARD_FEATURE_CACHE", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

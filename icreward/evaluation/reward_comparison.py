@@ -101,7 +101,9 @@ def compare_reward_models(
     output_dir.mkdir(parents=True, exist_ok=True)
     train, val, test = (_split(dataset_dict, s) for s in ("train", "validation", "test"))
     shared = {"num_frames": settings.num_frames, "image_size": settings.image_size}
-    store: dict = {} if feature_store is None else feature_store  # both models share the frozen backbone
+    from ..models.feature_cache import default_feature_store  # on disk unless ICREWARD_FEATURE_CACHE=0
+
+    store = default_feature_store() if feature_store is None else feature_store  # both models share the backbone
     results: dict[str, Any] = {
         "settings": settings.__dict__,
         "models": {},
@@ -407,7 +409,9 @@ def cross_validate_reward_models(
     rows_of: dict[Any, list[int]] = {}
     for i, group in enumerate(groups):
         rows_of.setdefault(group, []).append(i)
-    store: dict = {} if feature_store is None else feature_store  # every fold reuses the backbone encodings
+    from ..models.feature_cache import default_feature_store  # on disk unless ICREWARD_FEATURE_CACHE=0
+
+    store = default_feature_store() if feature_store is None else feature_store  # every fold reuses the encodings
     folds: list[dict[str, Any]] = []
     out_of_fold: dict[str, Any] = {"rows": [], "predictions": {}}
     for train_groups, val_groups, test_groups, label in _fold_splits(list(rows_of), num_folds, settings.seed):

@@ -88,7 +88,11 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             check_columns(ds, self.pairwise, f"eval_dataset[{name!r}]", extra)
 
         self._reward_args = args  # `self.args` only exists after Trainer.__init__
-        self.feature_store = feature_store if feature_store is not None else {}
+        if feature_store is None:  # persistent on disk unless ICREWARD_FEATURE_CACHE=0 (icreward.models.feature_cache)
+            from ..models.feature_cache import default_feature_store
+
+            feature_store = default_feature_store()
+        self.feature_store = feature_store
         self._metadata: dict[int, Any] = {}
         self._train_metrics: dict[str, list[float]] = defaultdict(list)
         self.uses_cached_features = args.precompute_features and not model.backbone_is_trainable
