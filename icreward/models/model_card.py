@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["ICREWARD_CITATION", "create_reward_model_card"]
+__all__ = ["ICREWARD_CITATION", "PIPELINE_TAG", "create_reward_model_card", "is_hub_id"]
 
 ICREWARD_CITATION = """@misc{liang2025icreward,
   title  = {ICReward: Learning Image-to-Video Consistency Rewards},
@@ -16,57 +19,38 @@ ICREWARD_CITATION = """@misc{liang2025icreward,
   note   = {Stanford University}
 }"""
 
-_TEMPLATE = """---
-{card_data}
----
+_TEMPLATE_PATH = Path(__file__).with_name("templates") / "reward_model_card.md"
 
-# {title}
+#: Trainer bookkeeping that ``Trainer.evaluate`` adds to its metrics: not results, so not in the card.
+_RUNTIME_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
-{description}
+#: The Hub task a reward model's evaluation results are filed under (a scalar score of a video, as TRL files its
+#: sequence-classification reward models under text-classification).
+PIPELINE_TAG = "video-classification"
 
-## What it scores
-Given a **reference image** and a **video**, the model returns a score in `[0, 1]`: how faithfully the video
-keeps the look of the image (subject identity, colours, objects, background), independent of camera or subject
-motion. {architecture}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
-- Backbone: `{backbone}` ({backbone_type}, {backbone_state})
-- Frames per video: {num_frames}, input size: {image_size} px
 
-## Usage
-```python
-from icreward import {model_class}
-model = {model_class}.from_pretrained("{repo_id}")
-score = model.score("reference.png", "video.mp4")   # tensor in [0, 1]
-```
+def is_hub_id(name: str | None) -> bool:
+    """``org/name`` that is not a local path: the only kind of name the card's ``datasets`` / ``base_model`` hold."""
+    return bool(name) and bool(_HUB_ID.match(str(name))) and not os.path.exists(str(name))
 
-## Training data
-{training_data}
 
-## Evaluation
-{metrics}
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
-## Training procedure
-{training}
 
-## Intended use
-Ranking and filtering image-to-video generations (best-of-N selection), building preference pairs for
-DPO-style fine-tuning, and as a differentiable reward for reward-feedback learning.
-
-## Limitations
-- Trained on proxy labels ({label_source}), not on human judgements; the ICReward paper names this its main
-  limitation. Validate on human preferences before relying on it.
-- A reward optimised against becomes a target: check fine-tuned models with metrics it was not trained on
-  (reward hacking).
-- Generalisation to unseen prompts, motion types and domains is not established.
-
-## Citation
-```bibtex
-{citation}
-```
-"""
+def _result_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The evaluation results in ``metrics``, without the trainer's runtime fields."""
+    return {
+        key: value
+        for key, value in (metrics or {}).items()
+        if not any(key == name or key.endswith(f"_{name}") for name in _RUNTIME_METRICS)
+    }
 
 
 def _format_metrics(metrics: dict[str, Any] | None) -> str:
+    metrics = _result_metrics(metrics)
     if not metrics:
         return "No evaluation recorded with this checkpoint."
     rows = ["| metric | value |", "|---|---|"]
@@ -85,16 +69,23 @@ def create_reward_model_card(
     metrics: dict[str, Any] | None = None,
     training_args: dict[str, Any] | None = None,
     license: str = "apache-2.0",
+    metrics_split: str = "test",
 ) -> ModelCard:
-    """Build a :class:`huggingface_hub.ModelCard` for an ICReward or MLP reward model (works offline)."""
+    """Build a :class:`huggingface_hub.ModelCard` for an ICReward or MLP reward model (works offline).
+
+    Rendered from ``templates/reward_model_card.md``. Hub metadata: ``library_name: icreward``, ``pipeline_tag``
+    (:data:`PIPELINE_TAG`), ``base_model`` and ``datasets`` only when they are Hub ids (``org/name``, not a local
+    path; free-text data names go to the "Training data" section), and a ``model-index`` with the float
+    ``metrics`` (trainer runtime fields left out) as results on ``metrics_split`` of the data.
+    """
     config = model.config
     is_icreward = config.model_type == "icreward"
     model_class = "ICRewardModel" if is_icreward else "MLPRewardModel"
     if is_icreward:
         architecture = (
             "An attention-based Image Consistency head lets every frame token attend to the reference image's "
-            f"tokens (cross-attention, {config.head_num_layers} blocks, width {config.head_hidden_size}), pools over "
-            f"space and time and outputs the heads {config.heads} (weights {config.head_weights})."
+            f"tokens (cross-attention, {_plural(config.head_num_layers, 'block')}, width {config.head_hidden_size}), "
+            f"pools over space and time and outputs the heads {config.heads} (weights {config.head_weights})."
         )
         title = "ICReward: image-to-video consistency reward model"
     else:
@@ -103,14 +94,32 @@ def create_reward_model_card(
             "frame; the video's score is the average frame reward."
         )
         title = "MLP baseline reward model (image-to-video consistency)"
+    backbone_id = config.backbone_name_or_path
+    base_model = backbone_id if is_hub_id(backbone_id) else None
+    dataset_id = dataset_name if is_hub_id(dataset_name) else None
+    results = {k: v for k, v in _result_metrics(metrics).items() if isinstance(v, int | float)}
+    eval_results = [
+        EvalResult(
+            task_type=PIPELINE_TAG,
+            task_name="image-to-video consistency scoring",
+            dataset_type=dataset_id or "local",
+            dataset_name=dataset_name or "not recorded",
+            dataset_split=metrics_split,
+            metric_type=key.removeprefix(f"{metrics_split}_"),
+            metric_name=key,
+            metric_value=float(value),
+        )
+        for key, value in results.items()
+    ]
     card_data = ModelCardData(
         library_name="icreward",
+        pipeline_tag=PIPELINE_TAG,
         license=license,
         tags=["icreward", "reward-model", "image-to-video", "video-consistency"],
-        datasets=[dataset_name] if dataset_name else None,
-        base_model=config.backbone_name_or_path
-        if config.backbone_name_or_path and "/" in str(config.backbone_name_or_path)
-        else None,
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model,
+        model_name=repo_id or title,
+        eval_results=eval_results or None,
     )
     trainable = "frozen" if config.freeze_backbone and not getattr(config, "backbone_lora", None) else "fine-tuned"
     if getattr(config, "backbone_lora", None):
@@ -120,19 +129,25 @@ def create_reward_model_card(
         if not training_args
         else "```json\n" + json.dumps(training_args, indent=2, default=str) + "\n```"
     )
-    content = _TEMPLATE.format(
+    if backbone_id:
+        backbone = f"`{backbone_id}`"
+    else:
+        backbone = f"`{config.backbone_config.get('model_type', config.backbone_type)}` (random init, no checkpoint)"
+    if training_data is None:
+        training_data = f"`{dataset_name}`" if dataset_name else "Not recorded."
+    content = _TEMPLATE_PATH.read_text(encoding="utf-8").format(
         card_data=card_data.to_yaml(),
         title=title,
-        description=f"A `{model_class}` from [icreward](https://github.com/icreward/icreward), implementing the ICReward paper.",
+        description=f"An `{model_class}` of the `icreward` library (`pip install icreward`), implementing the "
+        "ICReward paper's image-to-video consistency reward.",
         architecture=architecture,
-        backbone=config.backbone_name_or_path or config.backbone_config.get("model_type", config.backbone_type),
+        backbone=backbone,
         backbone_type=config.backbone_type,
         backbone_state=trainable,
         num_frames=config.num_frames,
         image_size=config.image_size,
-        model_class=model_class,
         repo_id=repo_id or "path/to/this/model",
-        training_data=training_data or (f"`{dataset_name}`" if dataset_name else "Not recorded."),
+        training_data=training_data,
         metrics=_format_metrics(metrics),
         training=training,
         label_source=label_source,
