@@ -246,3 +246,23 @@ def test_trainer_policy_video_equals_pipeline_video(case, image, tmp_path, monke
     print(f"trainer video parity {case}: max abs diff {diff:.3e} (pixels in [0, 1])")
     assert video.shape == frames.shape and diff <= PARITY_TOLERANCE
     torch.testing.assert_close(video, expected, rtol=0, atol=PARITY_TOLERANCE)
+
+
+def test_stochastic_steps_draw_each_rows_noise_from_its_own_generator(image):
+    """CogVideoXDPMScheduler's SDE noise comes per row from the row's generator: a row samples the same alone or in
+    a batch (what keeps 2 processes x batch b equal to 1 process x batch 2b)."""
+    adapter = get_adapter(_pipeline_with("cogvideox-dpm"))
+    conditions = adapter.prepare_conditions([image, image], ["a cat", "a dog"], **SIZE)
+    noise = torch.randn(adapter.latent_shape(2, **SIZE), generator=torch.Generator().manual_seed(0))
+
+    def sample(rows):
+        generators = [torch.Generator().manual_seed(10 + row) for row in rows]
+        cond = {k: v[rows] for k, v in conditions.items()}
+        with torch.no_grad():
+            return sample_with_truncated_backprop(
+                adapter, noise[rows], cond, adapter.sampler(3), num_grad_steps=1, generator=generators
+            ).latents
+
+    both = sample([0, 1])
+    torch.testing.assert_close(both[1:], sample([1]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(both[:1], sample([0]), rtol=0, atol=1e-6)
