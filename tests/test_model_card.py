@@ -32,3 +32,25 @@ def test_hub_ids_go_to_datasets_and_base_model(tmp_path):
     assert data["datasets"] == ["org/i2v-preferences"] and data["base_model"] == "openai/clip-vit-base-patch32"
     assert "model-index" not in str(card)
     assert is_hub_id("org/name") and not is_hub_id("sample") and not is_hub_id(str(tmp_path))
+
+
+def test_lora_card_names_the_pipeline_and_keeps_free_text_out_of_the_metadata():
+    from icreward.adapters import get_adapter
+    from icreward.testing import tiny_wan_i2v_pipeline
+    from icreward.trainers.adapter_lora import render_lora_model_card
+
+    adapter = get_adapter(tiny_wan_i2v_pipeline())
+    card = render_lora_model_card(
+        adapter,
+        model_name="dpo",
+        dataset_name="pairs.jsonl",
+        tags=[],
+        trainer_name="VideoDPOTrainer",
+        description="Diffusion-DPO.",
+        training=[],
+        citations="-",
+    )
+    assert "# dpo: VideoDPOTrainer LoRA for WanImageToVideoPipeline" in card
+    assert "datasets:" not in card and "base_model:" not in card  # a local file name, an in-memory pipeline
+    assert "<base model>" not in card and "github.com" not in card
+    assert "load_lora_weights" in card
