@@ -353,12 +353,14 @@ def render_lora_model_card(
     base_model = getattr(pipeline, "name_or_path", None) or config.get("_name_or_path") or None
     pipeline_class = type(pipeline).__name__
 
+    from ..models.model_card import is_hub_id
+
     meta = ["---", "library_name: diffusers", "pipeline_tag: image-to-video"]
-    if base_model and not os.path.isdir(str(base_model)):
+    if is_hub_id(base_model):
         meta.append(f"base_model: {base_model}")
     meta.append("tags:")
     meta += [f"- {tag}" for tag in dict.fromkeys([*tags, adapter.family, "template:diffusion-lora"])]
-    if dataset_name:
+    if is_hub_id(dataset_name):  # free-text data names stay out of the Hub metadata
         meta.append(f"datasets:\n- {dataset_name}")
     meta.append("---")
 
@@ -366,10 +368,11 @@ def render_lora_model_card(
     lines = [
         *meta,
         "",
-        f"# {model_name}",
+        f"# {model_name}: {trainer_name} LoRA for {base_model or pipeline_class}",
         "",
-        f"A LoRA for `{base_model or pipeline_class}` ({adapter.family}) trained with "
-        f"[icreward](https://github.com/icreward/icreward)'s `{trainer_name}`: {description}",
+        f"A LoRA for the `{pipeline_class}` pipeline"
+        + (f" `{base_model}`" if base_model else " (built in memory: no checkpoint id was recorded)")
+        + f" ({adapter.family}), trained with the `icreward` library's `{trainer_name}`: {description}",
         "",
         "## Usage",
         "",
@@ -377,7 +380,11 @@ def render_lora_model_card(
         "import torch",
         f"from diffusers import {pipeline_class}",
         "",
-        f'pipe = {pipeline_class}.from_pretrained("{base_model or "<base model>"}", torch_dtype=torch.bfloat16)',
+        *(
+            [f'pipe = {pipeline_class}.from_pretrained("{base_model}", torch_dtype=torch.bfloat16)']
+            if base_model
+            else [f"pipe = ...  # the {pipeline_class} this LoRA was trained on (built in memory, no id recorded)"]
+        ),
         load,
         "```",
         "",
