@@ -42,9 +42,10 @@ of its decoded window of latent frames, and with a stochastic scheduler (``CogVi
 (the sampler's timesteps and its last ``K`` steps are fixed). All come from the row's own generator, seeded from
 (``seed``, global step, row) in training and (``seed``, row) in evaluation and validation, where the row is its
 :func:`prompt_row_id` (prompt and image; repeated rows are told apart). A row therefore gets the same noise and
-window whatever batch, process or accumulation micro-batch it lands in: two processes with batch ``b`` train like one process with batch ``2b`` (or batch ``b`` and two accumulation steps), up
-to float rounding; ``resume_from_checkpoint`` replays a run exactly; and every evaluation and validation round samples
-a row from the same noise, so its curve moves only when the model does. The loss is the mean of ``-reward`` and of
+window whatever batch, process or accumulation micro-batch it lands in: two processes with batch ``b`` train like
+one process with batch ``2b`` (or batch ``b`` and two accumulation steps), up to float rounding;
+``resume_from_checkpoint`` replays a run exactly; and every evaluation and validation round samples a row from the
+same noise, so its curve moves only when the model does. The loss is the mean of ``-reward`` and of
 ``kl_weight * KL`` over the process's rows (no term is normalised over the batch); with equal per-process batches,
 DDP's gradient averaging and the Trainer's division by the accumulation steps make it the mean over the global batch.
 A custom collator that returns no ``row_ids`` falls back to one generator per micro-batch, seeded from (``seed``,
