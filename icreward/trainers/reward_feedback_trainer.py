@@ -593,6 +593,7 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         self._noise_step, self._noise_micro, self._eval_batch_index = -1, 0, 0
         self._latent_shape_cache: tuple[int, ...] | None = None
         self._warned_no_reward_gradient = False
+        self._warned_no_reward_signal: set[str] = set()
         self._warned_video_trackers: set[str] = set()
 
         policy = _RewardFeedbackPolicy(
@@ -873,6 +874,8 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
         rewards = self.reward.compute(video, reference_images, inputs)
         if training and torch.is_grad_enabled() and not rewards.total.requires_grad:
             self._warn_no_reward_gradient()
+        if training:
+            self._warn_no_reward_signal(rewards.stats, video.shape[0])
 
         # Means over this process's rows: with equal per-process batches, DDP's gradient averaging (and the Trainer's
         # division by the accumulation steps) makes the loss the mean over the global batch, whatever its layout.
@@ -898,6 +901,22 @@ class RewardFeedbackTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Tr
                 "computed under no_grad): only the KL term trains the model"
             )
             self._warned_no_reward_gradient = True
+
+    def _warn_no_reward_signal(self, stats: dict[str, float], batch_size: int) -> None:
+        """Warn once per reward when it found nothing to score in a whole training batch (no face in any video): it
+        then gives its constant no-face value with zero gradient, and a run can train with loss 0 and grad norm 0."""
+        for key, value in stats.items():
+            name, _, stat = key.rpartition("/")
+            if stat == "no_face_videos" and value >= batch_size and name not in self._warned_no_reward_signal:
+                self._warned_no_reward_signal.add(name)
+                logger.warning(
+                    "reward %r found no face in any of the %d generated videos of a training batch: it contributes "
+                    "a constant with zero gradient (no training signal). Check that the policy generates faces at "
+                    "this size and step count; the '%s' metric logs the rate. (Warned once per reward.)",
+                    name,
+                    batch_size,
+                    f"rewards/{name}/faces_found_rate",
+                )
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
         stored = self._metrics[mode]
