@@ -73,10 +73,22 @@ _ODD_SIZE_420_ENCODERS = frozenset({"libvpx-vp9", "libvpx", "libaom-av1"})
 _FRAME_FILE_PATTERN = re.compile(r"frame_\d+\.png")
 
 
+def printable_text(text: str) -> str:
+    """``text`` that can always be printed, logged or encoded as UTF-8: the undecodable bytes of a non-UTF-8 file
+    name (which ``os.fsdecode`` turns into lone surrogates) become ``\\xff``-style escapes."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class MediaReadError(ValueError):
     """A video or image could not be read.
 
     The message names the file and the reason; both are also available as the ``path`` and ``reason`` attributes.
+    The message is always printable (:func:`printable_text`), even for a non-UTF-8 file name; ``path`` is kept
+    as given.
     """
 
     _kind = "media"
@@ -84,7 +96,8 @@ class MediaReadError(ValueError):
     def __init__(self, path: PathLike | str, reason: str):
         self.path = os.fspath(path)
         self.reason = reason
-        super().__init__(f"cannot read {self._kind} '{self.path}': {reason}")
+        shown = os.fsdecode(self.path) if isinstance(self.path, bytes) else self.path
+        super().__init__(printable_text(f"cannot read {self._kind} '{shown}': {reason}"))
 
     def __reduce__(self):
         # The default reduce would call `cls(message)`; keep the exception picklable for DataLoader workers.

@@ -762,3 +762,180 @@ def test_vbench_export_embeds_only_the_datasets_own_images_and_videos(tmp_path):
     # The untouched dataset exports (its images are embedded), also with its folder named explicitly.
     export_vbench_dataset(dd, tmp_path / "ok", image_root=crop)
     assert (tmp_path / "ok" / "data" / "train-00000-of-00001.parquet").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A sweep of bad configs and damaged checkpoints: each is refused with OSError/ValueError naming the file or field
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_models")
+    torch.manual_seed(0)
+    ICRewardModel(tiny_icreward_config()).save_pretrained(root / "icreward")
+    MLPRewardModel(tiny_mlp_reward_config()).save_pretrained(root / "mlp")
+    return root
+
+
+def _deep(depth):
+    return json.loads("[" * depth + "]" * depth) if depth < 500 else None
+
+
+_CLIP = {**__import__("icreward").testing.tiny_clip_vision_config()}
+BAD_CONFIGS = [  # (model, field changed, value, field the message must name)
+    *[("icreward", "head_hidden_size", v, "head_hidden_size") for v in (0, -4, "16", 16.0, None, 10**30, [16])],
+    *[("icreward", "head_num_heads", v, "head_num_heads") for v in (0, -1, 3, 2.5)],
+    *[("icreward", "head_num_layers", v, "head_num_layers") for v in (-1, 10**6, "1", 1e9)],
+    *[("icreward", "head_dropout", v, "head_dropout") for v in (-0.1, 1.0, "0.1", float("nan"))],
+    *[("icreward", "max_frames", v, "max_frames") for v in (0, 2**40, None)],
+    *[("icreward", "num_frames", v, "num_frames") for v in (0, 1.5, "4", 10**7)],
+    *[("icreward", "image_size", v, "image_size") for v in (-32, 10**9, "32")],
+    *[("icreward", "heads", v, "heads") for v in ("consistency", [], [1, 2], ["a", "a"], {"a": 1})],
+    *[("icreward", "head_weights", v, "head_weights") for v in ([1.0], "x", {"consistency": "1"}, {"x": 1})],
+    *[("icreward", "backbone_type", v, "backbone_type") for v in (5, "nope", ["transformers"])],
+    *[("icreward", "backbone_config", v, "backbone_config") for v in ("x", 5, [], {}, {"model_type": "nope"})],
+    *[
+        ("icreward", "backbone_config", {**_CLIP, k: v}, "backbone_config")
+        for k, v in (
+            ("hidden_size", 0),
+            ("hidden_size", -8),
+            ("num_attention_heads", 0),
+            ("patch_size", 0),
+            ("image_size", "x"),
+        )
+    ],
+    # A consistent but huge backbone: built on the meta device, refused by its mismatched shapes, never allocated.
+    ("icreward", "backbone_config", {**_CLIP, "hidden_size": 10**7}, "shapes"),  # fmt: skip
+    ("icreward", "backbone_type", "open_clip", "backbone_config"),  # a CLIP config is no open_clip config
+    *[("icreward", "freeze_backbone", v, "freeze_backbone") for v in ("yes", None, 2)],
+    *[("icreward", "backbone_lora", v, "backbone_lora") for v in ("x", 5, {"r": -1}, {"target_modules": ["nope"]})],
+    *[("icreward", "model_type", v, "model_type") for v in (None, 5, "bert", "icreward_mlp")],
+    ("icreward", "deep", None, "config.json"),  # 30000-deep nesting in config.json
+    *[("mlp", "hidden_sizes", v, "hidden_sizes") for v in (5, "x", [0], [10**6], [16] * 100, [None])],
+    *[("mlp", "dropout", v, "dropout") for v in (1.0, -1, None)],
+    *[("mlp", "model_type", v, "model_type") for v in ("icreward", None)],
+]
+
+
+@pytest.mark.parametrize("model,field,value,named", BAD_CONFIGS, ids=lambda x: str(x)[:24])
+def test_bad_config_is_refused_naming_the_file_and_field(saved_tiny_models, tmp_path, model, field, value, named):
+    TRIALS["bad configs"] += 1
+    source = saved_tiny_models / model
+    folder = tmp_path / "bad_model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes())
+    config = json.loads((source / "config.json").read_text())
+    if field == "deep":
+        text = json.dumps(config)[:-1] + ', "nested": ' + "[" * 30000 + "]" * 30000 + "}"
+    else:
+        config[field] = value
+        text = json.dumps(config)
+    (folder / "config.json").write_text(text)
+    cls = ICRewardModel if model == "icreward" else MLPRewardModel
+    with pytest.raises((OSError, ValueError)) as info:
+        cls.from_pretrained(folder)
+    assert type(info.value) in (OSError, ValueError)  # not a subclass from deep inside a library
+    message = str(info.value)
+    assert "bad_model" in message and named in message, message
+
+
+def _safetensors_bytes_cases(data: bytes):
+    import struct
+
+    length = struct.unpack("<Q", data[:8])[0]
+    header, body = json.loads(data[8 : 8 + length]), data[8 + length :]
+
+    def with_header(edit):
+        encoded = json.dumps({k: (edit(v) if k != "__metadata__" else v) for k, v in header.items()}).encode()
+        return struct.pack("<Q", len(encoded)) + encoded + body
+
+    return {
+        "empty": b"",
+        "7 bytes": data[:7],
+        "cut in the header": data[: 8 + length // 2],
+        "cut in half": data[: len(data) // 2],
+        "last byte missing": data[:-1],
+        "header length 2**62": struct.pack("<Q", 2**62) + data[8:],
+        "random bytes": bytes(random.Random(0).getrandbits(8) for _ in range(2000)),
+        "header not JSON": struct.pack("<Q", 10) + b"not json!!" + body,
+        "offsets out of the file": with_header(lambda v: {**v, "data_offsets": [0, 10**12]}),
+        "dtype I64 for float data": with_header(lambda v: {**v, "dtype": "I64"}),
+        "unknown dtype": with_header(lambda v: {**v, "dtype": "Q99"}),
+        "shape 2**40 x 2**40": with_header(lambda v: {**v, "shape": [2**40, 2**40]}),
+        "30000-deep header": struct.pack("<Q", 60000) + b"[" * 30000 + b"]" * 30000,
+    }
+
+
+def test_damaged_safetensors_files_are_refused_naming_the_file(saved_tiny_models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    source = saved_tiny_models / "icreward"
+    data = (source / "model.safetensors").read_bytes()
+    weights = load_file(source / "model.safetensors")
+    key = next(k for k, v in weights.items() if k.startswith("head.") and v.dim() == 2)
+    cases = {name: raw for name, raw in _safetensors_bytes_cases(data).items()}
+    tensors = {
+        "transposed tensor": {**weights, key: weights[key].t().contiguous()},
+        "scalar tensor": {**weights, key: torch.tensor(1.0)},
+        "integer tensor": {**weights, key: weights[key].to(torch.int64)},
+        "NaN weights": {**weights, key: torch.full_like(weights[key], float("nan"))},
+        "inf weights": {**weights, key: torch.full_like(weights[key], float("inf"))},
+        "no tensors of the model": {"unrelated": torch.zeros(1)},
+    }
+    for i, (name, content) in enumerate([*cases.items(), *tensors.items()]):
+        TRIALS["damaged checkpoints"] += 1
+        folder = tmp_path / f"ckpt{i}"
+        folder.mkdir()
+        (folder / "config.json").write_bytes((source / "config.json").read_bytes())
+        if isinstance(content, bytes):
+            (folder / "model.safetensors").write_bytes(content)
+        else:
+            save_file(content, folder / "model.safetensors")
+        with pytest.raises((OSError, ValueError)) as info:
+            ICRewardModel.from_pretrained(folder)
+        assert type(info.value) in (OSError, ValueError), (name, type(info.value))
+        assert folder.name in str(info.value), (name, str(info.value))
+    # fp16 weights are floating point and finite: they load (cast to the model's dtype) and score finitely.
+    folder = tmp_path / "fp16"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((source / "config.json").read_bytes())
+    save_file({k: v.half() for k, v in weights.items()}, folder / "model.safetensors")
+    with torch.no_grad():
+        scores = ICRewardModel.from_pretrained(folder)(
+            pixel_values=torch.rand(1, 2, 3, 32, 32), reference_pixel_values=torch.rand(1, 3, 32, 32)
+        ).scores
+    assert torch.isfinite(scores).all()
+    # strict=False still loads non-finite weights for inspection (the opt-out).
+    nan_folder = tmp_path / f"ckpt{len(cases) + 3}"
+    assert torch.isnan(ICRewardModel.from_pretrained(nan_folder, strict=False).state_dict()[key]).all()
+
+
+def test_non_utf8_file_names_give_printable_errors(saved_tiny_models, tmp_path):
+    from icreward.video import load_image, read_video
+
+    folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname")
+    os.mkdir(folder)
+    with open(os.path.join(folder, "x.png"), "wb") as f:
+        f.write(b"not a png")
+    with open(os.path.join(folder, "v.mp4"), "wb") as f:
+        f.write(b"not an mp4")
+    os.mkdir(os.path.join(folder, "model"))
+    with open(os.path.join(folder, "model", "config.json"), "wb") as f:
+        f.write((saved_tiny_models / "icreward" / "config.json").read_bytes())
+    with open(os.path.join(folder, "model", "model.safetensors"), "wb") as f:
+        f.write(b"\x00" * 7)
+    calls = [
+        lambda: load_image(os.path.join(folder, "x.png")),
+        lambda: load_image(os.path.join(folder, "missing\udcfe.png")),
+        lambda: read_video(os.path.join(folder, "v.mp4")),
+        lambda: ICRewardModel.from_pretrained(os.path.join(folder, "model")),
+        lambda: ICRewardModel.from_pretrained(folder),  # no weights at all
+    ]
+    for call in calls:
+        TRIALS["non-UTF-8 names"] += 1
+        with pytest.raises((OSError, ValueError)) as info:
+            call()
+        message = str(info.value)
+        message.encode("utf-8")  # no lone surrogate: printable, loggable
+        assert "bad\\xffname" in message, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -10,14 +11,45 @@ from transformers import PretrainedConfig
 __all__ = ["ICRewardConfig", "MLPRewardConfig"]
 
 
-def _check_int(field: str, value: Any, low: int, high: int = 1 << 20) -> None:
+#: Upper bounds of the size fields: far above any published model, low enough that a mistyped or hostile
+#: config.json cannot ask for terabytes (``head_num_layers: 1000000`` would build a million blocks).
+LIMITS = {
+    "head_hidden_size": 16384,
+    "head_num_heads": 256,
+    "head_num_layers": 64,
+    "max_frames": 16384,
+    "num_frames": 4096,
+    "image_size": 8192,
+    "hidden_sizes": 65536,  # each MLP width
+    "num_hidden_sizes": 32,
+    "num_heads": 64,  # output heads
+}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"<an integer of more than {limit} digits>"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a 30000-deep list, an int beyond the repr digit limit
+        text = f"<a {type(value).__name__} that cannot be shown>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_int(field: str, value: Any, low: int, high: int | None = None) -> None:
+    high = LIMITS.get(field, 1 << 20) if high is None else high
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"config field `{field}` must be an integer in [{low}, {high}], got {value!r}")
+        raise ValueError(f"config field `{field}` must be an integer in [{low}, {high}], got {_short(value)}")
 
 
 def _check_prob(field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"config field `{field}` must be a number in [0, 1), got {value!r}")
+        raise ValueError(f"config field `{field}` must be a number in [0, 1), got {_short(value)}")
+
+
+def _check_type(field: str, value: Any, types: tuple[type, ...], what: str) -> None:
+    if not isinstance(value, types):
+        raise ValueError(f"config field `{field}` must be {what}, got {_short(value)}")
 
 
 _DEFAULT_BACKBONE = ("efficientnet_lite", {"variant": "efficientnet-lite0"}, "efficientnet-lite0")
@@ -25,6 +57,22 @@ _DEFAULT_BACKBONE = ("efficientnet_lite", {"variant": "efficientnet-lite0"}, "ef
 
 class _RewardBackboneConfigMixin:
     """Backbone fields shared by both reward models."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PretrainedConfig.from_pretrained``; a config.json that cannot be read or fails a field check is
+        refused with a ``ValueError`` naming the file (and the field)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError) as err:
+            from ..video import printable_text
+
+            name = os.fsdecode(pretrained_model_name_or_path)
+            where = (
+                name if name.endswith(".json") else os.path.join(name, kwargs.get("subfolder") or "", "config.json")
+            )
+            message = printable_text(str(err)) if not isinstance(err, RecursionError) else "nested too deeply"
+            raise ValueError(printable_text(f"{where}: invalid {cls.__name__} config ({message})")) from err
 
     def _init_backbone(
         self,
@@ -37,12 +85,18 @@ class _RewardBackboneConfigMixin:
             backbone_name_or_path = backbone_name_or_path or default_name
         from .backbones import BACKBONE_TYPES
 
-        if backbone_type not in BACKBONE_TYPES:
-            raise ValueError(f"backbone_type must be one of {BACKBONE_TYPES}, got {backbone_type!r}")
+        if not isinstance(backbone_type, str) or backbone_type not in BACKBONE_TYPES:
+            raise ValueError(
+                f"config field `backbone_type` must be one of {BACKBONE_TYPES}, got {_short(backbone_type)}"
+            )
         if backbone_config is not None and hasattr(backbone_config, "to_dict"):
             model_type = backbone_config.model_type
             backbone_config = backbone_config.to_dict()
             backbone_config["model_type"] = model_type
+        _check_type("backbone_config", backbone_config, (dict, type(None)), "a dict (the backbone's architecture)")
+        _check_type("backbone_name_or_path", backbone_name_or_path, (str, type(None)), "a string")
+        if backbone_type == "transformers" and not isinstance((backbone_config or {}).get("model_type"), str):
+            raise ValueError("config field `backbone_config` of a transformers backbone needs a string `model_type`")
         self.backbone_type = backbone_type
         self.backbone_config = dict(backbone_config or {})
         self.backbone_name_or_path = backbone_name_or_path
@@ -96,6 +150,10 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
         **kwargs,
     ):
         self._init_backbone(backbone_type, backbone_config, backbone_name_or_path)
+        _check_type("freeze_backbone", freeze_backbone, (bool,), "true or false")
+        if backbone_lora is not None and hasattr(backbone_lora, "to_dict"):  # a peft.LoraConfig
+            backbone_lora = backbone_lora.to_dict()
+        _check_type("backbone_lora", backbone_lora, (dict, type(None)), "a dict (a peft.LoraConfig as a dict)")
         self.freeze_backbone = freeze_backbone
         self.backbone_lora = backbone_lora
         for field, value, low in (
@@ -110,16 +168,26 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
         _check_prob("head_dropout", head_dropout)
         if head_hidden_size % head_num_heads:
             raise ValueError(
-                f"head_hidden_size ({head_hidden_size}) must be divisible by head_num_heads ({head_num_heads})"
+                f"config field `head_hidden_size` ({head_hidden_size}) must be divisible by `head_num_heads` "
+                f"({head_num_heads})"
             )
         self.head_hidden_size = head_hidden_size
         self.head_num_heads = head_num_heads
         self.head_num_layers = head_num_layers
         self.head_dropout = head_dropout
         self.max_frames = max_frames
+        if heads is not None and (
+            not isinstance(heads, (list, tuple))
+            or not 0 < len(heads) <= LIMITS["num_heads"]
+            or not all(isinstance(h, str) and h for h in heads)
+        ):
+            raise ValueError(
+                f"config field `heads` must be a list of 1 to {LIMITS['num_heads']} names, got {_short(heads)}"
+            )
         self.heads = list(heads) if heads else ["consistency"]
         if len(set(self.heads)) != len(self.heads):
-            raise ValueError(f"heads must be unique, got {self.heads}")
+            raise ValueError(f"config field `heads` must be unique, got {self.heads}")
+        _check_type("head_weights", head_weights, (dict, type(None)), "a dict of head name -> weight")
         head_weights = dict(head_weights) if head_weights else {name: 1.0 for name in self.heads}
         unknown = set(head_weights) - set(self.heads)
         if (
@@ -128,7 +196,10 @@ class ICRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
             or not all(math.isfinite(w) and w >= 0 for w in head_weights.values())
             or sum(head_weights.values()) <= 0
         ):
-            raise ValueError(f"head_weights must be non-negative weights over heads {self.heads}, got {head_weights}")
+            raise ValueError(
+                f"config field `head_weights` must be non-negative weights over heads {self.heads}, got "
+                f"{_short(head_weights)}"
+            )
         self.head_weights = {name: float(head_weights.get(name, 0.0)) for name in self.heads}
         self.num_frames = num_frames
         self.image_size = image_size
@@ -163,9 +234,17 @@ class MLPRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
         **kwargs,
     ):
         self._init_backbone(backbone_type, backbone_config, backbone_name_or_path)
+        _check_type("freeze_backbone", freeze_backbone, (bool,), "true or false")
         self.freeze_backbone = freeze_backbone
+        if hidden_sizes is not None and (
+            not isinstance(hidden_sizes, (list, tuple)) or len(hidden_sizes) > LIMITS["num_hidden_sizes"]
+        ):
+            raise ValueError(
+                f"config field `hidden_sizes` must be a list of at most {LIMITS['num_hidden_sizes']} widths, got "
+                f"{_short(hidden_sizes)}"
+            )
         for i, size in enumerate(hidden_sizes or []):
-            _check_int(f"hidden_sizes[{i}]", size, 1)
+            _check_int(f"hidden_sizes[{i}]", size, 1, LIMITS["hidden_sizes"])
         _check_prob("dropout", dropout)
         _check_int("num_frames", num_frames, 1)
         _check_int("image_size", image_size, 1)

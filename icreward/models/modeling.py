@@ -165,6 +165,57 @@ def _check_shard_index(index_file: str) -> None:
             )
 
 
+def _check_safetensors_files(name_or_path) -> dict[str, str]:
+    """Open the header of every local weights file (``model.safetensors`` or the shards of its index): a
+    truncated, empty or corrupt file is refused naming it, before anything is built. Returns each stored tensor's
+    safetensors dtype (``"F32"``, ``"I64"``, ...)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    from ..video import printable_text
+
+    folder = os.fsdecode(name_or_path)
+    if not os.path.isdir(folder):
+        return {}  # a hub id: transformers resolves and checks it
+    files = [os.path.join(folder, "model.safetensors")]
+    index_file = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index_file):  # already confined by _check_shard_index
+        with open(index_file, encoding="utf-8") as f:
+            files = [os.path.join(folder, shard) for shard in sorted(set(json.load(f)["weight_map"].values()))]
+    dtypes: dict[str, str] = {}
+    for file in files:
+        if not os.path.isfile(file):
+            continue  # transformers names the missing file
+        try:
+            with safe_open(file, framework="pt") as weights:
+                for key in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    dtypes[key] = weights.get_slice(key).get_dtype()
+        except (SafetensorError, OSError, ValueError) as err:
+            raise OSError(printable_text(f"{file}: not a valid safetensors file ({err})")) from err
+    return dtypes
+
+
+def _check_loaded_weights(model: nn.Module, stored_dtypes: dict[str, str], where: str) -> None:
+    """Strict loading, after the tensors matched by name and shape: a floating-point parameter must have been
+    stored as floating point (an integer tensor would be silently truncated), and hold only finite values (NaN or
+    inf weights give NaN scores for every input)."""
+    for name, tensor in model.state_dict().items():
+        if not tensor.is_floating_point():
+            continue
+        stored = stored_dtypes.get(name)
+        if stored is not None and not stored.startswith(("F", "BF")):
+            raise OSError(
+                f"{where}: tensor {name!r} is stored as {stored}, but {type(model).__name__} needs floating point; "
+                "pass strict=False to load it anyway"
+            )
+        if tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+            raise OSError(
+                f"{where}: tensor {name!r} contains NaN or inf values (a diverged or damaged checkpoint); "
+                "pass strict=False to load it anyway"
+            )
+
+
 def _check_model_type(cls, name_or_path, kwargs) -> None:
     """A local folder whose config.json names another ``model_type`` is refused (it would load with fresh weights)."""
     import json
@@ -176,7 +227,7 @@ def _check_model_type(cls, name_or_path, kwargs) -> None:
     try:
         with open(config_file, encoding="utf-8") as f:
             model_type = json.load(f).get("model_type")
-    except (OSError, ValueError, AttributeError) as err:
+    except (OSError, ValueError, AttributeError, RecursionError) as err:
         raise ValueError(f"{config_file}: not a readable JSON config ({err})") from err
     if model_type != cls.config_class.model_type:
         raise ValueError(
@@ -194,13 +245,26 @@ class _RewardPreTrainedModel(PreTrainedModel):
     _no_split_modules: list[str] = []
 
     def _build_backbone(self, config) -> VisionBackbone:
-        backbone = build_backbone(config.backbone_type, config.backbone_config)
+        # A backbone_config / backbone_lora that passes the config's own checks can still fail to build (a zero
+        # size dividing, a missing key, transformers' or peft's own validation): name the field.
+        try:
+            backbone = build_backbone(config.backbone_type, config.backbone_config)
+        except ImportError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the backbone library raises; re-raised with the field
+            raise ValueError(
+                f"config field `backbone_config` does not build a {config.backbone_type!r} backbone "
+                f"({type(err).__name__}: {err})"
+            ) from err
         lora = getattr(config, "backbone_lora", None)
         if lora:
             from peft import LoraConfig, inject_adapter_in_model
 
-            lora_config = LoraConfig(**{k: v for k, v in lora.items() if k in LoraConfig.__dataclass_fields__})
-            backbone = inject_adapter_in_model(lora_config, backbone)
+            try:
+                lora_config = LoraConfig(**{k: v for k, v in lora.items() if k in LoraConfig.__dataclass_fields__})
+                backbone = inject_adapter_in_model(lora_config, backbone)
+            except Exception as err:  # noqa: BLE001 - peft's validation errors; re-raised with the field
+                raise ValueError(f"config field `backbone_lora` is not usable ({type(err).__name__}: {err})") from err
         return backbone
 
     @staticmethod
@@ -405,23 +469,52 @@ class _RewardPreTrainedModel(PreTrainedModel):
         kwargs["use_safetensors"] = True
         strict = kwargs.pop("strict", True)
         user_info = kwargs.pop("output_loading_info", False)
+        from safetensors import SafetensorError
+
+        from ..video import printable_text
+
+        where = printable_text(os.fsdecode(pretrained_model_name_or_path))
         index_file = os.path.join(str(pretrained_model_name_or_path), "model.safetensors.index.json")
-        if os.path.isfile(index_file):  # always, strict or not: shards stay inside the folder and are safetensors
-            _check_shard_index(index_file)
-        if strict:
-            _check_model_type(cls, pretrained_model_name_or_path, kwargs)
         try:
+            if os.path.isfile(index_file):  # always, strict or not: shards stay inside the folder, safetensors
+                _check_shard_index(index_file)
+            if strict:
+                _check_model_type(cls, pretrained_model_name_or_path, kwargs)
+            stored_dtypes = _check_safetensors_files(pretrained_model_name_or_path)
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
             )
+        except SafetensorError as err:  # a damaged weights file the header check did not see
+            raise OSError(f"{where}: a weights file is not valid safetensors ({err})") from err
         except RuntimeError as err:  # e.g. tensors of the wrong shape (transformers raises a bare RuntimeError)
-            raise OSError(f"{pretrained_model_name_or_path!s}: cannot load {cls.__name__}: {err}") from err
+            if "ignore_mismatched_sizes" in str(err):
+                raise OSError(
+                    f"{where}: tensor shapes in the weights do not match the architecture config.json describes "
+                    "(transformers logged each mismatched tensor); refused before anything was allocated"
+                ) from err
+            raise OSError(printable_text(f"{where}: cannot load {cls.__name__}: {err}")) from err
+        except (OSError, ValueError) as err:  # named after the folder, and printable for a non-UTF-8 name
+            message = printable_text(str(err))
+            if message == str(err) and where in message:
+                raise
+            base = OSError if isinstance(err, OSError) else ValueError
+            raise base(message if where in message else f"{where}: {message}") from err
+        except (TypeError, KeyError, AttributeError, ArithmeticError) as err:
+            # A config.json whose fields pass their checks but that does not build, e.g. a backbone_config with
+            # a zero size (ZeroDivisionError), a missing key or a value of the wrong type deep in a sub-config.
+            raise ValueError(
+                printable_text(
+                    f"{where}: config.json does not describe a loadable {cls.__name__} ({type(err).__name__}: {err})"
+                )
+            ) from err
         bad = {k: sorted(v) for k, v in info.items() if k in _STRICT_KEYS and v}
         if strict and bad:
             raise OSError(
-                f"{pretrained_model_name_or_path!s}: the checkpoint does not match {cls.__name__} "
+                f"{where}: the checkpoint does not match {cls.__name__} "
                 f"({'; '.join(f'{k}: {v[:8]}' for k, v in bad.items())}); pass strict=False to load it anyway"
             )
+        if strict:
+            _check_loaded_weights(model, stored_dtypes, where)
         return (model, info) if user_info else model
 
     def save_pretrained(self, save_directory, *args, model_card_kwargs: dict | None = None, **kwargs):
