@@ -14,13 +14,19 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test lint docs clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The install runs again only when the *content* of pyproject.toml or constraints.txt changed (a checkout or an
+# editor that only touches them does not reinstall): the stamp's name carries a hash of both files.
+INSTALL_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read() + open('constraints.txt', 'rb').read()).hexdigest()[:16])")
+STAMP := $(VENV)/.installed-$(INSTALL_HASH)
+
+$(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -c constraints.txt -e ".[dev,docs]"
-	touch $@
+	rm -f $(VENV)/.installed-*
+	touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed
+install: $(STAMP)
 
 demo: install
 	$(PY) -m icreward.cli pipeline --output_dir outputs/demo
