@@ -17,6 +17,7 @@ icreward stress-suite build --output_dir DIR   build the consistency stress-test
 icreward human-study serve|summarize|pairs     a local forced-choice preference study (Figure 4)
 icreward human-agreement --model DIR --data DIR  agreement of reward models with human majority votes
 icreward estimate-memory --config RECIPE.yaml  accounted training memory at full size (meta device, no GPU)
+icreward pretrain-policy --output_dir DIR      pretrain the tiny I2V policy on real clips (resumable)
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate-memory": (
         "icreward.memory.accountant:main",
         "Accounted training memory of a recipe at full size, no GPU.",
+    ),
+    "pretrain-policy": (
+        "icreward.policy.pretrain:main",
+        "Pretrain the tiny image-to-video policy (WanImageToVideoPipeline) on the real-clip corpus; resumable.",
     ),
 }
 

