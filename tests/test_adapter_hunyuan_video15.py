@@ -14,6 +14,7 @@ from icreward.adapters import (
     get_adapter,
     load_hunyuan_video15_lora,
 )
+from icreward.adapters.hunyuan_video15 import forward_all_tokens_valid
 from icreward.testing.tiny_families_wan_hunyuan import TINY_HUNYUAN15_SIZE, tiny_hunyuan_video15_i2v_pipeline
 from icreward.trainers.video_dpo_config import VideoDPOConfig
 from icreward.trainers.video_dpo_trainer import VideoDPOTrainer
@@ -177,6 +178,47 @@ def test_image_conditioning_channels_tokens_and_text_streams(image):
     torch.testing.assert_close(target, 1 - latents)  # the loss counts every frame, frame 0 included
 
 
+def test_meta_safe_forward_equals_the_transformer_forward():
+    """forward_all_tokens_valid (used on meta: shape checks, memory accounting) is the model's forward when every
+    condition token is valid."""
+    transformer = tiny_hunyuan_video15_i2v_pipeline(seed=0).transformer
+    g = torch.Generator().manual_seed(0)
+    kwargs = {
+        "hidden_states": torch.randn(2, 17, 3, 2, 2, generator=g),
+        "timestep": torch.tensor([300.0, 700.0]),
+        "encoder_hidden_states": torch.randn(2, 48, 16, generator=g),
+        "encoder_attention_mask": torch.ones(2, 48),
+        "encoder_hidden_states_2": torch.randn(2, 16, 24, generator=g),
+        "encoder_attention_mask_2": torch.ones(2, 16),
+        "image_embeds": torch.randn(2, 4, 12, generator=g),
+    }
+    with torch.no_grad():
+        expected = transformer(**kwargs, return_dict=False)[0]
+        torch.testing.assert_close(forward_all_tokens_valid(transformer, **kwargs), expected, rtol=0, atol=0)
+
+
+def test_memory_accountant_runs_on_the_dpo_recipe(capsys):
+    """`icreward estimate-memory` on the shipped HunyuanVideo 1.5 DPO recipe at the published size."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from icreward.memory.accountant import main
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "configs" / "dpo_hunyuan_video15_real.yaml"
+    status = main(["--config", str(path)])
+    printed = capsys.readouterr().out
+    print(printed)  # shown with -s: the numbers docs/families/hunyuan_video15.md quotes
+    config = yaml.safe_load(path.read_text())
+    shape = f"(1, 32, {(config['num_frames'] - 1) // 4 + 1}, {config['height'] // 16}, {config['width'] // 16})"
+    assert f"on hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v, latents {shape}" in printed
+    (row,) = re.findall(r"^peak\s+([0-9.]+)$", printed, flags=re.M)
+    (verdict,) = re.findall(r"^peak ([0-9.]+) GiB (fits|does NOT fit) the 72 GiB budget", printed, flags=re.M)
+    assert float(row) == float(verdict[0]) > 15  # more than the bf16 weights of the 8.3B transformer
+    assert status == (0 if float(row) <= 72 else 1)
+
+
 def test_latent_normalisation_and_decode():
     adapter = _adapter()
     vae = adapter.vae
@@ -241,31 +283,16 @@ def test_published_config_on_meta_passes_the_shape_path():
     t = torch.full((1,), 500.0, device="meta")
     noise = torch.empty(shape, device="meta")
     noisy = adapter.add_noise(latents, noise, t)
-    # The transformer's forward cannot run on meta as a whole: it branches on torch.all(image_embeds == 0) and
-    # reorders the text/image tokens with boolean masks (data-dependent). Its stages run here on the adapter's
-    # tensors; the reordering is a permutation within the 729 + 256 + 1000 condition tokens and keeps shapes.
-    bf16 = torch.bfloat16
-    hidden = torch.cat([noisy, adapter.condition_channels(noisy, conditions["image_latents"])], dim=1).to(bf16)
-    assert hidden.shape[1] == transformer.config.in_channels == 65
-    tokens = transformer.x_embedder(hidden)
-    temb = transformer.time_embed(t.to(bf16))
-    text = transformer.context_embedder(
-        conditions["prompt_embeds"].to(bf16), t.to(bf16), conditions["prompt_embeds_mask"].to(bf16)
-    )
-    text_2 = transformer.context_embedder_2(conditions["prompt_embeds_2"].to(bf16))
-    image_tokens = transformer.image_embedder(conditions["image_embeds"].to(bf16))
-    context = torch.cat([image_tokens, text_2, text], dim=1)
-    assert context.shape == (1, 729 + 256 + 1000, 2048)
-    tokens, context = transformer.transformer_blocks[0](
-        tokens,
-        context,
-        temb,
-        torch.ones(1, context.shape[1], device="meta", dtype=torch.bool),
-        transformer.rope(hidden),
-    )
-    out = transformer.proj_out(transformer.norm_out(tokens, temb))
-    assert out.shape == (1, math.prod(shape[2:]), 32)  # patch size 1: one token per latent voxel, 32 channels out
-    pred = out.transpose(1, 2).reshape(shape).float()
+    # The transformer's own forward cannot run on meta (data-dependent token reordering); forward_all_tokens_valid
+    # runs the same operations (equal to the real forward on CPU, tested below) on the adapter's tensors.
+    inputs = adapter.transformer_inputs(noisy, t, conditions)
+    assert inputs["hidden_states"].shape[1] == transformer.config.in_channels == 65
+    blocks = transformer.transformer_blocks
+    transformer.transformer_blocks = blocks[:2]  # every block maps shapes alike; 2 of 54 keep this fast on meta
+    try:
+        pred = forward_all_tokens_valid(transformer, **inputs).float()
+    finally:
+        transformer.transformer_blocks = blocks
     assert pred.shape == adapter.target(latents, noise, t).shape == shape
     assert adapter.denoise_step(latents, 500.0, 400.0, conditions, model_output=pred).shape == shape
     assert adapter.decode_latents(latents).shape == (1, size["num_frames"], 3, size["height"], size["width"])

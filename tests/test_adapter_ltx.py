@@ -426,3 +426,25 @@ def test_reward_feedback_builds_the_size_aware_adapter_from_a_plain_pipeline(tmp
     assert isinstance(trainer.adapter, LTXVideoI2VAdapter)
     expected = _adapter().inference_timesteps(3)
     assert torch.equal(trainer.adapter.inference_timesteps(3), expected)
+
+
+def test_memory_accountant_runs_on_the_dpo_recipe(capsys):
+    """`icreward estimate-memory` on the shipped LTX-Video DPO recipe at the published size."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from icreward.memory.accountant import main
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "configs" / "dpo_ltx_video_real.yaml"
+    status = main(["--config", str(path)])
+    printed = capsys.readouterr().out
+    print(printed)  # shown with -s: the numbers docs/families/ltx_video.md quotes
+    config = yaml.safe_load(path.read_text())
+    shape = f"(1, 128, {(config['num_frames'] - 1) // 8 + 1}, {config['height'] // 32}, {config['width'] // 32})"
+    assert f"on Lightricks/LTX-Video, latents {shape}" in printed
+    (row,) = re.findall(r"^peak\s+([0-9.]+)$", printed, flags=re.M)
+    (verdict,) = re.findall(r"^peak ([0-9.]+) GiB (fits|does NOT fit) the 72 GiB budget", printed, flags=re.M)
+    assert float(row) == float(verdict[0]) > 3.5  # more than the bf16 weights of the 1.9B transformer
+    assert status == (0 if float(row) <= 72 else 1)

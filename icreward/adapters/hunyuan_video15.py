@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import os
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -292,24 +293,27 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
         mask[:, :, 0] = 1.0
         return torch.cat([cond, mask], dim=1)
 
-    def predict(self, noisy_latents, timesteps, conditions):
-        """Transformer forward on ``[noisy, image latents, mask]`` with the SigLIP and text tokens; velocity
-        ``(B, C, F', h, w)`` float32."""
+    def transformer_inputs(self, noisy_latents, timesteps, conditions) -> dict[str, torch.Tensor]:
+        """The transformer's keyword inputs: ``[noisy, image latents, mask]`` on the channel axis, one timestep per
+        sample, the two text streams with their masks and the SigLIP tokens, in the transformer's dtype."""
         transformer = self.pipeline.transformer
         device = noisy_latents.device
         dtype = next(transformer.parameters()).dtype
         hidden = torch.cat([noisy_latents, self.condition_channels(noisy_latents, conditions["image_latents"])], dim=1)
-        out = transformer(
-            hidden_states=hidden.to(dtype),
-            timestep=timesteps.to(device, dtype).expand(hidden.shape[0]),
-            encoder_hidden_states=conditions["prompt_embeds"].to(device, dtype),
-            encoder_attention_mask=conditions["prompt_embeds_mask"].to(device, dtype),
-            encoder_hidden_states_2=conditions["prompt_embeds_2"].to(device, dtype),
-            encoder_attention_mask_2=conditions["prompt_embeds_mask_2"].to(device, dtype),
-            image_embeds=conditions["image_embeds"].to(device, dtype),
-            return_dict=False,
-        )[0]
-        return out.float()
+        return {
+            "hidden_states": hidden.to(dtype),
+            "timestep": timesteps.to(device, dtype).expand(hidden.shape[0]),
+            "encoder_hidden_states": conditions["prompt_embeds"].to(device, dtype),
+            "encoder_attention_mask": conditions["prompt_embeds_mask"].to(device, dtype),
+            "encoder_hidden_states_2": conditions["prompt_embeds_2"].to(device, dtype),
+            "encoder_attention_mask_2": conditions["prompt_embeds_mask_2"].to(device, dtype),
+            "image_embeds": conditions["image_embeds"].to(device, dtype),
+        }
+
+    def predict(self, noisy_latents, timesteps, conditions):
+        """Transformer forward on :meth:`transformer_inputs`; velocity ``(B, C, F', h, w)`` float32."""
+        inputs = self.transformer_inputs(noisy_latents, timesteps, conditions)
+        return self.pipeline.transformer(**inputs, return_dict=False)[0].float()
 
     def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
         """Euler step of the flow ODE, ``x + (s_next - s) v`` (``FlowMatchEulerDiscreteScheduler.step``)."""
@@ -393,3 +397,102 @@ class HunyuanVideo15Generator:
             return self.pipeline(image=image, **kwargs)
         finally:
             self.pipeline.guider = guider
+
+
+# ------------------------------------------------------------------------------------------------ meta device
+#: Condition token counts of the published pipeline: Qwen2.5-VL tokens after the template crop
+#: (``tokenizer_max_length``), ByT5 tokens (``tokenizer_2_max_length``) and SigLIP tokens
+#: (``vision_num_semantic_tokens``), as ``HunyuanVideo15ImageToVideoPipeline.__init__`` sets them.
+PUBLISHED_TEXT_TOKENS, PUBLISHED_GLYPH_TOKENS, PUBLISHED_IMAGE_TOKENS = 1000, 256, 729
+
+
+def forward_all_tokens_valid(
+    transformer: nn.Module,
+    hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    encoder_attention_mask: torch.Tensor,
+    encoder_hidden_states_2: torch.Tensor,
+    encoder_attention_mask_2: torch.Tensor,
+    image_embeds: torch.Tensor,
+    **_: Any,
+) -> torch.Tensor:
+    """``HunyuanVideo15Transformer3DModel``'s forward when every condition token is valid (all masks 1), without
+    its data-dependent steps, so that it also runs on the ``meta`` device.
+
+    The model's own forward branches on ``torch.all(image_embeds == 0)`` and moves valid condition tokens before
+    padding with boolean indexing, neither of which ``meta`` tensors support. With every mask 1 (and nonzero image
+    embeddings) that reordering is the plain concatenation ``[image, ByT5, Qwen]`` used here, so the operations and
+    every tensor shape are the model's (a test checks equality with the real forward on CPU). Used for shape checks
+    and memory accounting at the published size; training and sampling call the model itself.
+    """
+    config = transformer.config
+    batch, _, frames, height, width = hidden_states.shape
+    p_t, p = int(config.patch_size_t), int(config.patch_size)
+    rotary = transformer.rope(hidden_states)
+    temb = transformer.time_embed(timestep)
+    tokens = transformer.x_embedder(hidden_states)
+
+    def typed(x: torch.Tensor, kind: int) -> torch.Tensor:
+        return x + transformer.cond_type_embed(torch.full_like(x[:, :, 0], kind, dtype=torch.long))
+
+    text = typed(transformer.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask), 0)
+    glyph = typed(transformer.context_embedder_2(encoder_hidden_states_2), 1)
+    image = typed(transformer.image_embedder(image_embeds), 2)
+    context = torch.cat([image, glyph, text], dim=1)
+    mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+    for block in transformer.transformer_blocks:
+        tokens, context = block(tokens, context, temb, mask, rotary)
+    out = transformer.proj_out(transformer.norm_out(tokens, temb))
+    out = out.reshape(batch, frames // p_t, height // p, width // p, -1, p_t, p, p)
+    out = out.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(batch, -1, frames, height, width)
+    return out
+
+
+def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
+    """The memory accountant's view of a recipe (see :func:`icreward.memory.accountant.register_accounting_family`)."""
+    from ..memory.accountant import FamilyInputs
+
+    frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
+    t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
+    if (frames - 1) % t or height % s or width % s:
+        raise ValueError(f"{source}: HunyuanVideo 1.5 needs num_frames = {t}k + 1 and height/width divisible by {s}")
+    latent_frames, h, w = (frames - 1) // t + 1, height // s, width // s
+    config = model.config
+
+    def empty(*shape, **kwargs):
+        return torch.empty(*shape, device="meta", **kwargs)
+
+    kwargs = {
+        "hidden_states": empty(forward_batch, config.in_channels, latent_frames, h, w, dtype=dtype),
+        "timestep": empty(forward_batch, dtype=dtype),
+        "encoder_hidden_states": empty(forward_batch, PUBLISHED_TEXT_TOKENS, config.text_embed_dim, dtype=dtype),
+        "encoder_attention_mask": torch.ones(forward_batch, PUBLISHED_TEXT_TOKENS, device="meta", dtype=dtype),
+        "encoder_hidden_states_2": empty(forward_batch, PUBLISHED_GLYPH_TOKENS, config.text_embed_2_dim, dtype=dtype),
+        "encoder_attention_mask_2": torch.ones(forward_batch, PUBLISHED_GLYPH_TOKENS, device="meta", dtype=dtype),
+        "image_embeds": empty(forward_batch, PUBLISHED_IMAGE_TOKENS, config.image_embed_dim, dtype=dtype),
+    }
+    # The model built for accounting runs the meta-safe forward (same operations and shapes, see above).
+    model.forward = types.MethodType(lambda self, **kw: (forward_all_tokens_valid(self, **kw),), model)
+    batch = int(recipe.get("per_device_train_batch_size", 1))
+    c = int(vae.config.latent_channels)
+    return FamilyInputs(
+        kwargs=kwargs,
+        blocks_attr="transformer_blocks",
+        latent_shape=(batch, c, latent_frames, h, w),
+        num_latent_frames=latent_frames,
+        decode_input_shape=lambda n: (batch, c, n, h, w),
+    )
+
+
+def _register_memory_accounting() -> None:
+    from ..memory.accountant import register_accounting_family
+
+    register_accounting_family(
+        "HunyuanVideo15Transformer3DModel",
+        _accounting_inputs,
+        lambda hub_id: tuple(HunyuanVideo15I2VAdapter.default_lora_target_modules),
+    )
+
+
+_register_memory_accounting()

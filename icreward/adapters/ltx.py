@@ -337,3 +337,54 @@ class LTXVideoI2VAdapter(VideoModelAdapter):
         scheduler.set_timesteps(sigmas=sigmas, device="cpu", **kwargs)
         timesteps = scheduler.timesteps.float()
         return torch.cat([timesteps, timesteps.new_zeros(1)])
+
+
+def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
+    """The memory accountant's view of an LTX-Video recipe (packed tokens, per-token timesteps, T5 at 128 tokens)."""
+    from ..memory.accountant import FamilyInputs
+
+    frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
+    t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
+    config = model.config
+    p, p_t = int(config.patch_size), int(config.patch_size_t)
+    if (frames - 1) % t or height % (s * p) or width % (s * p):
+        raise ValueError(f"{source}: LTX-Video needs num_frames = {t}k + 1 and height/width divisible by {s * p}")
+    latent_frames, h, w = (frames - 1) // t + 1, height // s, width // s
+    tokens = (latent_frames // p_t) * (h // p) * (w // p)
+    text_len = int(recipe.get("max_sequence_length") or 128)
+    kwargs = {
+        "hidden_states": torch.empty(
+            forward_batch, tokens, config.in_channels * p * p * p_t, device="meta", dtype=dtype
+        ),
+        "encoder_hidden_states": torch.empty(
+            forward_batch, text_len, config.caption_channels, device="meta", dtype=dtype
+        ),
+        "timestep": torch.empty(forward_batch, tokens, device="meta"),  # per token: 0 on the conditioning frame
+        "encoder_attention_mask": torch.ones(forward_batch, text_len, device="meta"),
+        "num_frames": latent_frames // p_t,
+        "height": h // p,
+        "width": w // p,
+        "rope_interpolation_scale": (t / float(recipe.get("frame_rate", 25.0)), s, s),
+    }
+    batch = int(recipe.get("per_device_train_batch_size", 1))
+    c = int(vae.config.latent_channels)
+    return FamilyInputs(
+        kwargs=kwargs,
+        blocks_attr="transformer_blocks",
+        latent_shape=(batch, c, latent_frames, h, w),
+        num_latent_frames=latent_frames,
+        decode_input_shape=lambda n: (batch, c, n, h, w),
+    )
+
+
+def _register_memory_accounting() -> None:
+    from ..memory.accountant import register_accounting_family
+
+    register_accounting_family(
+        "LTXVideoTransformer3DModel",
+        _accounting_inputs,
+        lambda hub_id: tuple(LTXVideoI2VAdapter.default_lora_target_modules),
+    )
+
+
+_register_memory_accounting()
