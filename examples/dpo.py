@@ -173,6 +173,8 @@ def main(script_args: ScriptArguments, training_args: VideoDPOConfig, model_args
     datasets.disable_progress_bars()  # the pair tables are tiny; their map/filter bars only add noise
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)
+    if training_args.torch_dtype:  # the trainer config's torch_dtype wins over the model config's dtype
+        model_args.dtype = training_args.torch_dtype
     pipeline, model_name = load_policy(model_args)
     state = PartialState()
     if script_args.dataset:

@@ -54,6 +54,8 @@ def main(script_args: ScriptArguments, training_args: VideoGRPOConfig, model_arg
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)
+    if training_args.torch_dtype:  # the trainer config's torch_dtype wins over the model config's dtype
+        model_args.dtype = training_args.torch_dtype
     pipeline, model_name = load_policy(model_args)
     if script_args.dataset:
         train_dataset = script_args.dataset

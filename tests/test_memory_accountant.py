@@ -96,34 +96,99 @@ def test_full_size_dpo_wan21_accounting_on_meta(capsys):
     recipe = load_recipe(CONFIGS / "dpo_wan21_i2v_480p.yaml")
     est = estimate_recipe_memory(recipe, source="dpo_wan21")
     (transformer,) = build_meta_components(recipe["model_name_or_path"], components=("transformer",)).values()
-    params = sum(p.numel() for p in transformer.parameters())
-    assert est.rows["weights"] == pytest.approx(params * 2 / GIB)  # bf16 as the recipe says
+    # bf16 as the recipe says, with the modules from_pretrained keeps in fp32
+    weight_bytes = sum(p.numel() * p.element_size() for p in transformer.parameters())
+    assert est.rows["weights"] == pytest.approx(weight_bytes / GIB)
+    assert weight_bytes > sum(p.numel() for p in transformer.parameters()) * 2
     # LoRA on every attention projection of the 40 blocks, fp32; AdamW keeps two moments
     assert est.rows["optimizer"] == pytest.approx(2 * est.rows["trainable"]) and est.rows["trainable"] > 0
-    assert est.latent_shape == (1, 16, 21, 60, 104)
+    frames = (recipe["num_frames"] - 1) // 4 + 1
+    assert est.latent_shape == (1, 16, frames, recipe["height"] // 8, recipe["width"] // 8)
     with_block = est.activations_variants["with per-block checkpointing"]
     without = est.activations_variants["without per-block checkpointing"]
     assert 0 < with_block < without / 5
     assert est.rows["activations"] == pytest.approx(with_block)  # the DPO trainer enables block checkpointing
+    # latents are precomputed: the encoders leave the device before training steps
+    assert est.rows["encoders"] == 0
     parts = ("weights", "trainable", "grads", "optimizer", "activations")
     assert est.rows["peak"] == pytest.approx(sum(est.rows[k] for k in parts))
     forced_off = estimate_recipe_memory(recipe, block_checkpointing=False)
     assert forced_off.rows["activations"] == pytest.approx(without)
 
 
-def test_reward_feedback_reports_vae_decode_as_not_counted(tmp_path):
-    # the real IPRO recipe at a tiny size so that this stays fast; the phase left out must be printed, never 0
-    recipe = load_recipe(
-        CONFIGS / "reward_feedback_wan22_ipro.yaml", ["num_frames=5", "height=64", "width=64", "lora_r=4"]
+def test_block_extrapolation_equals_the_full_forward():
+    # two short forwards (2 and 3 blocks) extended to 7 blocks give the bytes of the full 7-block forward
+    from diffusers import WanTransformer3DModel
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from icreward.memory.accountant import measure_repeated_blocks
+    from icreward.testing.tiny_pipelines import _tiny_wan_transformer
+
+    config = dict(_tiny_wan_transformer(0, image_dim=4).config)
+    config["num_layers"] = 7
+    with torch.device("meta"):
+        model = WanTransformer3DModel.from_config(config).requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"]), model)
+    kwargs = dict(
+        hidden_states=torch.empty(2, 36, 3, 16, 16, device="meta"),
+        timestep=torch.empty(2, device="meta"),
+        encoder_hidden_states=torch.empty(2, 512, model.config.text_dim, device="meta"),
+        encoder_hidden_states_image=torch.empty(2, 257, model.config.image_dim, device="meta"),
+        return_dict=False,
     )
-    assert recipe["num_frames"] == 5 and recipe["lora_r"] == 4
+    inputs = [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    fast = measure_repeated_blocks(lambda: model(**kwargs), model, "blocks", inputs)
+    exact = measure_repeated_blocks(lambda: model(**kwargs), model, "blocks", inputs, exact=True)
+    assert len(model.blocks) == 7
+    assert fast == exact and fast.total > 0
+
+
+def test_autocast_emulation_casts_float32_lora_inputs_like_autocast():
+    # A float32 LoRA layer on a bf16 base: under autocast its input is saved as a bf16 copy, without autocast peft
+    # casts the input to float32 and that copy is saved.
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from icreward.memory.accountant import AutocastEmulation
+
+    base = nn.Sequential(nn.Linear(64, 64)).to(torch.bfloat16).requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["0"]), base)
+    for p in base.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    x = torch.randn(32, 64, dtype=torch.bfloat16)
+    with AutocastEmulation(torch.bfloat16):
+        under = measure_saved_activations(lambda: base(x), base)
+    plain = measure_saved_activations(lambda: base(x), base)
+    # autocast: bf16 copies of x (for lora_A's weight gradient) and of lora_B's weight (to reach lora_A), and
+    # lora_A's bf16 output (for lora_B's weight gradient)
+    assert under.total == 32 * 64 * 2 + 64 * 4 * 2 + 32 * 4 * 2
+    # no autocast: the fp32 copy of x and lora_A's fp32 output; the fp32 weights are parameters (not counted)
+    assert plain.total == 32 * 64 * 4 + 32 * 4 * 4
+
+
+def test_reward_feedback_counts_the_checkpointed_decode(tmp_path):
+    # the real IPRO recipe at a tiny size so that this stays fast
+    from icreward.adapters.published_configs import build_meta_components
+    from icreward.memory.accountant import account_decode
+
+    size = ["num_frames=13", "height=64", "width=64", "lora_r=4", "decode_frame_subset=3"]
+    recipe = load_recipe(CONFIGS / "reward_feedback_wan22_ipro.yaml", size)
     est = estimate_recipe_memory(recipe, source="ipro")
-    assert est.rows["vae_decode"] is None
+    vae = build_meta_components(recipe["model_name_or_path"], components=("vae",))["vae"]
+    dec = account_decode(vae, (1, 16, 3, 8, 8), torch.bfloat16, measure_plain=True)
+    assert est.rows["vae_decode"] == pytest.approx((dec.held + dec.recompute) / GIB)
+    # checkpointing keeps less than the plain decode saves
+    assert 0 < dec.held + dec.recompute < dec.plain
     text = format_estimate(est)
-    (row,) = [line for line in text.splitlines() if line.startswith("vae_decode")]
-    assert row.split() == ["vae_decode", "not", "counted"]
-    k = recipe["truncated_backprop_steps"]
-    assert f"K={k}" in text
+    assert "vae_decode" in text and "not counted" in text and f"K={recipe['truncated_backprop_steps']}" in text
+    # the peak is the largest phase; the decode's backward holds the K calls' inputs and the decode
+    assert est.peak_gib == pytest.approx(max(est.phases.values()))
+    decode_phase = next(v for k, v in est.phases.items() if k.startswith("decode backward"))
+    assert decode_phase > est.rows["weights"] + est.rows["vae_decode"]
+    # offloading the frozen expert and the encoders takes their weights out of the training phases
+    off = estimate_recipe_memory({**recipe, "offload_frozen_denoisers": True, "offload_encoders": True})
+    assert off.rows["weights"] == pytest.approx(est.rows["weights"] / 2)
+    assert off.rows["encoders"] < est.rows["encoders"] and off.peak_gib < est.peak_gib
 
 
 def test_bad_inputs_name_the_field(tmp_path):
@@ -181,3 +246,69 @@ def test_grpo_recipe_accounts_one_guided_piece_like_a_dpo_pair():
     without = "without per-block checkpointing"
     assert unguided.activations_variants[without] < grpo_est.activations_variants[without]
     assert "GRPO" in format_estimate(grpo_est)
+
+
+def test_encoder_offload_visits_the_device_only_during_its_call():
+    from icreward.memory.offload import EncoderOffload
+    from icreward.testing.tiny_pipelines import tiny_wan_i2v_pipeline
+
+    pipe = tiny_wan_i2v_pipeline()
+    encoder = pipe.text_encoder.requires_grad_(False)  # the trainers freeze the pipeline first
+    ids = torch.randint(0, 100, (1, 7))
+    expected = encoder(ids).last_hidden_state
+    moves = []
+    original_to = encoder.to
+
+    def recording_to(*args, **kwargs):
+        moves.append(str(args[0]))
+        return original_to(*args, **kwargs)
+
+    encoder.to = recording_to
+    offload = EncoderOffload({"text_encoder": encoder}, "cpu")
+    assert moves == ["cpu"]
+    out = encoder(ids).last_hidden_state
+    assert moves == ["cpu", "cpu", "cpu"]  # in for the call, back after it
+    assert torch.equal(out, expected)
+    offload.remove()
+    encoder(ids)
+    assert len(moves) == 3
+    trainable = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="trainable"):
+        EncoderOffload({"x": trainable}, "cpu")
+
+
+def test_trainer_offloads_text_and_image_encoders_but_not_the_vae():
+    from icreward.adapters import get_adapter
+    from icreward.testing.tiny_pipelines import tiny_wan_i2v_pipeline
+    from icreward.trainers.adapter_lora import AdapterLoRATrainerMixin
+    from icreward.trainers.video_dpo_config import VideoDPOConfig
+
+    holder = AdapterLoRATrainerMixin.__new__(AdapterLoRATrainerMixin)
+    holder.adapter = get_adapter(tiny_wan_i2v_pipeline())
+    holder.adapter.freeze()
+    holder.args = VideoDPOConfig(output_dir="unused", offload_encoders=True)
+    holder._move_encoders("meta")  # a non-CPU device: only the VAE is moved there
+    assert holder.adapter.vae.post_quant_conv.weight.device.type == "meta"
+    assert holder.adapter.pipeline.text_encoder.device.type == "cpu"
+    assert set(holder._encoder_offload.modules) == {"text_encoder", "image_encoder"}
+    first = holder._encoder_offload
+    holder._move_encoders("meta")  # moving again replaces the hooks instead of stacking them
+    assert first._handles == [] and holder._encoder_offload is not first
+
+
+def test_trainer_loads_a_folder_in_torch_dtype_with_fp32_kept_modules(tmp_path):
+    from icreward.testing.tiny_pipelines import tiny_wan_i2v_pipeline
+    from icreward.trainers.adapter_lora import AdapterLoRATrainerMixin
+    from icreward.trainers.diffusion_config import loading_dtype
+    from icreward.trainers.video_dpo_config import VideoDPOConfig
+
+    tiny_wan_i2v_pipeline().save_pretrained(tmp_path)
+    args = VideoDPOConfig(output_dir="unused", torch_dtype="bfloat16")
+    assert loading_dtype(args) == torch.bfloat16
+    assert loading_dtype(VideoDPOConfig(output_dir="unused")) == torch.float32
+    adapter = AdapterLoRATrainerMixin._resolve_adapter(str(tmp_path), args)
+    dtypes = {n: p.dtype for n, p in adapter.pipeline.transformer.named_parameters()}
+    assert dtypes["patch_embedding.weight"] == torch.bfloat16
+    assert dtypes["scale_shift_table"] == torch.float32  # diffusers' _keep_in_fp32_modules
+    with pytest.raises(ValueError, match="torch_dtype"):
+        VideoDPOConfig(output_dir="unused", torch_dtype="int8")

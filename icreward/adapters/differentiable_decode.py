@@ -20,6 +20,7 @@ Tiled decoding (``vae.enable_tiling()``) is not chunked here: it falls back to t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,14 +29,22 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 __all__ = [
+    "DEFAULT_FRAMES_PER_CHUNK",
+    "DecodePlan",
     "checkpointed_cogvideox_decode",
     "checkpointed_wan_decode",
+    "cogvideox_decode_plan",
     "decode_chunks",
+    "decode_plan",
     "differentiable_decode",
     "supports_checkpointed_decode",
+    "wan_decode_plan",
 ]
 
 _StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+#: Latent frames (Wan) or decoder calls (CogVideoX) per checkpointed chunk: the fewest activations recomputed at once.
+DEFAULT_FRAMES_PER_CHUNK = 1
 
 
 def _split_state(state: Any) -> tuple[list[torch.Tensor], tuple[Any, list[Any], list[int]]]:
@@ -126,14 +135,29 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
 
 
 # ------------------------------------------------------------------------------------------------ Wan
-def _wan_chunks(vae: nn.Module, z: torch.Tensor, frames_per_chunk: int):
-    """Wan's decode as chunks of latent frames: ``(x, first_index)`` pairs and the step (one decoder call per
-    latent frame, ``first_chunk=True`` for frame 0, as ``AutoencoderKLWan._decode``)."""
+@dataclasses.dataclass
+class DecodePlan:
+    """A VAE decode as an ordered list of ``(step, chunk)`` calls threading a cache, and what follows them.
+
+    ``decode_chunks(plan.calls, plan.state, plan.params)`` then ``plan.finish(outputs)`` is the decode; the memory
+    accountant runs the same plan on ``meta`` tensors to count what each chunk keeps.
+    """
+
+    calls: list[tuple[_StepFn, torch.Tensor]]
+    state: Any
+    params: list[nn.Parameter]
+    finish: Callable[[list[torch.Tensor]], torch.Tensor]
+
+
+def wan_decode_plan(vae: nn.Module, z: torch.Tensor, *, frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK):
+    """``AutoencoderKLWan._decode`` as chunks of ``frames_per_chunk`` latent frames: one decoder call per latent
+    frame (``first_chunk=True`` for frame 0), the causal ``feat_cache`` threaded through, then un-patchify and clamp.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
     if frames_per_chunk < 1:
         raise ValueError(f"frames_per_chunk must be >= 1, got {frames_per_chunk}")
     x = vae.post_quant_conv(z)
-    num_frames = x.shape[2]
-    starts = list(range(0, num_frames, frames_per_chunk))
 
     def make_step(start: int) -> _StepFn:
         def step(chunk: torch.Tensor, cache: list[Any]) -> tuple[torch.Tensor, list[Any]]:
@@ -147,27 +171,29 @@ def _wan_chunks(vae: nn.Module, z: torch.Tensor, frames_per_chunk: int):
 
         return step
 
-    return x, starts, make_step
+    def finish(outs: list[torch.Tensor]) -> torch.Tensor:
+        out = torch.cat(outs, dim=2)
+        if vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=vae.config.patch_size)
+        return torch.clamp(out, min=-1.0, max=1.0)
+
+    starts = range(0, x.shape[2], frames_per_chunk)
+    calls = [(make_step(start), x[:, :, start : start + frames_per_chunk]) for start in starts]
+    state: list[Any] = [None] * vae._cached_conv_counts["decoder"]
+    return DecodePlan(calls, state, _trainable(vae.decoder), finish)
 
 
 def checkpointed_wan_decode(
-    vae: nn.Module, z: torch.Tensor, *, frames_per_chunk: int = 1, checkpoint: bool = True
+    vae: nn.Module, z: torch.Tensor, *, frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK, checkpoint: bool = True
 ) -> torch.Tensor:
     """``AutoencoderKLWan.decode(z).sample`` (clamped to ``[-1, 1]``), checkpointed per chunk of latent frames.
 
     ``z`` is the VAE's input (already un-normalised), ``(B, C, F', h, w)``. The causal ``feat_cache`` is carried
     from chunk to chunk (and its gradient back), so the result equals the plain decode.
     """
-    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-
-    x, starts, make_step = _wan_chunks(vae, z, frames_per_chunk)
-    cache: list[Any] = [None] * vae._cached_conv_counts["decoder"]
-    calls = [(make_step(start), x[:, :, start : start + frames_per_chunk]) for start in starts]
-    outs, _ = decode_chunks(calls, cache, _trainable(vae.decoder), checkpoint=checkpoint)
-    out = torch.cat(outs, dim=2)
-    if vae.config.patch_size is not None:
-        out = unpatchify(out, patch_size=vae.config.patch_size)
-    return torch.clamp(out, min=-1.0, max=1.0)
+    plan = wan_decode_plan(vae, z, frames_per_chunk=frames_per_chunk)
+    outs, _ = decode_chunks(plan.calls, plan.state, plan.params, checkpoint=checkpoint)
+    return plan.finish(outs)
 
 
 # ------------------------------------------------------------------------------------------------ CogVideoX
@@ -182,14 +208,9 @@ def _cogvideox_batches(vae: nn.Module, num_frames: int) -> list[tuple[int, int]]
     return windows
 
 
-def checkpointed_cogvideox_decode(
-    vae: nn.Module, z: torch.Tensor, *, batches_per_chunk: int = 1, checkpoint: bool = True
-) -> torch.Tensor:
-    """``AutoencoderKLCogVideoX.decode(z).sample``, checkpointed per decoder call (or ``batches_per_chunk`` calls).
-
-    The windows are diffusers' own (two latent frames per call, the odd remainder in the first), and the decoder's
-    ``conv_cache`` is carried from call to call, so the result equals the plain decode.
-    """
+def cogvideox_decode_plan(vae: nn.Module, z: torch.Tensor, *, batches_per_chunk: int = 1) -> DecodePlan:
+    """``AutoencoderKLCogVideoX._decode`` as chunks of ``batches_per_chunk`` decoder calls (diffusers' own windows:
+    two latent frames per call, the odd remainder in the first), the ``conv_cache`` threaded through."""
     if batches_per_chunk < 1:
         raise ValueError(f"batches_per_chunk must be >= 1, got {batches_per_chunk}")
     windows = _cogvideox_batches(vae, z.shape[2])
@@ -210,8 +231,20 @@ def checkpointed_cogvideox_decode(
             return torch.cat(pieces, dim=2), conv_cache
 
         calls.append((step, z[:, :, first : group[-1][1]]))
-    outs, _ = decode_chunks(calls, None, _trainable(vae), checkpoint=checkpoint)
-    return torch.cat(outs, dim=2)
+    return DecodePlan(calls, None, _trainable(vae), lambda outs: torch.cat(outs, dim=2))
+
+
+def checkpointed_cogvideox_decode(
+    vae: nn.Module, z: torch.Tensor, *, batches_per_chunk: int = 1, checkpoint: bool = True
+) -> torch.Tensor:
+    """``AutoencoderKLCogVideoX.decode(z).sample``, checkpointed per decoder call (or ``batches_per_chunk`` calls).
+
+    The windows are diffusers' own and the decoder's ``conv_cache`` is carried from call to call, so the result
+    equals the plain decode.
+    """
+    plan = cogvideox_decode_plan(vae, z, batches_per_chunk=batches_per_chunk)
+    outs, _ = decode_chunks(plan.calls, plan.state, plan.params, checkpoint=checkpoint)
+    return plan.finish(outs)
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
@@ -222,13 +255,24 @@ def supports_checkpointed_decode(vae: nn.Module) -> bool:
     return type(vae).__name__ in ("AutoencoderKLWan", "AutoencoderKLCogVideoX")
 
 
-def differentiable_decode(vae: nn.Module, z: torch.Tensor, *, frames_per_chunk: int = 1) -> torch.Tensor:
+def decode_plan(vae: nn.Module, z: torch.Tensor, *, frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK) -> DecodePlan:
+    """The chunked decode :func:`differentiable_decode` runs for ``vae`` (see :func:`supports_checkpointed_decode`)."""
+    if not supports_checkpointed_decode(vae):
+        raise ValueError(f"no chunked decode for {type(vae).__name__} (tiled or not a Wan / CogVideoX VAE)")
+    if type(vae).__name__ == "AutoencoderKLWan":
+        return wan_decode_plan(vae, z, frames_per_chunk=frames_per_chunk)
+    return cogvideox_decode_plan(vae, z, batches_per_chunk=frames_per_chunk)
+
+
+def differentiable_decode(
+    vae: nn.Module, z: torch.Tensor, *, frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK
+) -> torch.Tensor:
     """``vae.decode(z).sample``, gradient-checkpointed per chunk when autograd records and the VAE supports it.
 
     Under ``torch.no_grad()`` (sampling, evaluation) or for other VAEs this is the plain decode.
     """
     if torch.is_grad_enabled() and supports_checkpointed_decode(vae):
-        if type(vae).__name__ == "AutoencoderKLWan":
-            return checkpointed_wan_decode(vae, z, frames_per_chunk=frames_per_chunk)
-        return checkpointed_cogvideox_decode(vae, z, batches_per_chunk=frames_per_chunk)
+        plan = decode_plan(vae, z, frames_per_chunk=frames_per_chunk)
+        outs, _ = decode_chunks(plan.calls, plan.state, plan.params)
+        return plan.finish(outs)
     return vae.decode(z, return_dict=False)[0]

@@ -141,6 +141,10 @@ class AdapterLoRATrainerMixin:
     # ------------------------------------------------------------------------------------------------ setup
     @staticmethod
     def _resolve_adapter(model: Any, args: DiffusionTrainingConfig) -> VideoModelAdapter:
+        if isinstance(model, (str, os.PathLike)):  # a Hub id / folder: load the base weights in args.torch_dtype
+            from .diffusion_config import loading_dtype
+
+            model = get_adapter(model, torch_dtype=loading_dtype(args)).pipeline
         base = get_adapter(model)
         if model is base:  # an adapter built by the user: keep its settings
             return base
@@ -189,8 +193,20 @@ class AdapterLoRATrainerMixin:
 
     def _move_encoders(self, device: torch.device | str) -> None:
         """Move the VAE and the text / image encoders: they are not submodules of the trained module, so the
-        Trainer never moves them."""
-        for module in self.adapter.encoder_modules.values():
+        Trainer never moves them. With ``args.offload_encoders`` the text / image encoders stay in CPU memory and
+        visit ``device`` only during their own calls (:class:`~icreward.memory.offload.EncoderOffload`)."""
+        modules = dict(self.adapter.encoder_modules)
+        previous = getattr(self, "_encoder_offload", None)
+        if previous is not None:
+            previous.remove()
+            self._encoder_offload = None
+        if getattr(self.args, "offload_encoders", False) and torch.device(device).type != "cpu":
+            from ..memory.offload import EncoderOffload
+
+            offloaded = {name: module for name, module in modules.items() if name != "vae"}
+            self._encoder_offload = EncoderOffload(offloaded, device)
+            modules = {name: module for name, module in modules.items() if name == "vae"}
+        for module in modules.values():
             module.to(device)
 
     def _move_frozen_denoisers(self, device: torch.device | str) -> None:

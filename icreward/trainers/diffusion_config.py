@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
-__all__ = ["DiffusionTrainingConfig", "shared_field"]
+__all__ = ["DiffusionTrainingConfig", "loading_dtype", "shared_field"]
 
 WAN22_TRAIN_EXPERTS = ("low_noise", "high_noise", "both")
 
@@ -43,6 +44,22 @@ class DiffusionTrainingConfig(TrainingArguments):
             "choices": list(WAN22_TRAIN_EXPERTS),
         },
     )
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype of the base weights when the trainer loads a Hub id or a local folder itself (a loaded "
+            "pipeline is used as it is). None follows the mixed precision: bfloat16 with bf16, float16 with fp16, "
+            "float32 otherwise. LoRA parameters train in float32 whatever this is."
+        },
+    )
+    offload_encoders: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the text / image encoders in CPU memory and move each to the device only for its own "
+            "forward call (icreward.memory.offload.EncoderOffload): saves their weights on the device (10.6 GiB for "
+            "Wan's UMT5-XXL in bf16) for one host-device copy per encoded batch. The VAE stays on the device."
+        },
+    )
     bf16: bool = field(
         default=False, metadata={"help": "bfloat16 mixed precision (off by default: it raises on CPU)."}
     )
@@ -55,10 +72,23 @@ class DiffusionTrainingConfig(TrainingArguments):
             raise ValueError(
                 f"wan22_train_expert must be 'low_noise', 'high_noise' or 'both', got {self.wan22_train_expert!r}"
             )
+        if self.torch_dtype not in (None, "bfloat16", "float16", "float32"):
+            raise ValueError(f"torch_dtype must be bfloat16, float16, float32 or None, got {self.torch_dtype!r}")
         for name in ("num_frames", "height", "width"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         super().__post_init__()
+
+
+def loading_dtype(args: DiffusionTrainingConfig) -> torch.dtype:
+    """The dtype a trainer loads a Hub id / folder in: ``args.torch_dtype``, else the mixed precision's."""
+    if getattr(args, "torch_dtype", None):
+        return getattr(torch, args.torch_dtype)
+    if getattr(args, "bf16", False):
+        return torch.bfloat16
+    if getattr(args, "fp16", False):
+        return torch.float16
+    return torch.float32
 
 
 def shared_field(name: str, *, help: str) -> Any:
