@@ -849,20 +849,28 @@ class BestOfNReport:
             lines.append(f"| {a} | " + " | ".join(f"{agreement[a][b]:.2f}" for b in self.methods) + " |")
         return "\n".join(lines) + "\n"
 
-    def plot(self, output_dir: str | os.PathLike, *, max_samples: int = 12) -> list[Path]:
-        """Write ``per_sample_<metric>.png`` (Figure 3: per image, one bar per method; the first ``max_samples``
-        images) for every per-video metric, and ``summary.png`` (one panel per metric, one bar per method)."""
+    def plot(self, output_dir: str | os.PathLike, *, max_samples: int | None = None) -> list[Path]:
+        """Write ``per_sample_<metric>.png`` (Figure 3: per image, one bar per method, value on each bar) for every
+        per-video metric, and ``summary.png`` (one panel per metric: each method's mean as a labelled point).
+
+        ``max_samples``: at most this many images per figure (default: all); when fewer than all are drawn, the
+        title says how many of how many (every image is in ``report.md`` / ``report.json``). Notes per metric in
+        ``settings["metric_notes"]`` (e.g. ``"random-weight CLIP"``) are printed in the panel titles.
+        """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         colors = {m: f"C{i}" for i, m in enumerate(self.methods)}
+        notes = dict(self.settings.get("metric_notes") or {})
         written = []
-        samples = self.sample_ids[:max_samples]
+        total = len(self.sample_ids)
+        shown = total if max_samples is None else min(max_samples, total)
+        samples = self.sample_ids[:shown]
         for metric in self.candidate_metrics:
             values = self.per_sample(metric)
-            fig = Figure(figsize=(max(4.0, 1.2 + 0.45 * len(samples) * len(self.methods)), 3.6), layout="constrained")
+            fig = Figure(figsize=(max(4.0, 1.2 + 0.45 * len(samples) * len(self.methods)), 3.8), layout="constrained")
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
             width = 0.8 / len(self.methods)
@@ -878,27 +886,42 @@ class BestOfNReport:
             ax.set_xticks(
                 x, samples, rotation=30 if len(samples) > 4 else 0, ha="right" if len(samples) > 4 else "center"
             )
-            ax.set_ylabel(metric)
-            ax.set_title(f"{metric} of the top-1 video per image")
-            ax.legend(fontsize="small", loc="upper center", ncols=len(self.methods), frameon=False)
+            ax.set_xlabel("reference image")
+            ax.set_ylabel(metric + (f" ({notes[metric]})" if metric in notes else ""))
+            title = f"{metric} of the top-1 video per image"
+            if shown < total:
+                title += f" (first {shown} of {total} images; all in report.md)"
+            ax.set_title(title, fontsize="medium")
+            # Above the axes, outside the bars: a legend inside would cover the values.
+            fig.legend(loc="outside upper center", ncols=len(self.methods), fontsize="small", frameon=False)
             path = output_dir / f"per_sample_{_safe_name(metric)}.png"
             fig.savefig(path, dpi=120)
             written.append(path)
 
         metrics = self.metric_names
         if metrics:
-            fig = Figure(figsize=(3.2 * len(metrics), 3.4), layout="constrained")
+            fig = Figure(figsize=(3.4 * len(metrics), 3.6), layout="constrained")
             FigureCanvasAgg(fig)
             for i, metric in enumerate(metrics):
                 ax = fig.add_subplot(1, len(metrics), i + 1)
-                heights = [self.summary[m].get(metric) for m in self.methods]
-                ax.bar(
-                    range(len(self.methods)),
-                    [h if h is not None and math.isfinite(h) else 0.0 for h in heights],
-                    color=[colors[m] for m in self.methods],
-                )
+                points = [(k, self.summary[m].get(metric)) for k, m in enumerate(self.methods)]
+                points = [(k, v) for k, v in points if v is not None and math.isfinite(v)]
+                for k, value in points:
+                    method = self.methods[k]
+                    ax.plot([k], [value], "o", color=colors[method], markersize=8)
+                    ax.annotate(f"{value:.4g}", (k, value), textcoords="offset points", xytext=(0, 7), ha="center")
+                if points:  # the axis spans the values (a difference in the third decimal stays visible)
+                    low, high = min(v for _, v in points), max(v for _, v in points)
+                    pad = 0.25 * (high - low) if high > low else max(abs(high) * 0.05, 1e-3)
+                    ax.set_ylim(low - pad, high + 2 * pad)
+                ax.set_xlim(-0.5, len(self.methods) - 0.5)
                 ax.set_xticks(range(len(self.methods)), self.methods, rotation=30, ha="right")
-                ax.set_title(f"{metric} {'↑' if self.higher_is_better.get(metric, True) else '↓'}")
+                ax.set_xlabel("selection method")
+                direction = "higher is better" if self.higher_is_better.get(metric, True) else "lower is better"
+                ax.set_ylabel(f"mean {metric} of the picks")
+                ax.set_title(
+                    f"{metric} ({direction})" + (f"\n{notes[metric]}" if metric in notes else ""), fontsize="medium"
+                )
             path = output_dir / "summary.png"
             fig.savefig(path, dpi=120)
             written.append(path)
