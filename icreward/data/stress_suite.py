@@ -933,8 +933,12 @@ def _write_suite(root: Path, args: dict, splits: Mapping[str, list[str]]) -> int
     image_size, fps = args["image_size"], args["fps"]
     (root / "references").mkdir()
     rows = []
+    from tqdm.auto import tqdm  # the first build takes tens of seconds: show it
+
+    progress = tqdm(total=sum(len(splits[s]) for s in _SPLITS), desc="building the stress-test suite", unit="source")
     for split in _SPLITS:
         for source_id in splits[split]:
+            progress.update(1)
             photo = PHOTO_SOURCES[source_id].photo
             donors = [s for s in splits[split] if PHOTO_SOURCES[s].photo != photo]
             reference, videos = generate_source_videos(
@@ -970,6 +974,7 @@ def _write_suite(root: Path, args: dict, splits: Mapping[str, list[str]]) -> int
                         "split": split,
                     }
                 )
+    progress.close()
     with open(root / "metadata.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
