@@ -160,7 +160,9 @@ def reward_hacking_report(
         from ..metrics import dynamic_degree
 
     videos = []
-    for i in range(n):
+    from tqdm.auto import tqdm  # flow, reward and metrics per video pair: seconds each on a CPU
+
+    for i in tqdm(range(n), desc="reward-hacking report", unit="video"):
         reference = _as_image_tensor(references[i])
         base, base_fps = _load_video(base_videos[i], fps)
         tuned, tuned_fps = _load_video(tuned_videos[i], fps)
