@@ -122,6 +122,39 @@ def test_sampling_loop_matches_pipeline(image):
     assert float((x - noise)[:, :, 1:].abs().max()) > 0.1
 
 
+def test_reward_feedback_sampler_matches_the_pipeline_with_the_published_unipc(image):
+    """adapter.sampler (what reward feedback steps through) with TI2V-5B's shipped scheduler, UniPC multistep with
+    flow_shift 5.0, gives the pipeline's latents and video for the same noise."""
+    from diffusers import UniPCMultistepScheduler
+
+    pipe = tiny_wan22_ti2v_pipeline(seed=0)
+    pipe.scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=5.0
+    )
+    adapter = WanTI2VAdapter(pipe)
+    cond = adapter.prepare_conditions([image], ["a cat"], **SIZE)
+    noise = torch.randn(1, 48, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    steps = 4
+    common = {"image": image, "prompt": "a cat", **SIZE, "num_inference_steps": steps, "guidance_scale": 1.0}
+    expected = pipe(**common, latents=noise.clone(), output_type="latent").frames
+    expected_video = pipe(**common, latents=noise.clone(), output_type="pt").frames
+    sampler = adapter.sampler(steps)
+    x = noise
+    with torch.no_grad():
+        for i, t in enumerate(sampler.timesteps):
+            out = adapter.predict(x, t.float().expand(1), cond)
+            x = sampler.step(i, x, out, cond)
+        video = adapter.decode_latents(x)
+    torch.testing.assert_close(x, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(video, expected_video, rtol=1e-4, atol=1e-4)
+    euler = noise
+    timesteps = adapter.inference_timesteps(steps)
+    with torch.no_grad():
+        for i in range(steps):
+            euler = adapter.denoise_step(euler, timesteps[i], timesteps[i + 1], cond)
+    assert float((euler - expected).abs().max()) > 1e-3  # the Euler loop is not what this scheduler samples
+
+
 def test_first_frame_replacement_per_token_timesteps_and_target(image):
     adapter = WanTI2VAdapter(tiny_wan22_ti2v_pipeline(seed=0))
     cond = adapter.prepare_conditions([image], ["a cat"], **SIZE)

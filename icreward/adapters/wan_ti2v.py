@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .base import VideoModelAdapter
+from .base import DenoisingSampler, PipelineSchedulerSampler, VideoModelAdapter
 from .wan import _WAN_I2V_TEXT_LENGTH, _WanBase
 
 
@@ -165,8 +165,31 @@ class WanTI2VAdapter(_WanBase):
     def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
         """One Euler step on the generated frames; frame 0 is (again) the reference image's latent."""
         stepped = super().denoise_step(latents, timestep, next_timestep, conditions, model_output=model_output)
-        image = conditions["image_latents"].to(stepped.device, stepped.dtype)
-        return torch.cat([image, stepped[:, :, 1:]], dim=2)
+        return _with_image_frame(stepped, conditions)
+
+    def sampler(self, num_inference_steps: int, *, device=None) -> DenoisingSampler:
+        """The pipeline's own scheduler (UniPC with ``flow_shift`` 5.0 as published), stepped as
+        ``WanImageToVideoPipeline(expand_timesteps=True)`` steps it, with frame 0 set to the reference image's latent
+        after every step (the pipeline sets it once before decoding; frame 0 never feeds the other frames, because
+        :meth:`predict` replaces it with the image latent, so the generated frames are the pipeline's)."""
+        return _ImageFrameSampler(PipelineSchedulerSampler(self, num_inference_steps, device=device))
+
+
+def _with_image_frame(latents: torch.Tensor, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
+    image = conditions["image_latents"].to(latents.device, latents.dtype)
+    return torch.cat([image, latents[:, :, 1:]], dim=2)
+
+
+class _ImageFrameSampler(DenoisingSampler):
+    """A sampler whose every step leaves the reference image's latent in frame 0."""
+
+    def __init__(self, inner: DenoisingSampler):
+        self.inner = inner
+        self.timesteps = inner.timesteps
+
+    def step(self, index, latents, model_output, conditions, *, generator=None):
+        stepped = self.inner.step(index, latents, model_output, conditions, generator=generator)
+        return _with_image_frame(stepped, conditions)
 
 
 #: Wan 2.2 TI2V-5B's published sizes, for building it on the ``meta`` device (shape checks, memory estimates).
