@@ -104,7 +104,10 @@ def test_registry_and_refusals(tmp_path):
     )
     with pytest.raises(ValueError, match="HunyuanVideo15ImageToVideoPipeline"):
         get_adapter(t2v)
-    pipe.transformer.register_to_config(use_meanflow=True)
+    pipe.transformer.register_to_config(task_type="t2v")
+    with pytest.raises(ValueError, match="task_type='t2v'"):
+        HunyuanVideo15I2VAdapter(pipe)
+    pipe.transformer.register_to_config(task_type="i2v", use_meanflow=True)
     with pytest.raises(ValueError, match="use_meanflow"):
         HunyuanVideo15I2VAdapter(pipe)
     with pytest.raises(ValueError, match="num_frames = 4k"):
@@ -128,16 +131,17 @@ def test_sampling_loop_matches_pipeline(image, guidance_scale):
     sigmas = np.linspace(1.0, 0.0, steps + 1)[:-1]
     shifted = 5.0 * sigmas / (1 + 4.0 * sigmas)  # the scheduler's shift=5.0
     np.testing.assert_allclose(timesteps[:-1].numpy(), shifted * 1000, rtol=1e-6)
+    sampler = adapter.sampler(steps)  # what reward-feedback training steps through
+    torch.testing.assert_close(sampler.timesteps.float(), timesteps[:-1])
     x = noise
     with torch.no_grad():
-        for i in range(steps):
+        for i, t in enumerate(sampler.timesteps):
             if guidance_scale == 1.0:
-                x = adapter.denoise_step(x, timesteps[i], timesteps[i + 1], cond)
+                x = sampler.step(i, x, adapter.predict(x, t.expand(1), cond), cond)
                 continue
             both = {k: torch.cat([negative[k], cond[k]]) for k in cond}
-            uncond, conditional = adapter.predict(torch.cat([x, x]), timesteps[i].repeat(2), both).chunk(2)
-            guided = uncond + guidance_scale * (conditional - uncond)
-            x = adapter.denoise_step(x, timesteps[i], timesteps[i + 1], cond, model_output=guided)
+            uncond, conditional = adapter.predict(torch.cat([x, x]), t.repeat(2), both).chunk(2)
+            x = sampler.step(i, x, uncond + guidance_scale * (conditional - uncond), cond)
         video = adapter.decode_latents(x)
     torch.testing.assert_close(x, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(video, expected_video, rtol=1e-4, atol=1e-4)
@@ -390,6 +394,10 @@ def test_dpo_trains_only_lora_and_saved_lora_loads_into_the_pipeline(tmp_path, p
     torch.testing.assert_close(tuned, generate(trainer.adapter.pipeline), rtol=1e-4, atol=1e-4)
     config = next(iter(fresh.transformer.peft_config.values()))
     assert (config.r, config.lora_alpha) == (4, 8)
+    snippet = trainer.adapter.lora_load_snippet(str(out))  # what the model card shows: run it on another pipeline
+    other = tiny_hunyuan_video15_i2v_pipeline(seed=0)
+    exec(snippet, {"pipe": other})
+    torch.testing.assert_close(generate(other), tuned, rtol=0, atol=0)
 
 
 def test_dpo_resume_matches_uninterrupted_run(tmp_path, pairs):

@@ -128,6 +128,11 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
                 "this HunyuanVideo 1.5 transformer has use_meanflow=True (a MeanFlow-distilled variant taking a "
                 "second timestep); only the flow-matching checkpoints (use_meanflow=False) are supported"
             )
+        if getattr(config, "task_type", "i2v") != "i2v":
+            raise ValueError(
+                f"this HunyuanVideo 1.5 transformer was converted for task_type={config.task_type!r}; "
+                "HunyuanVideo15I2VAdapter trains the image-to-video (task_type='i2v') checkpoints"
+            )
         channels = int(pipeline.vae.config.latent_channels)
         if config.in_channels != 2 * channels + 1 or config.out_channels != channels:
             raise ValueError(
@@ -143,7 +148,7 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
 
     @classmethod
     def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
-        return model_index.get("_class_name") in (_I2V, _T2V)
+        return model_index.get("_class_name") == _I2V
 
     @classmethod
     def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
@@ -334,6 +339,15 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
         return torch.cat([timesteps, timesteps.new_zeros(1)])
 
     # ---------------------------------------------------------------------------------------------- LoRA
+    def lora_load_snippet(self, location: str = "<this repo or folder>") -> str:
+        """The loading call for model cards: the transformer's peft loader (the pipeline has no load_lora_weights)."""
+        if hasattr(type(self.pipeline), "load_lora_weights"):
+            return super().lora_load_snippet(location)
+        return (
+            f'pipe.transformer.load_lora_adapter("{location}", weight_name="{self.lora_weight_name("transformer")}", '
+            'prefix="transformer")'
+        )
+
     def save_lora_weights(
         self, save_directory: str | os.PathLike, *, adapter_name: str = "default", is_main_process: bool = True
     ) -> list[str]:
