@@ -1,10 +1,13 @@
 """Pretrain a tiny image-to-video policy on real clips: a real ``WanImageToVideoPipeline`` sized for a CPU.
 
-The policy is Wan 2.2-style (no CLIP image branch: the reference enters only through the first-frame mask and the
-image-condition latents), with a pixel-space ``WanTransformer3DModel`` (patch 1x4x4) and the parameter-free
-:class:`~icreward.policy.vae.FrameAnchoredPixelVAE` in place of ``AutoencoderKLWan``. It is trained with
-rectified flow through :class:`~icreward.adapters.WanI2VAdapter` (``prepare_latents``, ``encode_image_condition``,
-``add_noise``, ``predict``, ``target``), so every adapter and trainer path of the library runs on it unchanged.
+By default the policy is built as Wan 2.2 TI2V-5B is (``expand_timesteps=True``: the first latent frame is the
+reference image's latent, every other frame is generated, per-token timesteps, no CLIP branch), with a small
+``WanTransformer3DModel`` and the parameter-free :class:`~icreward.policy.vae.FrameAnchoredPixelVAE` in place of
+``AutoencoderKLWan`` (48 latent channels, as TI2V-5B's VAE). ``--conditioning i2v`` builds the Wan 2.1/2.2 I2V layout
+instead (mask + image-latent channels). It is trained with rectified flow through the library's own adapter
+(:class:`~icreward.adapters.WanTI2VAdapter` or :class:`~icreward.adapters.WanI2VAdapter`: ``prepare_latents``,
+``encode_image_condition``, ``add_noise``, ``predict``, ``target``), so every adapter and trainer path of the
+library runs on it unchanged.
 
     icreward pretrain-policy --output_dir outputs/policy --max_seconds 3600
 
@@ -78,6 +81,13 @@ class PolicyPretrainingConfig:
     attention_head_dim: int = field(default=32, metadata={"help": "Width of each head."})
     ffn_dim: int = field(default=512, metadata={"help": "Feed-forward width."})
     residual_scale: float = field(default=4.0, metadata={"help": "Codec gain of the frame-0 differences."})
+    conditioning: str = field(
+        default="ti2v",
+        metadata={
+            "help": "'ti2v': Wan 2.2 TI2V-5B-style (expand_timesteps: frame 0's latent is the reference's, per-token "
+            "timesteps; WanTI2VAdapter) or 'i2v': Wan 2.1/2.2 I2V-style (mask + image-latent channels; WanI2VAdapter)."
+        },
+    )
     # optimisation
     max_steps: int = field(
         default=100_000, metadata={"help": "Optimisation steps (the time budget usually ends first)."}
@@ -104,6 +114,8 @@ class PolicyPretrainingConfig:
             raise ValueError(f"size must be divisible by 4 (the patch size), got {self.size}")
         if self.decode_size < self.size:
             raise ValueError(f"decode_size ({self.decode_size}) must be >= size ({self.size})")
+        if self.conditioning not in ("ti2v", "i2v"):
+            raise ValueError(f"conditioning must be 'ti2v' or 'i2v', got {self.conditioning!r}")
         if self.timestep_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"timestep_sampling must be 'uniform' or 'logit_normal', got {self.timestep_sampling!r}")
 
@@ -114,6 +126,7 @@ class PolicyPretrainingConfig:
             "attention_head_dim": self.attention_head_dim,
             "ffn_dim": self.ffn_dim,
             "residual_scale": self.residual_scale,
+            "conditioning": self.conditioning,
         }
 
 
@@ -124,12 +137,21 @@ def build_policy_pipeline(
     attention_head_dim: int = 32,
     ffn_dim: int = 512,
     residual_scale: float = 4.0,
+    conditioning: str = "ti2v",
     latents_mean: Sequence[float] | None = None,
     latents_std: Sequence[float] | None = None,
     seed: int = 0,
 ):
     """A randomly initialised policy: ``WanImageToVideoPipeline`` with a pixel-space transformer, the
-    frame-anchored pixel codec, the offline tiny UMT5 text encoder and Wan's flow-matching scheduler (shift 3)."""
+    frame-anchored pixel codec, the offline tiny UMT5 text encoder and Wan's flow-matching scheduler (shift 3).
+
+    ``conditioning="ti2v"`` (default) builds it as Wan 2.2 TI2V-5B is built: ``expand_timesteps=True``, the codec packs
+    2x2 pixels (48 latent channels, as TI2V-5B's VAE), the transformer reads only the latents (patch 1x2x2: the
+    pipeline's per-token timesteps assume a 2x2 patch). ``"i2v"`` builds the Wan 2.1/2.2 I2V layout: pixel-space
+    codec (12 channels) and a transformer reading latents + 4 mask channels + image latents (patch 1x4x4)."""
+    if conditioning not in ("ti2v", "i2v"):
+        raise ValueError(f"conditioning must be 'ti2v' or 'i2v', got {conditioning!r}")
+    ti2v = conditioning == "ti2v"
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
 
     from ..testing.tiny_pipelines import build_tiny_tokenizer
@@ -137,7 +159,7 @@ def build_policy_pipeline(
 
     vae = FrameAnchoredPixelVAE(
         scale_factor_temporal=4,
-        scale_factor_spatial=1,
+        scale_factor_spatial=2 if ti2v else 1,
         residual_scale=residual_scale,
         latents_mean=None if latents_mean is None else list(map(float, latents_mean)),
         latents_std=None if latents_std is None else list(map(float, latents_std)),
@@ -163,10 +185,11 @@ def build_policy_pipeline(
     ).eval()
     torch.manual_seed(seed + 1)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 4, 4),
+        patch_size=(1, 2, 2) if ti2v else (1, 4, 4),
         num_attention_heads=num_attention_heads,
         attention_head_dim=attention_head_dim,
-        in_channels=2 * z_dim + vae.config.scale_factor_temporal,  # noisy latents + mask + image latents
+        # TI2V: the latents alone (frame 0 is the reference's latent); I2V: noisy latents + mask + image latents
+        in_channels=z_dim if ti2v else 2 * z_dim + vae.config.scale_factor_temporal,
         out_channels=z_dim,
         text_dim=32,
         freq_dim=256,
@@ -185,6 +208,7 @@ def build_policy_pipeline(
         image_processor=None,
         image_encoder=None,
         transformer=transformer,
+        expand_timesteps=ti2v,
     )
 
 
@@ -217,6 +241,8 @@ def load_policy_from_folder(directory: str | os.PathLike, torch_dtype: torch.dty
     text_encoder = UMT5EncoderModel.from_pretrained(directory / "text_encoder", use_safetensors=True, **kwargs)
     vae = FrameAnchoredPixelVAE.from_config(FrameAnchoredPixelVAE.load_config(directory / "vae"))
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(directory / "scheduler")
+    # TI2V-style policies read the latents alone; I2V-style ones also the mask and image-latent channels.
+    ti2v = transformer.config.in_channels == vae.config.z_dim
     return WanImageToVideoPipeline(
         tokenizer=build_tiny_tokenizer(),
         text_encoder=text_encoder.eval(),
@@ -225,6 +251,7 @@ def load_policy_from_folder(directory: str | os.PathLike, torch_dtype: torch.dty
         image_processor=None,
         image_encoder=None,
         transformer=transformer,
+        expand_timesteps=ti2v,
     )
 
 
@@ -263,6 +290,7 @@ def random_policy_like(pipeline, seed: int = 0):
         image_processor=None,
         image_encoder=None,
         transformer=transformer,
+        expand_timesteps=bool(pipeline.config.expand_timesteps),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -275,7 +303,9 @@ def _latent_statistics(videos: Sequence[np.ndarray], config: PolicyPretrainingCo
     from .data import sample_windows
     from .vae import FrameAnchoredPixelVAE
 
-    vae = FrameAnchoredPixelVAE(residual_scale=config.residual_scale)
+    vae = FrameAnchoredPixelVAE(
+        residual_scale=config.residual_scale, scale_factor_spatial=2 if config.conditioning == "ti2v" else 1
+    )
     rng = np.random.default_rng([config.seed, 10**9])
     windows = sample_windows(videos, 256, config.num_frames, config.size, rng, max_stride=config.max_stride)
     x = torch.from_numpy(windows).float().div(255).mul(2).sub(1).permute(0, 4, 1, 2, 3)
@@ -322,7 +352,7 @@ def pretrain_policy(
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    from ..adapters import WanI2VAdapter
+    from ..adapters import get_adapter
     from .data import load_clip_corpus, sample_windows
 
     torch.set_num_threads(config.num_threads)
@@ -355,7 +385,8 @@ def pretrain_policy(
     pipe.set_progress_bar_config(disable=True)
     device = torch.device(config.device)
     pipe.to(device)
-    adapter = WanI2VAdapter(pipe)  # 512 text tokens, as the pipeline and the trainers pad
+    adapter = get_adapter(pipe)  # WanTI2VAdapter or WanI2VAdapter; 512 text tokens, as the pipeline pads
+    condition_key = "image_latents" if config.conditioning == "ti2v" else "condition"
     transformer = pipe.transformer
     transformer.train()
     params = {id(p): n for n, p in transformer.named_parameters()}
@@ -408,7 +439,7 @@ def pretrain_policy(
                 list(videos[:, 0]), num_frames=config.num_frames, height=config.size, width=config.size
             )
             prompt_index = torch.from_numpy(rng.integers(len(TRAINING_PROMPTS), size=config.batch_size))
-            conditions = {"prompt_embeds": prompt_embeds[prompt_index], "condition": condition}
+            conditions = {"prompt_embeds": prompt_embeds[prompt_index], condition_key: condition}
             noise = torch.randn(latents.shape, generator=generator).to(device)
             timesteps = adapter.sample_timesteps(
                 config.batch_size, sampling=config.timestep_sampling, generator=generator, device=device
@@ -518,10 +549,17 @@ def write_policy_card(
         "",
         "# icreward tiny image-to-video policy",
         "",
-        "A `WanImageToVideoPipeline` sized for a CPU: a pixel-space `WanTransformer3DModel` "
-        f"(patch 1x4x4, {config['num_layers']} layers, {config['num_attention_heads']} heads x "
-        f"{config['attention_head_dim']}, no CLIP image branch: the reference enters through the first-frame mask "
-        "and image latents as in Wan 2.2), the parameter-free `FrameAnchoredPixelVAE` in place of `AutoencoderKLWan` "
+        "A `WanImageToVideoPipeline` sized for a CPU, "
+        + (
+            "built as Wan 2.2 TI2V-5B is (`expand_timesteps=True`: the first latent frame is the reference image's "
+            "latent, per-token timesteps, no CLIP branch; adapter `WanTI2VAdapter`): a `WanTransformer3DModel` (patch "
+            "1x2x2 over 2x2-packed pixels, "
+            if config.get("conditioning", "ti2v") == "ti2v"
+            else "built as Wan 2.1/2.2 I2V is (mask + image-latent channels; adapter `WanI2VAdapter`): a "
+            "`WanTransformer3DModel` (patch 1x4x4 in pixel space, "
+        )
+        + f"{config['num_layers']} layers, {config['num_attention_heads']} heads x {config['attention_head_dim']}, "
+        f"FFN {config['ffn_dim']}), the parameter-free `FrameAnchoredPixelVAE` in place of `AutoencoderKLWan` "
         "(frame 0 as is, later frames as differences from frame 0, 4 frames per latent frame), a tiny random-weight "
         "UMT5 text encoder (the clips have no captions: prompts carry no information) and Wan's flow-matching "
         "scheduler (shift 3). Load it with `icreward.policy.load_pretrained_policy()`.",
@@ -541,7 +579,7 @@ def write_policy_card(
         "`comfyui-workflow-templates-media-video` wheel was never read.",
         f"- Windows: {config['num_frames']} frames at {config['size']}x{config['size']} (clips centre-cropped, "
         f"decoded at {config['decode_size']} px and randomly cropped; temporal stride 1 to {config['max_stride']}; "
-        "random horizontal flips); rectified-flow loss through `icreward.adapters.WanI2VAdapter`.",
+        "random horizontal flips); rectified-flow loss through the library's adapter (`icreward.adapters`).",
         "",
         "`references.safetensors` holds windows of the held-out clips (evaluation) and first frames of training "
         "clips (references for fine-tuning), at the policy's resolution, from the same MIT-licensed wheels.",
