@@ -54,3 +54,14 @@ def test_lora_card_names_the_pipeline_and_keeps_free_text_out_of_the_metadata():
     assert "datasets:" not in card and "base_model:" not in card  # a local file name, an in-memory pipeline
     assert "<base model>" not in card and "github.com" not in card
     assert "load_lora_weights" in card
+
+
+def test_push_to_hub_offline_says_why(tmp_path, monkeypatch):
+    import pytest
+
+    from icreward.models.model_card import HubUnreachableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = MLPRewardModel(tiny_mlp_reward_config())
+    with pytest.raises(HubUnreachableError, match=r"push_to_hub\('org/x'\) failed: HF_HUB_OFFLINE=1 is set"):
+        model.push_to_hub("org/x")

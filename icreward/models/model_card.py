@@ -1,16 +1,68 @@
-"""Hub model cards for the reward models, filled from the config and (when available) the training run."""
+"""Hub metadata for the reward models: model cards filled from the config and (when available) the training run,
+and Hub upload errors that say what went wrong (:func:`explain_hub_errors`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["ICREWARD_CITATION", "PIPELINE_TAG", "create_reward_model_card", "is_hub_id"]
+__all__ = [
+    "ICREWARD_CITATION",
+    "PIPELINE_TAG",
+    "HubUnreachableError",
+    "create_reward_model_card",
+    "explain_hub_errors",
+    "hub_unreachable",
+    "is_hub_id",
+]
+
+
+class HubUnreachableError(ConnectionError):
+    """A Hub request failed because ``HF_HUB_OFFLINE`` is set or the Hub cannot be reached; says which, and what
+    to do. The original error is its ``__cause__``."""
+
+
+_NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "ConnectionError", "OfflineModeIsEnabled"}
+_NETWORK_MODULES = ("httpx", "httpx2", "requests", "huggingface_hub", "urllib3")
+
+
+def hub_unreachable(error: BaseException) -> bool:
+    """True for connection failures of huggingface_hub's HTTP clients (httpx, requests) and its offline refusal."""
+    return any(
+        cls.__name__ in _NETWORK_ERRORS and cls.__module__.split(".")[0] in _NETWORK_MODULES
+        for cls in type(error).__mro__
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextlib.contextmanager
+def explain_hub_errors(action: str) -> Iterator[None]:
+    """Re-raise a Hub connection failure inside the block as :class:`HubUnreachableError` naming ``action`` (e.g.
+    ``"push_to_hub('org/name')"``), whether ``HF_HUB_OFFLINE`` is set, and the fix."""
+    try:
+        yield
+    except Exception as error:
+        if not hub_unreachable(error):
+            raise
+        if _offline():
+            reason, fix = "HF_HUB_OFFLINE=1 is set", "unset HF_HUB_OFFLINE on a machine with network access"
+        else:
+            reason, fix = "the Hugging Face Hub cannot be reached", "check the network (and proxy settings)"
+        raise HubUnreachableError(
+            f"{action} failed: {reason} ({type(error).__name__}: {error}). Uploads need the Hub: {fix} and log in "
+            "(`hf auth login`); to keep the model locally, use save_pretrained(folder)."
+        ) from error
+
 
 ICREWARD_CITATION = """@misc{liang2025icreward,
   title  = {ICReward: Learning Image-to-Video Consistency Rewards},
