@@ -531,6 +531,14 @@ class _RewardPreTrainedModel(PreTrainedModel):
         if model_card_kwargs is not None or not card_path.exists():
             create_reward_model_card(self, **(model_card_kwargs or {})).save(card_path)
 
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """``PreTrainedModel.push_to_hub``; offline or without network it raises
+        :class:`~icreward.models.model_card.HubUnreachableError` saying so, not a bare connection error."""
+        from .model_card import explain_hub_errors
+
+        with explain_hub_errors(f"push_to_hub({repo_id!r})"):
+            return super().push_to_hub(repo_id, *args, **kwargs)
+
 
 class _CrossAttentionBlock(nn.Module):
     """Pre-norm block: frame tokens attend to reference tokens, then an MLP."""
