@@ -144,17 +144,10 @@ def check_hub_reference(value: str, what: str, repo_type: str = "model", timeout
 
 
 def _hub_unreachable(error: BaseException) -> bool:
-    """A connection failure of huggingface_hub / httpx / requests, or huggingface_hub's offline-mode refusal."""
-    names = {f"{cls.__module__.split('.')[0]}.{cls.__name__}" for cls in type(error).__mro__}
-    return bool(
-        names
-        & {
-            "httpx.ConnectError",
-            "httpx.ConnectTimeout",
-            "requests.ConnectionError",
-            "huggingface_hub.OfflineModeIsEnabled",
-        }
-    )
+    """A connection failure of huggingface_hub's HTTP clients (httpx, httpx2, requests) or its offline refusal."""
+    from .models.model_card import hub_unreachable
+
+    return hub_unreachable(error)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
