@@ -23,6 +23,27 @@ from icreward.memory.accountant import (
 CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
 
 
+# The shipped full-size recipes, by trainer and family: each must fit one 80 GB GPU with headroom (<= 72 GiB) by the
+# accounting at the published size, and state that accounted peak (as printed) in its comment.
+SHIPPED_RECIPES = {
+    "dpo_wan21_i2v_480p": "dpo",
+    "dpo_wan22_i2v": "dpo",
+    "dpo_cogvideox_i2v": "dpo",
+    "grpo_wan21_i2v_480p": "grpo",
+    "grpo_wan22_i2v": "grpo",
+    "grpo_cogvideox_i2v": "grpo",
+    "reward_feedback_wan22_ipro": "reward_feedback",
+    "reward_feedback_wan21_i2v_480p": "reward_feedback",
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_estimates():
+    return {
+        name: estimate_recipe_memory(load_recipe(CONFIGS / f"{name}.yaml"), source=name) for name in SHIPPED_RECIPES
+    }
+
+
 def _mlp_blocks(dims: int, n: int) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
@@ -90,11 +111,11 @@ def test_lora_count_matches_peft(family):
     assert expected == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
 
 
-def test_full_size_dpo_wan21_accounting_on_meta(capsys):
+def test_full_size_dpo_wan21_accounting_on_meta(shipped_estimates):
     from icreward.adapters.published_configs import build_meta_components
 
     recipe = load_recipe(CONFIGS / "dpo_wan21_i2v_480p.yaml")
-    est = estimate_recipe_memory(recipe, source="dpo_wan21")
+    est = shipped_estimates["dpo_wan21_i2v_480p"]
     (transformer,) = build_meta_components(recipe["model_name_or_path"], components=("transformer",)).values()
     # bf16 as the recipe says, with the modules from_pretrained keeps in fp32
     weight_bytes = sum(p.numel() * p.element_size() for p in transformer.parameters())
@@ -172,7 +193,9 @@ def test_reward_feedback_counts_the_checkpointed_decode(tmp_path):
     from icreward.memory.accountant import account_decode
 
     size = ["num_frames=13", "height=64", "width=64", "lora_r=4", "decode_frame_subset=3"]
-    recipe = load_recipe(CONFIGS / "reward_feedback_wan22_ipro.yaml", size)
+    shipped = load_recipe(CONFIGS / "reward_feedback_wan22_ipro.yaml", size)
+    assert shipped["offload_frozen_denoisers"] and shipped["offload_encoders"]
+    recipe = {**shipped, "offload_frozen_denoisers": False, "offload_encoders": False}
     est = estimate_recipe_memory(recipe, source="ipro")
     vae = build_meta_components(recipe["model_name_or_path"], components=("vae",))["vae"]
     dec = account_decode(vae, (1, 16, 3, 8, 8), torch.bfloat16, measure_plain=True)
@@ -186,7 +209,7 @@ def test_reward_feedback_counts_the_checkpointed_decode(tmp_path):
     decode_phase = next(v for k, v in est.phases.items() if k.startswith("decode backward"))
     assert decode_phase > est.rows["weights"] + est.rows["vae_decode"]
     # offloading the frozen expert and the encoders takes their weights out of the training phases
-    off = estimate_recipe_memory({**recipe, "offload_frozen_denoisers": True, "offload_encoders": True})
+    off = estimate_recipe_memory(shipped)
     assert off.rows["weights"] == pytest.approx(est.rows["weights"] / 2)
     assert off.rows["encoders"] < est.rows["encoders"] and off.peak_gib < est.peak_gib
 
@@ -312,3 +335,53 @@ def test_trainer_loads_a_folder_in_torch_dtype_with_fp32_kept_modules(tmp_path):
     assert dtypes["scale_shift_table"] == torch.float32  # diffusers' _keep_in_fp32_modules
     with pytest.raises(ValueError, match="torch_dtype"):
         VideoDPOConfig(output_dir="unused", torch_dtype="int8")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_RECIPES))
+def test_shipped_recipe_fits_72_gib_at_published_size(shipped_estimates, name):
+    est = shipped_estimates[name]
+    assert est.trainer == SHIPPED_RECIPES[name]
+    assert est.peak_gib <= 72.0, format_estimate(est)
+    assert est.fits
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    assert f"{est.peak_gib:.2f} GiB" in text, f"{name}.yaml does not state its accounted peak {est.peak_gib:.2f} GiB"
+    if est.trainer == "reward_feedback":
+        assert est.rows["vae_decode"] > 0  # the differentiable decode is counted
+
+
+@pytest.mark.parametrize(
+    ("script", "config_class", "name"),
+    [("dpo", "VideoDPOConfig", n) for n in SHIPPED_RECIPES if SHIPPED_RECIPES[n] == "dpo"]
+    + [("grpo", "VideoGRPOConfig", n) for n in SHIPPED_RECIPES if SHIPPED_RECIPES[n] == "grpo"]
+    + [
+        ("reward_feedback", "RewardFeedbackConfig", n)
+        for n in SHIPPED_RECIPES
+        if SHIPPED_RECIPES[n] == "reward_feedback"
+    ],
+)
+def test_shipped_recipe_parses_with_its_example_script(script, config_class, name):
+    import importlib.util
+    import sys
+
+    from trl import ModelConfig, TrlParser
+
+    module_name = f"_example_{script}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, CONFIGS.parent / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    module = sys.modules[module_name]
+    parser = TrlParser((module.ScriptArguments, getattr(module, config_class), ModelConfig))
+    # bf16 raises on a CPU-only machine; everything else is read as the GPU run reads it
+    _, training_args, model_args = parser.parse_args_and_config(
+        ["--config", str(CONFIGS / f"{name}.yaml"), "--bf16", "False"]
+    )
+    recipe = load_recipe(CONFIGS / f"{name}.yaml")
+    assert (training_args.num_frames, training_args.height, training_args.width) == (
+        recipe["num_frames"],
+        recipe["height"],
+        recipe["width"],
+    )
+    assert model_args.model_name_or_path == recipe["model_name_or_path"]
+    assert training_args.offload_encoders == recipe.get("offload_encoders", False)
