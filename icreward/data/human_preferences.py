@@ -291,8 +291,8 @@ def load_human_preferences(
         on_malformed: ``"skip"`` counts bad rows in ``report.skipped`` and logs a warning; ``"raise"`` raises
             :class:`HumanPreferenceFormatError` on the first one.
         media_dir: where embedded images and videos are written (once, under their content hash) so that the
-            processor can read them as files. Default: ``<source folder>/.icreward_media`` for a folder, else
-            ``<tmp>/icreward_human_preferences``.
+            processor can read them as files. Default: ``<source folder>/.icreward_media`` for a writable folder,
+            else ``<tmp>/icreward_human_preferences``.
 
     Returns:
         A :class:`HumanPreferenceDatasetDict` (columns in the module docstring) with a ``report``.
@@ -303,8 +303,8 @@ def load_human_preferences(
     if not fractions or any(f < 0 for f in fractions.values()) or not math.isclose(sum(fractions.values()), 1.0):
         raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
     rows, base_dir = _rows_of(source)
-    if media_dir is None and base_dir is not None:
-        media_dir = base_dir / ".icreward_media"
+    if media_dir is None and base_dir is not None and os.access(base_dir, os.W_OK):
+        media_dir = base_dir / ".icreward_media"  # a read-only folder falls back to the temporary directory
     media = _MediaWriter(Path(media_dir) if media_dir is not None else None, base_dir)
     report = HumanPreferenceLoadReport()
     columns: dict[str, dict[str, list[Any]]] = {name: {k: [] for k in PAIR_FEATURES} for name in fractions}
