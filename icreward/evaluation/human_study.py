@@ -1192,7 +1192,8 @@ def study_summary_markdown(summary: Mapping[str, Any]) -> str:
     lines = [
         "# Human preference study",
         "",
-        f"{summary['num_choices']} forced choices by {summary['num_raters']} raters on {summary['num_samples']} "
+        f"{summary['num_choices']} forced choices by {summary['num_raters']} "
+        f"rater{'' if summary['num_raters'] == 1 else 's'} on {summary['num_samples']} "
         f"samples. Shares with Wilson {level}% confidence intervals; p: exact two-sided binomial test of no "
         "preference.",
         "",
@@ -1268,12 +1269,15 @@ def plot_study_summary(
         bars = ax.bar(offset, shares, width, yerr=[lows, highs], capsize=3, label=label, color=f"C{i}")
         ax.bar_label(bars, notes, label_type="center", fontsize="x-small", color="white")
     ax.axhline(0.5, color="gray", linewidth=0.8, linestyle="--")
-    ax.set_xticks(x, [name for name, _ in entries], rotation=30 if len(entries) > 5 else 0)
+    rotate = len(entries) > 3 or max((len(str(name)) for name, _ in entries), default=0) > 12  # long ids overlap
+    ax.set_xticks(x, [name for name, _ in entries], rotation=30 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_xlabel("sample")
     ax.set_ylim(0, 1.15)  # headroom for the legend above the bars
     ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("preference share")
     level = round(100 * summary["confidence"])
-    ax.set_title(title or f"Human preference ({summary['num_raters']} raters; Wilson {level}% CI)")
+    raters = summary["num_raters"]
+    ax.set_title(title or f"Human preference ({raters} rater{'' if raters == 1 else 's'}; Wilson {level}% CI)")
     ax.legend(fontsize="small", loc="upper center", ncols=max(len(labels), 1), frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
