@@ -939,3 +939,70 @@ def test_non_utf8_file_names_give_printable_errors(saved_tiny_models, tmp_path):
         message = str(info.value)
         message.encode("utf-8")  # no lone surrogate: printable, loggable
         assert "bad\\xffname" in message, message
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# No NaN out of the public metric functions and scoring entry points
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _with(value, *shape):
+    t = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    t.view(-1)[0] = value
+    return t
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 3e38])
+def test_metrics_refuse_non_finite_inputs_by_name(value):
+    from icreward import metrics
+
+    calls = {
+        "ref_features": lambda: metrics.i2v_consistency_score(_with(value, 8), torch.rand(4, 8)),
+        "frame_features": lambda: metrics.i2v_consistency_scores(torch.rand(2, 8), _with(value, 2, 4, 8)),
+        "frame_features ": lambda: metrics.temporal_consistency(_with(value, 4, 8)),
+        "frame_features  ": lambda: metrics.subject_consistency(_with(value, 2, 4, 8)),
+        "reference": lambda: metrics.clip_similarity_from_embeddings(_with(value, 8), torch.rand(4, 8)),
+        "frames": lambda: metrics.clip_similarity_from_embeddings(torch.rand(8), _with(value, 4, 8)),
+        "reference_face_embedding": lambda: metrics.face_similarity(_with(value, 8), torch.rand(4, 8)),
+        "frame_embeddings": lambda: metrics.face_similarity(torch.rand(8), _with(value, 4, 8)),
+        "predictions": lambda: metrics.reward_regression_metrics(_with(value, 6), torch.rand(6)),
+        "labels": lambda: metrics.pairwise_accuracy(torch.rand(6), _with(value, 6)),
+        "chosen_scores": lambda: metrics.preference_pair_metrics(_with(value, 6), torch.rand(6)),
+        "mu_a": lambda: metrics.frechet_distance_from_statistics(_with(value, 4), torch.eye(4), torch.zeros(4), torch.eye(4)),
+        "features_a": lambda: metrics.frechet_distance(_with(value, 6, 4), torch.rand(6, 4)),
+    }  # fmt: skip
+    for name, call in calls.items():
+        if value == 3e38 and name in ("mu_a", "features_a", "predictions", "labels", "chosen_scores"):
+            continue  # finite float64 values: these compute finite results
+        TRIALS["no NaN out"] += 1
+        with pytest.raises(ValueError, match=name.strip()):
+            call()
+    # A frame marked faceless may hold garbage: it is excluded, not refused.
+    garbage = _with(float("nan"), 4, 8)
+    result = metrics.face_similarity(torch.rand(8), garbage, valid=torch.tensor([False, True, True, True]))
+    assert torch.isfinite(result.mean)
+
+
+@pytest.mark.parametrize(
+    "cls,config_fn", [(ICRewardModel, tiny_icreward_config), (MLPRewardModel, tiny_mlp_reward_config)]
+)
+def test_score_refuses_non_finite_pixels_and_runs_in_half_precision(cls, config_fn):
+    torch.manual_seed(0)
+    model = cls(config_fn()).eval()
+    video, reference = torch.rand(3, 3, 32, 32), torch.rand(3, 32, 32)
+    for name, ref, vid in [
+        ("videos", reference, _with(float("nan"), 3, 3, 32, 32)),
+        ("references", _with(float("inf"), 3, 32, 32), video),
+    ]:
+        TRIALS["no NaN out"] += 1
+        with pytest.raises(ValueError, match=name):  # the uint8 conversion would have made NaN a black pixel
+            model.score(ref, vid)
+    for dtype in (torch.float16, torch.bfloat16):
+        TRIALS["half precision"] += 1
+        half = cls(config_fn()).eval().to(dtype)
+        score = half.score(reference, video)
+        assert score.dtype == torch.float32 and torch.isfinite(score)
+        with torch.no_grad():
+            out = half(pixel_values=torch.rand(2, 3, 3, 32, 32, dtype=dtype),
+                       reference_pixel_values=torch.rand(2, 3, 32, 32, dtype=dtype))  # fmt: skip
+        assert torch.isfinite(out.scores).all() and torch.isfinite(out.logits).all()

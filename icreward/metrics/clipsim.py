@@ -74,6 +74,12 @@ def clip_similarity_from_embeddings(reference: torch.Tensor, frames: torch.Tenso
         )
     if reference.shape[-1] != frames.shape[-1]:
         raise ValueError(f"embedding sizes differ: {reference.shape[-1]} vs {frames.shape[-1]}")
+    if frames.shape[1] == 0:
+        raise ValueError("frames has no frames (F == 0); CLIPSim of an empty video is undefined")
+    from .consistency import _check_finite
+
+    _check_finite("reference", reference)
+    _check_finite("frames", frames)
     per_frame = torch.einsum("bd,bfd->bf", F.normalize(reference.float(), dim=-1), F.normalize(frames.float(), dim=-1))
     return CLIPSimResult(per_frame=per_frame, mean=per_frame.mean(dim=1))
 

@@ -85,6 +85,10 @@ def face_similarity(
     # Zero the embeddings of faceless frames *before* any arithmetic (torch.where, not a multiplication): they may
     # be garbage, even NaN, and NaN * 0 would still reach the result and the gradients.
     frames = torch.where(valid[:, None], frame_embeddings.float(), torch.zeros((), device=frame_embeddings.device))
+    from .consistency import _check_finite
+
+    _check_finite("reference_face_embedding", reference_face_embedding)
+    _check_finite("frame_embeddings", frames)  # the valid frames (faceless ones are zeroed above)
     per_frame = F.normalize(frames, dim=-1) @ ref
     num_valid = int(valid.sum())
     mean = per_frame.sum() / num_valid if num_valid > 0 else per_frame.sum() * 0.0

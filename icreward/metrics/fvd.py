@@ -159,6 +159,9 @@ def frechet_distance_from_statistics(
         raise ValueError(f"means must both have shape (D,), got {mu_a.shape} and {mu_b.shape}")
     if sigma_a.shape != (dim, dim) or sigma_b.shape != (dim, dim):
         raise ValueError(f"covariances must have shape ({dim}, {dim}), got {sigma_a.shape} and {sigma_b.shape}")
+    for name, value in (("mu_a", mu_a), ("sigma_a", sigma_a), ("mu_b", mu_b), ("sigma_b", sigma_b)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"`{name}` contains NaN or infinite values")
 
     if method == "eigh":
         trace_sqrt = _trace_sqrt_product_eigh(sigma_a, sigma_b)

@@ -11,6 +11,15 @@ import numpy as np
 __all__ = ["pairwise_accuracy", "preference_pair_metrics", "reward_regression_metrics"]
 
 
+def _finite_1d(name: str, values: Sequence[float]) -> np.ndarray:
+    """``values`` as float64; NaN or inf (a diverged model, a corrupt label) is refused by name rather than turned
+    into NaN metrics."""
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"`{name}` contains NaN or inf values")
+    return array
+
+
 def _same_group_pairs(labels: np.ndarray, groups: Sequence[Any] | None):
     """All index pairs ``(i, j)``, ``i < j``, inside each group (every pair when ``groups`` is None)."""
     by_group: dict[Any, list[int]] = defaultdict(list)
@@ -38,9 +47,11 @@ def pairwise_accuracy(
       tie_threshold``, for labels and predictions alike); the fraction where the relations agree.
     - ``num_pairs`` / ``num_tied_pairs``.
     ``pair_filter(i, j, hi, lo)`` (``hi``/``lo`` the higher/lower labelled index) restricts the pairs counted.
+    An accuracy over zero pairs is undefined and reported as NaN (with ``num_pairs == 0``); NaN or inf
+    predictions or labels raise ``ValueError``.
     """
-    preds = np.asarray(predictions, dtype=np.float64)
-    labs = np.asarray(labels, dtype=np.float64)
+    preds = _finite_1d("predictions", predictions)
+    labs = _finite_1d("labels", labels)
     if preds.shape != labs.shape:
         raise ValueError(f"predictions shape {preds.shape} != labels shape {labs.shape}")
     correct = total = correct_ties = total_ties = tied = 0.0
@@ -82,13 +93,18 @@ def reward_regression_metrics(
     ``accuracy/<type>``: accuracy over pairs whose lower-labelled video carries that perturbation. With
     ``motions`` (a motion magnitude per video), adds ``accuracy/motion_decoupled``: pairs where the more
     consistent video moves *more*, so that pixel or feature distance to the reference would rank them wrongly.
+
+    Undefined statistics are NaN: Spearman and Kendall when predictions or labels are constant, accuracies over
+    zero pairs. NaN or inf predictions or labels, and an empty input, raise ``ValueError``.
     """
     from scipy.stats import kendalltau, spearmanr
 
-    preds = np.asarray(predictions, dtype=np.float64)
-    labs = np.asarray(labels, dtype=np.float64)
+    preds = _finite_1d("predictions", predictions)
+    labs = _finite_1d("labels", labels)
     if preds.shape != labs.shape or preds.ndim != 1:
         raise ValueError(f"predictions {preds.shape} and labels {labs.shape} must be 1-d of equal length")
+    if preds.size == 0:
+        raise ValueError("reward_regression_metrics needs at least one prediction, got none")
     metrics: dict[str, float] = {
         "mse": float(np.mean((preds - labs) ** 2)),
         "mae": float(np.mean(np.abs(preds - labs))),
@@ -128,9 +144,13 @@ def preference_pair_metrics(
     *,
     tie_threshold: float = 0.0,
 ) -> dict[str, float]:
-    """Accuracy on explicit preference pairs: chosen scored above rejected (ties excluded), and with ties."""
-    c = np.asarray(chosen_scores, dtype=np.float64)
-    r = np.asarray(rejected_scores, dtype=np.float64)
+    """Accuracy on explicit preference pairs: chosen scored above rejected (ties excluded), and with ties.
+
+    With no pairs (or no untied pair, for ``accuracy``) the value is undefined and reported as NaN; NaN or inf
+    scores raise ``ValueError``.
+    """
+    c = _finite_1d("chosen_scores", chosen_scores)
+    r = _finite_1d("rejected_scores", rejected_scores)
     t = np.zeros_like(c, dtype=bool) if ties is None else np.asarray(ties, dtype=bool)
     diff = c - r
     pred_tie = np.abs(diff) <= tie_threshold

@@ -446,6 +446,10 @@ class _RewardPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"got {len(references)} references for {len(videos)} videos; expected one reference per video"
             )
+        for name, items in (("references", references), ("videos", videos)):
+            for index, item in enumerate(items):  # the uint8 conversion would turn NaN into 0 (a black pixel)
+                if isinstance(item, torch.Tensor) and item.is_floating_point() and not torch.isfinite(item).all():
+                    raise ValueError(f"`{name}[{index}]` contains NaN or inf values")
         processor = processor or self.get_processor()
         was_training = self.training
         self.eval()
@@ -847,10 +851,12 @@ class MLPRewardModel(_RewardPreTrainedModel):
             ref_feat, frame_feat = features["reference_features"], features["frame_features"]
             frame_mask = features["frame_mask"]
 
-        ref_feat = F.normalize(ref_feat.float(), dim=-1)
-        frame_feat = F.normalize(frame_feat.float(), dim=-1)
+        # Normalised in float32, then in the head's dtype (fp16/bf16 inference).
+        head_dtype = self.mlp[0].weight.dtype
+        ref_feat = F.normalize(ref_feat.float(), dim=-1).to(head_dtype)
+        frame_feat = F.normalize(frame_feat.float(), dim=-1).to(head_dtype)
         pairs = torch.cat([ref_feat[:, None].expand_as(frame_feat), frame_feat], dim=-1)
-        frame_scores = torch.sigmoid(self.mlp(pairs).squeeze(-1)) * frame_mask
+        frame_scores = torch.sigmoid(self.mlp(pairs).squeeze(-1).float()) * frame_mask  # scores in float32
         scores = frame_scores.sum(dim=1) / frame_mask.sum(dim=1)
         logits = torch.logit(scores.clamp(_EPS, 1 - _EPS))
         loss = _mse_loss(scores, labels) if labels is not None else None
