@@ -27,25 +27,3 @@ def test_unknown_keyword_is_refused_with_a_suggestion():
 def test_load_candidates_keywords_still_pass_through_and_progress_can_be_off():
     report = run_best_of_n(_groups(), {"oracle": "oracle"}, video_column="video", progress=False)
     assert report.selections["oracle"] == [1, 1]
-
-
-def test_plots_show_every_image_by_default(tmp_path):
-    from PIL import Image
-
-    gen = torch.Generator().manual_seed(1)
-    groups = [
-        CandidateGroup(
-            f"image_{i:02d}",
-            torch.randint(0, 255, (3, 8, 8), generator=gen, dtype=torch.uint8),
-            [torch.randint(0, 255, (2, 3, 8, 8), generator=gen, dtype=torch.uint8) for _ in range(2)],
-            labels=[float(i % 2), float((i + 1) % 2)],
-        )
-        for i in range(13)
-    ]
-    report = run_best_of_n(groups, {"random": "random", "oracle": "oracle"}, progress=False)
-    report.settings["metric_notes"] = {"oracle_label": "synthetic labels"}
-    paths = {p.name: p for p in report.plot(tmp_path)}
-    assert set(paths) == {"per_sample_oracle_label.png", "summary.png"}
-    wide = Image.open(paths["per_sample_oracle_label.png"]).size[0]
-    narrow = Image.open(report.plot(tmp_path / "first12", max_samples=12)[0]).size[0]
-    assert wide > narrow  # 13 images drawn by default, 12 when asked
