@@ -161,17 +161,32 @@ class PreferenceCurveCallback(TrainerCallback):
             out.append({"step": p["step"], "running_win_rate": total / max(count, 1)})
         return out
 
+    @staticmethod
+    def _add_train(series: list[dict[str, float]], point: dict[str, float]) -> None:
+        """A second train log at the same step (the final log of ``train()``) holds other pairs of that step: merge
+        it into one point, pair-weighted, instead of drawing a duplicated step."""
+        if series and series[-1]["step"] == point["step"]:
+            last = series[-1]
+            count = last["num_pairs"] + point["num_pairs"]
+            accuracy = (last["accuracy"] * last["num_pairs"] + point["accuracy"] * point["num_pairs"]) / max(count, 1)
+            series[-1] = {**last, "accuracy": accuracy, "num_pairs": count}
+        else:
+            series.append(point)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "rewards/accuracies" in logs:
-            self.train.append(
+            self._add_train(
+                self.train,
                 {
                     "step": state.global_step,
                     "accuracy": logs["rewards/accuracies"],
                     "num_pairs": logs.get("num_pairs", 1),
-                }
+                },
             )
         if "eval_rewards/accuracies" in logs:
+            if self.eval and self.eval[-1]["step"] == state.global_step:
+                self.eval.pop()  # the same held-out pairs evaluated again at this step: keep the latest, once
             self.eval.append(
                 {
                     "step": state.global_step,
