@@ -385,3 +385,17 @@ def test_shipped_recipe_parses_with_its_example_script(script, config_class, nam
     )
     assert model_args.model_name_or_path == recipe["model_name_or_path"]
     assert training_args.offload_encoders == recipe.get("offload_encoders", False)
+
+
+def test_a_vae_without_chunked_decode_is_accounted_as_its_plain_decode():
+    from icreward.memory.accountant import account_decode
+    from icreward.testing.tiny_pipelines import _tiny_wan_vae
+
+    with torch.device("meta"):
+        vae = _tiny_wan_vae(0)
+    chunked = account_decode(vae, (1, 16, 4, 8, 8), torch.float32, measure_plain=True)
+    vae.enable_tiling()  # tiled decoding is not chunked: the plain decode runs under autograd
+    plain = account_decode(vae, (1, 16, 4, 8, 8), torch.float32)
+    assert plain.frames_per_chunk == 0 and plain.recompute == 0
+    assert plain.held == plain.plain > 0
+    assert chunked.frames_per_chunk == 1 and chunked.held + chunked.recompute < chunked.plain

@@ -284,6 +284,8 @@ class FamilyInputs:
     latent_shape: tuple[int, ...]
     num_latent_frames: int
     decode_input_shape: Callable[[int], tuple[int, ...]]
+    # how the adapter decodes a VAE without a chunked decode, ``decode(vae, z) -> video`` (default ``vae.decode``)
+    plain_decode: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
 
 FamilyBuilder = Callable[[nn.Module, nn.Module, dict[str, Any], int, torch.dtype, str], FamilyInputs]
@@ -477,14 +479,26 @@ def account_decode(
     *,
     frames_per_chunk: int | None = None,
     measure_plain: bool = False,
+    plain_decode: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
 ) -> DecodeAccounting:
     """Account the chunked, checkpointed differentiable decode (:mod:`icreward.adapters.differentiable_decode`) of a
-    ``z_shape`` VAE input on ``meta``, exactly as the adapters run it under autograd."""
-    from ..adapters.differentiable_decode import DEFAULT_FRAMES_PER_CHUNK, decode_chunks, decode_plan
+    ``z_shape`` VAE input on ``meta``, exactly as the adapters run it under autograd. A VAE without a chunked decode
+    is accounted as its plain decode (``plain_decode(vae, z)``, default ``vae.decode(z)``), everything saved held
+    (``frames_per_chunk`` is then 0)."""
+    from ..adapters.differentiable_decode import (
+        DEFAULT_FRAMES_PER_CHUNK,
+        decode_chunks,
+        decode_plan,
+        supports_checkpointed_decode,
+    )
 
     chunk = DEFAULT_FRAMES_PER_CHUNK if frames_per_chunk is None else int(frames_per_chunk)
     excluded = {_storage_key(p) for p in vae.parameters()} | {_storage_key(b) for b in vae.buffers()}
     z = torch.empty(z_shape, device="meta", dtype=dtype, requires_grad=True)
+    if not supports_checkpointed_decode(vae):
+        run = plain_decode or (lambda v, x: v.decode(x, return_dict=False)[0])
+        plain = _saved_bytes(lambda: run(vae, z), excluded)
+        return DecodeAccounting(z_shape[2], 0, plain, 0, plain)
 
     def checkpointed():
         plan = decode_plan(vae, z, frames_per_chunk=chunk)
@@ -687,7 +701,7 @@ def estimate_recipe_memory(
         held_denoiser = held_calls + recompute
         subset = recipe.get("decode_frame_subset")
         frames = family.num_latent_frames if subset is None else min(int(subset), family.num_latent_frames)
-        dec = account_decode(vae, family.decode_input_shape(frames), dtype)
+        dec = account_decode(vae, family.decode_input_shape(frames), dtype, plain_decode=family.plain_decode)
         decode_row = (dec.held + dec.recompute) / GIB
         with_autocast = static_step + held_calls
         phases["decode backward (one chunk recomputed)"] = with_autocast + dec.held + dec.recompute
@@ -697,11 +711,17 @@ def estimate_recipe_memory(
             + (f" (batch {forward_batch}: CFG)" if guided else "")
             + (", each checkpointed whole (activation_checkpointing)" if checkpointing else ", no checkpointing")
         )
-        assumptions.append(
-            f"differentiable decode of {frames} latent frames, gradient-checkpointed per {dec.frames_per_chunk} "
-            f"latent frame(s): {dec.held / GIB:.2f} GiB held (chunk inputs and carried caches) + {dec.recompute / GIB:.2f} "
-            "GiB while one chunk is recomputed"
-        )
+        if dec.frames_per_chunk:
+            assumptions.append(
+                f"differentiable decode of {frames} latent frames, gradient-checkpointed per {dec.frames_per_chunk} "
+                f"latent frame(s): {dec.held / GIB:.2f} GiB held (chunk inputs and carried caches) + "
+                f"{dec.recompute / GIB:.2f} GiB while one chunk is recomputed"
+            )
+        else:
+            assumptions.append(
+                f"differentiable decode of {frames} latent frames: {type(vae).__name__} has no chunked decode, so "
+                f"the plain decode runs under autograd and keeps {dec.held / GIB:.2f} GiB"
+            )
         not_counted.append("reward models and their activations (face embedder, reward model)")
     assumptions.append(
         "per-block gradient checkpointing of the transformer: "
