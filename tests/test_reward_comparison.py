@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from icreward.data.stress_suite import build_stress_suite
-from icreward.evaluation.reward_comparison import ComparisonSettings, cross_validate_reward_models
+from icreward.evaluation.reward_comparison import (
+    ComparisonSettings,
+    cross_validate_reward_models,
+    cross_validation_markdown,
+)
 
 PHOTOS = ["chelsea", "coffee", "rocket"]
 
@@ -69,6 +73,10 @@ def test_summary_matches_an_independent_computation_over_the_fold_reports(cv):
     for text in ("leave-one-group-out", "Paired over folds", "| coffee | rocket |", "Feature cosine"):
         assert text in report
     assert json.loads((out / "cv_report.json").read_text())["summary"] == json.loads(json.dumps(summary))
+    # The markdown the paper pipeline embeds: the same lines under a lower heading.
+    embedded = cross_validation_markdown(json.loads((out / "cv_report.json").read_text()), heading="###")
+    assert embedded[0].startswith("### Reward model comparison: leave-one-group-out")
+    assert "\n".join(embedded[1:]) + "\n" == report.split("\n", 1)[1]
 
 
 def test_bad_grouping_raises_a_clear_error(suite, tmp_path):

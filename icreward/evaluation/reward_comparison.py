@@ -25,6 +25,7 @@ __all__ = [
     "ComparisonSettings",
     "compare_reward_models",
     "cross_validate_reward_models",
+    "cross_validation_markdown",
     "write_comparison_report",
     "write_cross_validation_report",
 ]
@@ -267,21 +268,33 @@ def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> 
 
     # Per-perturbation pairwise accuracy.
     kinds = sorted({k.split("/", 1)[1] for res in models.values() for k in res["test"] if k.startswith("accuracy/")})
+    # motion_decoupled is a subset of pairs of any perturbation (the more consistent video moves more), not a
+    # perturbation: drawn apart, after a divider.
+    decoupled = "motion_decoupled" in kinds
+    kinds = [k for k in kinds if k != "motion_decoupled"] + (["motion_decoupled"] if decoupled else [])
     if kinds:
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds)), 4))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds)), 4.4), layout="constrained")
         width = 0.8 / len(models)
+        positions = np.arange(len(kinds)) + (0.6 * (np.arange(len(kinds)) == len(kinds) - 1) if decoupled else 0)
         for i, (name, res) in enumerate(models.items()):
             ax.bar(
-                np.arange(len(kinds)) + i * width,
+                positions + i * width,
                 [res["test"].get(f"accuracy/{k}", np.nan) for k in kinds],
                 width,
                 label=_DISPLAY.get(name, name),
             )
-        ax.set_xticks(np.arange(len(kinds)) + width * (len(models) - 1) / 2, kinds, rotation=30, ha="right")
+        labels = [k if k != "motion_decoupled" else "motion-decoupled pairs\n(all perturbations)" for k in kinds]
+        ax.set_xticks(positions + width * (len(models) - 1) / 2, labels, rotation=30, ha="right")
+        if decoupled and len(kinds) > 1:
+            ax.axvline(positions[-1] - 0.5, color="grey", lw=0.8)
         ax.axhline(0.5, color="k", lw=0.8, ls=":")
-        ax.set(ylabel="pairwise accuracy", ylim=(0, 1), title="Pairwise accuracy by perturbation of the worse video")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+        ax.set(
+            xlabel="perturbation of the less consistent video",
+            ylabel="pairwise accuracy",
+            ylim=(0, 1),
+            title="Pairwise accuracy by perturbation (dotted: chance)",
+        )
+        fig.legend(fontsize=8, loc="outside upper center", ncols=len(models), frameon=False)  # off the bars
         fig.savefig(output_dir / "per_perturbation_accuracy.png", dpi=120)
         plt.close(fig)
 
@@ -553,13 +566,20 @@ def write_cross_validation_report(results: dict[str, Any], output_dir: str | Pat
     """Write ``cv_report.json`` and ``cv_report.md`` (mean +- std over folds, paired differences, per-fold table)."""
     output_dir = Path(output_dir)
     (output_dir / "cv_report.json").write_text(json.dumps(results, indent=2, default=float))
+    path = output_dir / "cv_report.md"
+    path.write_text("\n".join(cross_validation_markdown(results)) + "\n")
+    return path
+
+
+def cross_validation_markdown(results: dict[str, Any], heading: str = "#") -> list[str]:
+    """The lines of ``cv_report.md`` for :func:`cross_validate_reward_models`'s results (title at ``heading``)."""
     summary, folds = results["summary"], results["folds"]
     models = list(summary["models"])
     k_fold = any(len(f.get("test_groups", [f["test_group"]])) > 1 for f in folds)
     scheme = "k-fold cross-validation over groups" if k_fold else "leave-one-group-out cross-validation"
     what = "one fold of groups" if k_fold else "one group"
     lines = [
-        f"# Reward model comparison: {scheme}",
+        f"{heading} Reward model comparison: {scheme}",
         "",
         f"{summary['num_folds']} folds over the `{results['group_column']}` column: each fold tests on {what}, "
         "validates on the next and trains on the rest. Mean +- standard deviation over folds.",
@@ -644,6 +664,4 @@ def write_cross_validation_report(results: dict[str, Any], output_dir: str | Pat
             + "; ".join(f"{f['test_group']}: {', '.join(map(str, f['test_groups']))}" for f in folds),
             "",
         ]
-    path = output_dir / "cv_report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines
