@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_SOURCES",
     "PHOTO_SOURCES",
     "PhotoSource",
+    "check_sources",
     "load_photo",
     "load_source_image",
 ]
@@ -226,7 +227,8 @@ def load_source_image(source_id: str, size: int | None = None) -> np.ndarray:
     return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def _check_sources(source_ids: Sequence[str]) -> None:
+def check_sources(source_ids: Sequence[str]) -> None:
+    """Raise ``ValueError`` on unknown or duplicate source ids."""
     unknown = [s for s in source_ids if s not in PHOTO_SOURCES]
     if unknown:
         raise ValueError(f"Unknown stress-test sources {unknown}; available: {sorted(PHOTO_SOURCES)}.")

@@ -23,7 +23,13 @@ from .fvd import (
     load_i3d_state_dict,
 )
 from .motion import DynamicDegreeResult, LucasKanadeFlow, RAFTFlow, dynamic_degree, flow_motion_score
-from .reward_metrics import pairwise_accuracy, preference_pair_metrics, reward_regression_metrics
+from .reward_metrics import (
+    pair_correctness,
+    pairwise_accuracy,
+    preference_pair_metrics,
+    reward_regression_metrics,
+    spearman_correlation,
+)
 
 __all__ = [
     "CLIPSimResult",
@@ -47,9 +53,11 @@ __all__ = [
     "i2v_consistency_score",
     "i2v_consistency_scores",
     "load_i3d_state_dict",
+    "pair_correctness",
     "pairwise_accuracy",
     "preference_pair_metrics",
     "reward_regression_metrics",
+    "spearman_correlation",
     "subject_consistency",
     "temporal_consistency",
 ]

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pairwise_accuracy", "preference_pair_metrics", "reward_regression_metrics"]
+__all__ = [
+    "pair_correctness",
+    "pairwise_accuracy",
+    "preference_pair_metrics",
+    "reward_regression_metrics",
+    "spearman_correlation",
+]
 
 
 def _finite_1d(name: str, values: Sequence[float]) -> np.ndarray:
@@ -29,6 +35,23 @@ def _same_group_pairs(labels: np.ndarray, groups: Sequence[Any] | None):
         for a in range(len(members)):
             for b in range(a + 1, len(members)):
                 yield members[a], members[b]
+
+
+def spearman_correlation(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (:func:`scipy.stats.spearmanr`, ties given their average rank); NaN when it is
+    undefined: fewer than two values, or a constant input."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    from scipy.stats import spearmanr  # scipy.stats takes seconds to import: only when needed
+
+    return float(spearmanr(a, b).statistic)
+
+
+def pair_correctness(chosen_scores: np.ndarray, rejected_scores: np.ndarray) -> np.ndarray:
+    """Per pair: 1 where the chosen item is scored above the rejected one, 0.5 for a tie, 0 otherwise."""
+    chosen_scores, rejected_scores = np.asarray(chosen_scores), np.asarray(rejected_scores)
+    return (chosen_scores > rejected_scores) + 0.5 * (chosen_scores == rejected_scores)
 
 
 def pairwise_accuracy(
@@ -97,7 +120,7 @@ def reward_regression_metrics(
     Undefined statistics are NaN: Spearman and Kendall when predictions or labels are constant, accuracies over
     zero pairs. NaN or inf predictions or labels, and an empty input, raise ``ValueError``.
     """
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau
 
     preds = _finite_1d("predictions", predictions)
     labs = _finite_1d("labels", labels)
@@ -110,7 +133,7 @@ def reward_regression_metrics(
         "mae": float(np.mean(np.abs(preds - labs))),
     }
     constant = np.ptp(preds) == 0 or np.ptp(labs) == 0
-    metrics["spearman"] = float("nan") if constant else float(spearmanr(preds, labs).statistic)
+    metrics["spearman"] = spearman_correlation(preds, labs)
     metrics["kendall"] = float("nan") if constant else float(kendalltau(preds, labs).statistic)
     overall = pairwise_accuracy(preds, labs, groups, tie_threshold=tie_threshold)
     metrics["pairwise_accuracy"] = overall["accuracy"]
