@@ -50,12 +50,15 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .best_of_n import _as_image_tensor, _as_video_tensor, _clean, as_score_fn
+from icreward.evaluation.best_of_n_candidates import as_image_tensor, as_video_tensor
+from icreward.evaluation.best_of_n_report import json_safe
+from icreward.evaluation.best_of_n_selectors import as_score_fn
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def _load_video(video: Any, fps: float | None) -> tuple[torch.Tensor, float | No
 
         frames, info = read_video_with_info(video)
         return frames, (info.fps or None)
-    return _as_video_tensor(video), fps
+    return as_video_tensor(video), fps
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -127,6 +130,46 @@ def reward_hacking_report(
         pair's values, flags and ``reasons``) and ``settings``. Render it with :func:`reward_hacking_markdown`.
     """
     n = len(base_videos)
+    video_ids, tolerances, higher_is_better = _check_report_args(
+        n, tuned_videos, references, independent_metrics, motion, tolerance, reward_tolerance, higher_is_better,
+        video_ids, training_reward_name,
+    )  # fmt: skip
+    check = _PairCheck(
+        reward_fn=as_score_fn(training_reward),
+        metric_fns={name: as_score_fn(fn) for name, fn in independent_metrics.items()},
+        higher_is_better=higher_is_better,
+        tolerances=tolerances,
+        reward_tolerance=reward_tolerance,
+        training_reward_name=training_reward_name,
+        motion=motion,
+        flow_estimator=flow_estimator,
+    )
+    videos = []
+    from tqdm.auto import tqdm  # flow, reward and metrics per video pair: seconds each on a CPU
+
+    for i in tqdm(range(n), desc="reward-hacking report", unit="video"):
+        reference = as_image_tensor(references[i])
+        base, base_fps = _load_video(base_videos[i], fps)
+        tuned, tuned_fps = _load_video(tuned_videos[i], fps)
+        row = check(video_ids[i], reference, base, tuned, base_fps, tuned_fps)
+        videos.append(row)
+        logger.debug("reward hacking: %s %s", video_ids[i], row["reasons"] or "ok")
+    settings = {
+        "tolerance": tolerances,
+        "reward_tolerance": reward_tolerance,
+        "higher_is_better": {name: higher_is_better.get(name, True) for name in independent_metrics},
+        "motion": motion,
+        "flow_estimator": type(flow_estimator).__name__ if flow_estimator is not None else "LucasKanadeFlow",
+        "fps": fps,
+    }
+    return json_safe(_summarise(videos, check, settings))
+
+
+def _check_report_args(
+    n, tuned_videos, references, independent_metrics, motion, tolerance, reward_tolerance, higher_is_better,
+    video_ids, training_reward_name,
+) -> tuple[list[str], dict[str, float], dict[str, bool]]:  # fmt: skip
+    """Validate :func:`reward_hacking_report`'s arguments; return the video ids, tolerances and directions."""
     if not n:
         raise ValueError("no videos to compare")
     if len(tuned_videos) != n or len(references) != n:
@@ -153,36 +196,46 @@ def reward_hacking_report(
         raise ValueError(f"no tolerance for metrics {sorted(missing)}")
     if any(t < 0 for t in tolerances.values()) or reward_tolerance < 0:
         raise ValueError("tolerances must be >= 0")
+    return video_ids, tolerances, higher_is_better
 
-    reward_fn = as_score_fn(training_reward)
-    metric_fns = {name: as_score_fn(fn) for name, fn in independent_metrics.items()}
-    if motion:
-        from ..metrics import dynamic_degree
 
-    videos = []
-    from tqdm.auto import tqdm  # flow, reward and metrics per video pair: seconds each on a CPU
+@dataclass
+class _PairCheck:
+    """Compares one (base, fine-tuned) video pair: reward change, independent metrics, motion collapse."""
 
-    for i in tqdm(range(n), desc="reward-hacking report", unit="video"):
-        reference = _as_image_tensor(references[i])
-        base, base_fps = _load_video(base_videos[i], fps)
-        tuned, tuned_fps = _load_video(tuned_videos[i], fps)
-        row: dict[str, Any] = {"video_id": video_ids[i]}
-        reward_base, reward_tuned = reward_fn(reference, base), reward_fn(reference, tuned)
+    reward_fn: Callable[[torch.Tensor, torch.Tensor], float]
+    metric_fns: dict[str, Callable[[torch.Tensor, torch.Tensor], float]]
+    higher_is_better: dict[str, bool]
+    tolerances: dict[str, float]
+    reward_tolerance: float
+    training_reward_name: str
+    motion: bool
+    flow_estimator: Any
+
+    def __post_init__(self) -> None:
+        if self.motion:
+            from ..metrics import dynamic_degree
+
+            self.dynamic_degree = dynamic_degree
+
+    def __call__(self, video_id, reference, base, tuned, base_fps, tuned_fps) -> dict[str, Any]:
+        row: dict[str, Any] = {"video_id": video_id}
+        reward_base, reward_tuned = self.reward_fn(reference, base), self.reward_fn(reference, tuned)
         delta = reward_tuned - reward_base
         row.update(
             reward_base=reward_base,
             reward_tuned=reward_tuned,
             reward_delta=delta,
-            reward_improved=bool(math.isfinite(delta) and delta > reward_tolerance),
+            reward_improved=bool(math.isfinite(delta) and delta > self.reward_tolerance),
         )
         reasons = []
         row["metrics"] = {}
-        for name, fn in metric_fns.items():
+        for name, fn in self.metric_fns.items():
             value_base, value_tuned = fn(reference, base), fn(reference, tuned)
-            sign = 1.0 if higher_is_better.get(name, True) else -1.0
+            sign = 1.0 if self.higher_is_better.get(name, True) else -1.0
             change = sign * (value_tuned - value_base)  # > 0: better, whatever the metric's direction
             defined = math.isfinite(change)
-            degraded = bool(defined and change < -tolerances[name])
+            degraded = bool(defined and change < -self.tolerances[name])
             row["metrics"][name] = {
                 "base": value_base,
                 "tuned": value_tuned,
@@ -191,12 +244,12 @@ def reward_hacking_report(
                 "degraded": degraded,
             }
             if degraded and row["reward_improved"]:
-                reasons.append(f"{training_reward_name} up, {name} down")
+                reasons.append(f"{self.training_reward_name} up, {name} down")
         row["froze"] = False
-        if motion:
+        if self.motion:
             with torch.no_grad():
-                dd_base = dynamic_degree(base, flow_estimator=flow_estimator, fps=base_fps)
-                dd_tuned = dynamic_degree(tuned, flow_estimator=flow_estimator, fps=tuned_fps)
+                dd_base = self.dynamic_degree(base, flow_estimator=self.flow_estimator, fps=base_fps)
+                dd_tuned = self.dynamic_degree(tuned, flow_estimator=self.flow_estimator, fps=tuned_fps)
             row.update(
                 base_dynamic=dd_base.is_dynamic,
                 tuned_dynamic=dd_tuned.is_dynamic,
@@ -208,9 +261,12 @@ def reward_hacking_report(
                 reasons.append("motion froze")
         row["hacked"] = bool(reasons)
         row["reasons"] = reasons
-        videos.append(row)
-        logger.debug("reward hacking: %s %s", video_ids[i], reasons or "ok")
+        return row
 
+
+def _summarise(videos: list[dict[str, Any]], check: _PairCheck, settings: dict[str, Any]) -> dict[str, Any]:
+    """The report: rates and means over the compared pairs."""
+    n = len(videos)
     num_hacked = sum(v["hacked"] for v in videos)
     report: dict[str, Any] = {
         "definition": DEFINITION,
@@ -218,26 +274,19 @@ def reward_hacking_report(
         "num_hacked": num_hacked,
         "hacking_rate": num_hacked / n,
         "reward": {
-            "name": training_reward_name,
+            "name": check.training_reward_name,
             "base_mean": _mean([v["reward_base"] for v in videos]),
             "tuned_mean": _mean([v["reward_tuned"] for v in videos]),
             "mean_delta": _mean([v["reward_delta"] for v in videos]),
             "improved_rate": sum(v["reward_improved"] for v in videos) / n,
-            "tolerance": reward_tolerance,
+            "tolerance": check.reward_tolerance,
         },
         "metrics": {},
         "motion": None,
         "videos": videos,
-        "settings": {
-            "tolerance": tolerances,
-            "reward_tolerance": reward_tolerance,
-            "higher_is_better": {name: higher_is_better.get(name, True) for name in independent_metrics},
-            "motion": motion,
-            "flow_estimator": type(flow_estimator).__name__ if flow_estimator is not None else "LucasKanadeFlow",
-            "fps": fps,
-        },
+        "settings": settings,
     }
-    for name in metric_fns:
+    for name in check.metric_fns:
         values = [v["metrics"][name] for v in videos]
         report["metrics"][name] = {
             "base_mean": _mean([m["base"] for m in values]),
@@ -249,10 +298,10 @@ def reward_hacking_report(
             )
             / n,
             "num_undefined": sum(not m["defined"] for m in values),
-            "higher_is_better": higher_is_better.get(name, True),
-            "tolerance": tolerances[name],
+            "higher_is_better": check.higher_is_better.get(name, True),
+            "tolerance": check.tolerances[name],
         }
-    if motion:
+    if check.motion:
         report["motion"] = {
             "base_dynamic_rate": sum(v["base_dynamic"] for v in videos) / n,
             "tuned_dynamic_rate": sum(v["tuned_dynamic"] for v in videos) / n,
@@ -260,7 +309,7 @@ def reward_hacking_report(
             "base_mean_magnitude": _mean([v["base_motion"] for v in videos]),
             "tuned_mean_magnitude": _mean([v["tuned_motion"] for v in videos]),
         }
-    return _clean(report)
+    return report
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
