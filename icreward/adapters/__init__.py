@@ -7,6 +7,7 @@ from .base import LORA_WEIGHT_NAME, VideoModelAdapter
 from .cogvideox import CogVideoXI2VAdapter
 from .hunyuan_video15 import HunyuanVideo15Generator, HunyuanVideo15I2VAdapter, load_hunyuan_video15_lora
 from .ltx import LTXVideoI2VAdapter
+from .ltx2 import LTX2I2VAdapter, LTX2Sampler
 from .opensora import OpenSoraAdapter, OpenSoraComponents
 from .registry import available_adapters, get_adapter, register_adapter
 from .wan import Wan22Adapter, WanI2VAdapter, load_wan22_lora
@@ -17,6 +18,8 @@ __all__ = [
     "CogVideoXI2VAdapter",
     "HunyuanVideo15Generator",
     "HunyuanVideo15I2VAdapter",
+    "LTX2I2VAdapter",
+    "LTX2Sampler",
     "LTXVideoI2VAdapter",
     "OpenSoraAdapter",
     "OpenSoraComponents",

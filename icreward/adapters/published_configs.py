@@ -89,7 +89,13 @@ def _build_one(component: ComponentConfig, dtype: torch.dtype | None) -> nn.Modu
     if component.library == "diffusers":
         import diffusers
 
-        cls = getattr(diffusers, component.class_name)
+        if "." in component.class_name:  # a class diffusers does not export at top level (e.g. pipeline parts)
+            import importlib
+
+            module_path, _, class_name = component.class_name.rpartition(".")
+            cls = getattr(importlib.import_module(module_path), class_name)
+        else:
+            cls = getattr(diffusers, component.class_name)
         module = cls.from_config(config)
     elif component.library == "transformers":
         import transformers
@@ -562,5 +568,191 @@ register_published_config(
         num_frames=121,
         source=f"{_LTX_SCRIPT}; text encoder google/t5-v1_1-xxl at 128 tokens (the pipeline's max_sequence_length); "
         "sample size: LTXImageToVideoPipeline's defaults (121 frames at 512x704)",
+    )
+)
+
+
+# ------------------------------------------------------------------------------------------------ LTX-2 (19B)
+_LTX2_SCRIPT = "diffusers scripts/convert_ltx2_to_diffusers.py"
+_GEMMA3_12B_SRC = (
+    "google/gemma-3-12b-it config.json (the text encoder convert_ltx2_to_diffusers.py loads, as "
+    "google/gemma-3-12b-it-qat-q4_0-unquantized): values as in a public LTX-2 trainer's Gemma3Config literal read with "
+    "the code search tool; not re-read from the hub here. The pipeline uses its 49 hidden states (embeddings + 48 "
+    "layers) stacked, which is the connectors' text_proj_in_factor=49 and caption_channels=3840"
+)
+register_published_config(
+    PublishedConfig(
+        hub_id="Lightricks/LTX-2",
+        pipeline_class="LTX2ImageToVideoPipeline",
+        components={
+            "transformer": ComponentConfig(
+                "LTX2VideoTransformer3DModel",
+                {
+                    "in_channels": 128,
+                    "out_channels": 128,
+                    "patch_size": 1,
+                    "patch_size_t": 1,
+                    "num_attention_heads": 32,
+                    "attention_head_dim": 128,
+                    "cross_attention_dim": 4096,
+                    "vae_scale_factors": (8, 32, 32),
+                    "pos_embed_max_pos": 20,
+                    "base_height": 2048,
+                    "base_width": 2048,
+                    "audio_in_channels": 128,
+                    "audio_out_channels": 128,
+                    "audio_patch_size": 1,
+                    "audio_patch_size_t": 1,
+                    "audio_num_attention_heads": 32,
+                    "audio_attention_head_dim": 64,
+                    "audio_cross_attention_dim": 2048,
+                    "audio_scale_factor": 4,
+                    "audio_pos_embed_max_pos": 20,
+                    "audio_sampling_rate": 16000,
+                    "audio_hop_length": 160,
+                    "num_layers": 48,
+                    "activation_fn": "gelu-approximate",
+                    "qk_norm": "rms_norm_across_heads",
+                    "norm_elementwise_affine": False,
+                    "norm_eps": 1e-6,
+                    "caption_channels": 3840,
+                    "attention_bias": True,
+                    "attention_out_bias": True,
+                    "rope_theta": 10000.0,
+                    "rope_double_precision": True,
+                    "causal_offset": 1,
+                    "timestep_scale_multiplier": 1000,
+                    "cross_attn_timestep_scale_multiplier": 1000,
+                    "rope_type": "split",
+                },
+                f'{_LTX2_SCRIPT}: get_ltx2_transformer_config("2.0")',
+            ),
+            "connectors": ComponentConfig(
+                "diffusers.pipelines.ltx2.LTX2TextConnectors",
+                {
+                    "caption_channels": 3840,
+                    "text_proj_in_factor": 49,
+                    "video_connector_num_attention_heads": 30,
+                    "video_connector_attention_head_dim": 128,
+                    "video_connector_num_layers": 2,
+                    "video_connector_num_learnable_registers": 128,
+                    "audio_connector_num_attention_heads": 30,
+                    "audio_connector_attention_head_dim": 128,
+                    "audio_connector_num_layers": 2,
+                    "audio_connector_num_learnable_registers": 128,
+                    "connector_rope_base_seq_len": 4096,
+                    "rope_theta": 10000.0,
+                    "rope_double_precision": True,
+                    "causal_temporal_positioning": False,
+                    "rope_type": "split",
+                },
+                f'{_LTX2_SCRIPT}: get_ltx2_connectors_config("2.0")',
+            ),
+            "vae": ComponentConfig(
+                "AutoencoderKLLTX2Video",
+                {
+                    "in_channels": 3,
+                    "out_channels": 3,
+                    "latent_channels": 128,
+                    "block_out_channels": (256, 512, 1024, 2048),
+                    "down_block_types": ("LTX2VideoDownBlock3D",) * 4,
+                    "decoder_block_out_channels": (256, 512, 1024),
+                    "layers_per_block": (4, 6, 6, 2, 2),
+                    "decoder_layers_per_block": (5, 5, 5, 5),
+                    "spatio_temporal_scaling": (True, True, True, True),
+                    "decoder_spatio_temporal_scaling": (True, True, True),
+                    "decoder_inject_noise": (False, False, False, False),
+                    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+                    "upsample_residual": (True, True, True),
+                    "upsample_factor": (2, 2, 2),
+                    "timestep_conditioning": False,
+                    "patch_size": 4,
+                    "patch_size_t": 1,
+                    "resnet_norm_eps": 1e-6,
+                    "encoder_causal": True,
+                    "decoder_causal": False,
+                    "encoder_spatial_padding_mode": "zeros",
+                    "decoder_spatial_padding_mode": "reflect",
+                    "spatial_compression_ratio": 32,
+                    "temporal_compression_ratio": 8,
+                },
+                f'{_LTX2_SCRIPT}: get_ltx2_video_vae_config("2.0") (timestep_conditioning: the script\'s default, off)',
+            ),
+            "audio_vae": ComponentConfig(
+                "AutoencoderKLLTX2Audio",
+                {
+                    "base_channels": 128,
+                    "output_channels": 2,
+                    "ch_mult": (1, 2, 4),
+                    "num_res_blocks": 2,
+                    "attn_resolutions": None,
+                    "in_channels": 2,
+                    "resolution": 256,
+                    "latent_channels": 8,
+                    "norm_type": "pixel",
+                    "causality_axis": "height",
+                    "dropout": 0.0,
+                    "mid_block_add_attention": False,
+                    "sample_rate": 16000,
+                    "mel_hop_length": 160,
+                    "is_causal": True,
+                    "mel_bins": 64,
+                    "double_z": True,
+                },
+                f'{_LTX2_SCRIPT}: get_ltx2_audio_vae_config("2.0")',
+            ),
+            "text_encoder": ComponentConfig(
+                "Gemma3ForConditionalGeneration",
+                {
+                    "boi_token_index": 255999,
+                    "eoi_token_index": 256000,
+                    "image_token_index": 262144,
+                    "mm_tokens_per_image": 256,
+                    "text_config": {
+                        "head_dim": 256,
+                        "hidden_activation": "gelu_pytorch_tanh",
+                        "hidden_size": 3840,
+                        "intermediate_size": 15360,
+                        "max_position_embeddings": 131072,
+                        "num_attention_heads": 16,
+                        "num_hidden_layers": 48,
+                        "num_key_value_heads": 8,
+                        "query_pre_attn_scalar": 256,
+                        "rms_norm_eps": 1e-6,
+                        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                        "sliding_window": 1024,
+                        "vocab_size": 262208,
+                    },
+                    "vision_config": {
+                        "hidden_size": 1152,
+                        "image_size": 896,
+                        "intermediate_size": 4304,
+                        "num_attention_heads": 16,
+                        "num_hidden_layers": 27,
+                        "patch_size": 14,
+                        "vision_use_head": False,
+                    },
+                },
+                _GEMMA3_12B_SRC,
+                library="transformers",
+            ),
+        },
+        scheduler_class="FlowMatchEulerDiscreteScheduler",
+        scheduler_config={
+            "num_train_timesteps": 1000,
+            "shift": 1.0,
+            "use_dynamic_shifting": True,
+            "base_shift": 0.95,
+            "max_shift": 2.05,
+            "base_image_seq_len": 1024,
+            "max_image_seq_len": 4096,
+            "shift_terminal": 0.1,
+        },
+        scheduler_source=f"{_LTX2_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) its --full_pipeline saves",
+        height=512,
+        width=768,
+        num_frames=121,
+        source=f"{_LTX2_SCRIPT} (version 2.0); sample size: LTX2ImageToVideoPipeline's defaults (121 frames at "
+        "512x768, 24 fps); the vocoder is not listed (never on the training path)",
     )
 )

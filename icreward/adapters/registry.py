@@ -9,6 +9,7 @@ from .base import VideoModelAdapter
 from .cogvideox import CogVideoXI2VAdapter
 from .hunyuan_video15 import HunyuanVideo15I2VAdapter
 from .ltx import LTXVideoI2VAdapter
+from .ltx2 import LTX2I2VAdapter
 from .opensora import OpenSoraAdapter
 from .wan import Wan22Adapter, WanI2VAdapter
 from .wan_ti2v import WanTI2VAdapter
@@ -21,6 +22,7 @@ _ADAPTERS: list[type[VideoModelAdapter]] = [
     WanI2VAdapter,
     CogVideoXI2VAdapter,
     LTXVideoI2VAdapter,
+    LTX2I2VAdapter,
     HunyuanVideo15I2VAdapter,
     OpenSoraAdapter,
 ]
