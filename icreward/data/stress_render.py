@@ -516,3 +516,8 @@ def check_generation_args(num_frames, image_size, consistent_per_source, perturb
         raise ValueError(f"Duplicate perturbations in {list(perturbations)}.")
     if any(not 0.0 < s <= 1.0 for s in severities) or len(set(severities)) != len(severities):
         raise ValueError(f"severities must be distinct values in (0, 1], got {list(severities)}.")
+
+
+# Public classes keep the module path they had before the split into sibling modules (reprs, pickles, docs).
+for _cls in (StressVideo,):
+    _cls.__module__ = "icreward.data.stress_suite"

@@ -338,3 +338,8 @@ def _match_videos(
 def short_repr(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Public classes keep the module path they had before the split into sibling modules (reprs, pickles, docs).
+for _cls in (VBenchFormatError,):
+    _cls.__module__ = "icreward.data.vbench"

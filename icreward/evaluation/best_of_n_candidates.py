@@ -435,3 +435,8 @@ def generate_candidates(
 def tqdm_disable(progress: bool) -> bool | None:
     """tqdm's ``disable``: ``True`` when asked for no bar, ``None`` (hide when not on a terminal) otherwise."""
     return True if not progress else None
+
+
+# Public classes keep the module path they had before the split into sibling modules (reprs, pickles, docs).
+for _cls in (CandidateGroup,):
+    _cls.__module__ = "icreward.evaluation.best_of_n"

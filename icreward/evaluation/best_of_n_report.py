@@ -338,3 +338,8 @@ class BestOfNReport:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+# Public classes keep the module path they had before the split into sibling modules (reprs, pickles, docs).
+for _cls in (BestOfNReport,):
+    _cls.__module__ = "icreward.evaluation.best_of_n"

@@ -200,3 +200,15 @@ def as_selector(obj: Any, *, seed: int = 0) -> Selector:
     if callable(obj):
         return ScoreSelector(obj)
     raise TypeError(f"cannot use {type(obj).__name__} as a selector")
+
+
+# Public classes keep the module path they had before the split into sibling modules (reprs, pickles, docs).
+for _cls in (
+    Selection,
+    Selector,
+    RandomSelector,
+    OracleSelector,
+    ScoreSelector,
+    RewardModelSelector,
+):
+    _cls.__module__ = "icreward.evaluation.best_of_n"
