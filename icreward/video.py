@@ -669,6 +669,23 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return frames.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
 
 
+def to_unit_float(
+    frames: torch.Tensor, what: str = "frames", dtype: torch.dtype | None = torch.float32
+) -> torch.Tensor:
+    """``uint8`` frames (through :func:`to_float`) or floating frames in ``[0, 1]`` as floats in ``[0, 1]``.
+
+    Args:
+        frames: A ``torch.uint8`` or floating tensor of any shape.
+        what: Name of the input in the error raised for other dtypes.
+        dtype: Floating dtype of the result; ``None`` keeps floating input as it is (``uint8`` gives float32).
+    """
+    if frames.dtype == torch.uint8:
+        return to_float(frames, dtype or torch.float32)
+    if not torch.is_floating_point(frames):
+        raise ValueError(f"{what} must be uint8 or floating point in [0, 1], got {frames.dtype}")
+    return frames if dtype is None else frames.to(dtype)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------------------------

@@ -537,6 +537,16 @@ def test_float_uint8_conversions():
         to_uint8(levels.to(torch.int64))
 
 
+def test_to_unit_float_accepts_uint8_and_unit_floats():
+    levels = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(video_module.to_unit_float(levels), levels.float() / 255.0)  # the metrics' former copies
+    doubles = torch.rand(3, dtype=torch.float64)
+    assert video_module.to_unit_float(doubles).dtype == torch.float32
+    assert video_module.to_unit_float(doubles, dtype=None) is doubles  # kept as given (FaceSim's behaviour)
+    with pytest.raises(ValueError, match="videos must be uint8 or floating point"):
+        video_module.to_unit_float(levels.to(torch.int32), "videos")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # write_video validation and atomicity
 # ---------------------------------------------------------------------------------------------------------------------

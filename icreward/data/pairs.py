@@ -104,14 +104,7 @@ def build_preference_pairs(
         The pairs dataset (columns in the module docstring), in group order of first appearance, and with
         ``return_stats=True`` a ``(dataset, stats)`` tuple. Dropped pairs are counted in the stats and logged.
     """
-    if min_margin < 0 or not math.isfinite(min_margin):
-        raise ValueError(f"min_margin must be a finite number >= 0, got {min_margin}")
-    if tie_threshold < 0 or not math.isfinite(tie_threshold):
-        raise ValueError(f"tie_threshold must be a finite number >= 0, got {tie_threshold}")
-    if ties not in ("drop", "keep"):
-        raise ValueError(f"ties must be 'drop' or 'keep', got {ties!r}")
-    if max_pairs_per_group is not None and max_pairs_per_group < 1:
-        raise ValueError(f"max_pairs_per_group must be >= 1 or None, got {max_pairs_per_group}")
+    _check_pair_options(min_margin, tie_threshold, ties, max_pairs_per_group)
     dataset = _as_dataset(data)
     keys = [group_by] if isinstance(group_by, str) else list(group_by)
     _check_group_keys(keys, video_column, reference_column, prompt_column)
@@ -128,26 +121,9 @@ def build_preference_pairs(
         if len(rows) < 2:
             stats.dropped["single_candidate"] += 1
             continue
-        kept: list[tuple[float, bool, int, int]] = []  # (margin, is_tie, chosen, rejected)
-        for a_pos, a in enumerate(rows):
-            for b in rows[a_pos + 1 :]:
-                stats.num_candidate_pairs += 1
-                # a precedes b in the input; a stays chosen on equal scores.
-                chosen, rejected = (a, b) if scores[a] >= scores[b] else (b, a)
-                margin = scores[chosen] - scores[rejected]
-                is_tie = margin <= tie_threshold
-                if is_tie and ties == "drop":
-                    stats.dropped["tie"] += 1
-                elif not is_tie and margin < min_margin:
-                    stats.dropped["min_margin"] += 1
-                else:
-                    kept.append((margin, is_tie, chosen, rejected))
-        if max_pairs_per_group is not None and len(kept) > max_pairs_per_group:
-            # Stable sort: equal (margin, tie) keys keep input order.
-            kept.sort(key=lambda p: (p[1], -p[0]))
-            stats.dropped["max_pairs_per_group"] += len(kept) - max_pairs_per_group
-            kept = kept[:max_pairs_per_group]
-        for _, is_tie, chosen, rejected in kept:
+        for _, is_tie, chosen, rejected in _group_pairs(
+            rows, scores, stats, min_margin, tie_threshold, ties, max_pairs_per_group
+        ):
             chosen_idx.append(chosen)
             rejected_idx.append(rejected)
             tie_flags.append(is_tie)
@@ -217,21 +193,7 @@ def pairs_from_reward_model_picks(
     stats = PairBuildStats()
     groups = _groups(dataset, keys)
     stats.num_groups = len(groups)
-    chosen_idx: list[int] = []
-    rejected_idx: list[int] = []
-    for rows in groups.values():
-        if len(rows) < 2:
-            stats.dropped["single_candidate"] += 1
-            continue
-        stats.num_candidate_pairs += 1
-        # np.argmax returns the first maximum: input order breaks ties.
-        pick_a = rows[int(np.argmax([a[i] for i in rows]))]
-        pick_b = rows[int(np.argmax([b[i] for i in rows]))]
-        if pick_a == pick_b:
-            stats.dropped["same_pick"] += 1
-            continue
-        chosen_idx.append(pick_a)
-        rejected_idx.append(pick_b)
+    chosen_idx, rejected_idx = _picks(groups, a, b, stats)
 
     chosen_scores = [a[i] for i in chosen_idx]
     rejected_scores = [a[i] for i in rejected_idx]
@@ -252,6 +214,69 @@ def pairs_from_reward_model_picks(
     stats.num_ties = sum(tie_flags)
     _log_stats("pairs_from_reward_model_picks", stats)
     return (pairs, stats) if return_stats else pairs
+
+
+def _check_pair_options(min_margin: float, tie_threshold: float, ties: str, max_pairs_per_group: int | None) -> None:
+    if min_margin < 0 or not math.isfinite(min_margin):
+        raise ValueError(f"min_margin must be a finite number >= 0, got {min_margin}")
+    if tie_threshold < 0 or not math.isfinite(tie_threshold):
+        raise ValueError(f"tie_threshold must be a finite number >= 0, got {tie_threshold}")
+    if ties not in ("drop", "keep"):
+        raise ValueError(f"ties must be 'drop' or 'keep', got {ties!r}")
+    if max_pairs_per_group is not None and max_pairs_per_group < 1:
+        raise ValueError(f"max_pairs_per_group must be >= 1 or None, got {max_pairs_per_group}")
+
+
+def _group_pairs(
+    rows: list[int],
+    scores: list[float],
+    stats: PairBuildStats,
+    min_margin: float,
+    tie_threshold: float,
+    ties: str,
+    max_pairs_per_group: int | None,
+) -> list[tuple[float, bool, int, int]]:
+    """The kept ``(margin, is_tie, chosen, rejected)`` pairs of one group's rows; dropped ones are counted."""
+    kept: list[tuple[float, bool, int, int]] = []
+    for a_pos, a in enumerate(rows):
+        for b in rows[a_pos + 1 :]:
+            stats.num_candidate_pairs += 1
+            # a precedes b in the input; a stays chosen on equal scores.
+            chosen, rejected = (a, b) if scores[a] >= scores[b] else (b, a)
+            margin = scores[chosen] - scores[rejected]
+            is_tie = margin <= tie_threshold
+            if is_tie and ties == "drop":
+                stats.dropped["tie"] += 1
+            elif not is_tie and margin < min_margin:
+                stats.dropped["min_margin"] += 1
+            else:
+                kept.append((margin, is_tie, chosen, rejected))
+    if max_pairs_per_group is not None and len(kept) > max_pairs_per_group:
+        # Stable sort: equal (margin, tie) keys keep input order.
+        kept.sort(key=lambda p: (p[1], -p[0]))
+        stats.dropped["max_pairs_per_group"] += len(kept) - max_pairs_per_group
+        kept = kept[:max_pairs_per_group]
+    return kept
+
+
+def _picks(groups: dict, a: list[float], b: list[float], stats: PairBuildStats) -> tuple[list[int], list[int]]:
+    """Per group, model A's pick (chosen) and model B's pick (rejected); same picks and single rows are counted."""
+    chosen_idx: list[int] = []
+    rejected_idx: list[int] = []
+    for rows in groups.values():
+        if len(rows) < 2:
+            stats.dropped["single_candidate"] += 1
+            continue
+        stats.num_candidate_pairs += 1
+        # np.argmax returns the first maximum: input order breaks ties.
+        pick_a = rows[int(np.argmax([a[i] for i in rows]))]
+        pick_b = rows[int(np.argmax([b[i] for i in rows]))]
+        if pick_a == pick_b:
+            stats.dropped["same_pick"] += 1
+            continue
+        chosen_idx.append(pick_a)
+        rejected_idx.append(pick_b)
+    return chosen_idx, rejected_idx
 
 
 def _as_dataset(data: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:

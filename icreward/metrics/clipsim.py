@@ -32,6 +32,8 @@ from torch import nn
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from icreward.video import to_unit_float
+
 __all__ = [
     "CLIPSimResult",
     "CLIPSimilarity",
@@ -76,20 +78,12 @@ def clip_similarity_from_embeddings(reference: torch.Tensor, frames: torch.Tenso
         raise ValueError(f"embedding sizes differ: {reference.shape[-1]} vs {frames.shape[-1]}")
     if frames.shape[1] == 0:
         raise ValueError("frames has no frames (F == 0); CLIPSim of an empty video is undefined")
-    from .consistency import _check_finite
+    from .consistency import check_finite
 
-    _check_finite("reference", reference)
-    _check_finite("frames", frames)
+    check_finite("reference", reference)
+    check_finite("frames", frames)
     per_frame = torch.einsum("bd,bfd->bf", F.normalize(reference.float(), dim=-1), F.normalize(frames.float(), dim=-1))
     return CLIPSimResult(per_frame=per_frame, mean=per_frame.mean(dim=1))
-
-
-def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    if not torch.is_floating_point(images):
-        raise ValueError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
-    return images.float()
 
 
 def _as_size(value: int | Sequence[int] | Mapping | None) -> int | None:
@@ -231,7 +225,7 @@ class CLIPSimilarity(nn.Module):
         """``(N, 3, H, W)`` uint8 or float ``[0, 1]`` -> normalised ``(N, 3, S, S)`` pixel values."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-        images = _to_unit_float(images.to(self.mean.device))
+        images = to_unit_float(images.to(self.mean.device), "images")
         mode = _INTERPOLATIONS[self.interpolation]
         antialias = mode != InterpolationMode.NEAREST
         if self.resize_mode == "squash":

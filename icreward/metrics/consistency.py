@@ -98,8 +98,8 @@ def i2v_consistency_scores(
             "agree on batch size B and feature size D"
         )
     w_max, w_mean, w_min = _check_weights(weights)
-    _check_finite("ref_features", ref_features)
-    _check_finite("frame_features", frame_features)
+    check_finite("ref_features", ref_features)
+    check_finite("frame_features", frame_features)
     frames, valid = _compact_frames(frame_features, frame_mask)
 
     ref = F.normalize(ref_features.float(), dim=-1)
@@ -134,7 +134,7 @@ def temporal_consistency(frame_features: torch.Tensor, frame_mask: torch.Tensor 
         frame_mask = None if frame_mask is None else frame_mask[None]
     if frame_features.ndim != 3:
         raise ValueError(f"frame_features must have shape (F, D) or (B, F, D), got {tuple(frame_features.shape)}")
-    _check_finite("frame_features", frame_features)
+    check_finite("frame_features", frame_features)
     frames, valid = _compact_frames(frame_features, frame_mask)
     frames = F.normalize(frames.float(), dim=-1)
 
@@ -149,7 +149,7 @@ def temporal_consistency(frame_features: torch.Tensor, frame_mask: torch.Tensor 
     return scores[0] if unbatched else scores
 
 
-def _check_finite(name: str, features: torch.Tensor) -> None:
+def check_finite(name: str, features: torch.Tensor) -> None:
     """NaN or inf features (a diverged extractor, a corrupt cache) are refused by name instead of becoming a NaN
     score; so are values whose square overflows float32 (the L2 norm of ``3e38`` is inf)."""
     if not torch.isfinite(features).all():

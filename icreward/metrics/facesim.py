@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icreward.video import to_unit_float
+
 __all__ = ["FaceSim", "FaceSimResult", "face_similarity"]
 
 #: ``cropper(frames (N, 3, H, W) float in [0, 1]) -> (crops (N, 3, h, w), valid (N,) bool)``; crops of frames
@@ -85,22 +87,14 @@ def face_similarity(
     # Zero the embeddings of faceless frames *before* any arithmetic (torch.where, not a multiplication): they may
     # be garbage, even NaN, and NaN * 0 would still reach the result and the gradients.
     frames = torch.where(valid[:, None], frame_embeddings.float(), torch.zeros((), device=frame_embeddings.device))
-    from .consistency import _check_finite
+    from .consistency import check_finite
 
-    _check_finite("reference_face_embedding", reference_face_embedding)
-    _check_finite("frame_embeddings", frames)  # the valid frames (faceless ones are zeroed above)
+    check_finite("reference_face_embedding", reference_face_embedding)
+    check_finite("frame_embeddings", frames)  # the valid frames (faceless ones are zeroed above)
     per_frame = F.normalize(frames, dim=-1) @ ref
     num_valid = int(valid.sum())
     mean = per_frame.sum() / num_valid if num_valid > 0 else per_frame.sum() * 0.0
     return FaceSimResult(mean=mean, per_frame=per_frame, num_valid=num_valid, valid=valid)
-
-
-def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    if not torch.is_floating_point(images):
-        raise ValueError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
-    return images
 
 
 class FaceSim(nn.Module):
@@ -149,7 +143,7 @@ class FaceSim(nn.Module):
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
         embeddings, masks = [], []
         for start in range(0, images.shape[0], self.batch_size):
-            chunk = _to_unit_float(images[start : start + self.batch_size])
+            chunk = to_unit_float(images[start : start + self.batch_size], "images", dtype=None)
             if self.face_cropper is None:
                 crops, valid = chunk, torch.ones(chunk.shape[0], dtype=torch.bool, device=chunk.device)
             else:

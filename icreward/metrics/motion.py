@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icreward.video import to_unit_float
+
 __all__ = [
     "DynamicDegreeResult",
     "LucasKanadeFlow",
@@ -53,14 +55,6 @@ FlowEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 VBENCH_THRESHOLD_AT_256 = 6.0
 VBENCH_TOP_FRACTION = 0.05
 VBENCH_TARGET_FPS = 8.0
-
-
-def _to_unit_float(video: torch.Tensor) -> torch.Tensor:
-    if video.dtype == torch.uint8:
-        return video.float() / 255.0
-    if not torch.is_floating_point(video):
-        raise ValueError(f"videos must be uint8 or floating point in [0, 1], got {video.dtype}")
-    return video.float()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -261,12 +255,12 @@ class RAFTFlow(nn.Module):
         """
         from torchvision.models.optical_flow import raft_large, raft_small
 
-        from icreward.metrics.fvd import _load_weights_only_state_dict
+        from icreward.metrics.fvd import load_weights_only_state_dict
 
         if variant not in ("large", "small"):
             raise ValueError(f"variant must be 'large' or 'small', got {variant!r}")
         model = (raft_large if variant == "large" else raft_small)(weights=None)
-        state_dict = _load_weights_only_state_dict(path, what="RAFT checkpoint")
+        state_dict = load_weights_only_state_dict(path, what="RAFT checkpoint")
         expected = model.state_dict()
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))
@@ -380,7 +374,7 @@ def dynamic_degree(
 
     interval = 1 if fps is None else max(1, round(fps / target_fps))
     frame_indices = list(range(0, video.shape[0], interval))
-    frames = _to_unit_float(video[frame_indices])
+    frames = to_unit_float(video[frame_indices], "videos")
     height, width = frames.shape[-2:]
     threshold = VBENCH_THRESHOLD_AT_256 * min(height, width) / 256.0
     count_required = max(1, round(4 * len(frame_indices) / 16))

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from icreward.pipelines import TINY_POLICIES, load_policy_pipeline  # their home; re-exported here
+
 __all__ = [
     "TINY_DEFAULTS",
     "TINY_POLICIES",
@@ -303,21 +305,6 @@ def tiny_pipeline(family: str, seed: int = 0):
     except KeyError:
         raise ValueError(f"unknown tiny pipeline family {family!r}; choose from {sorted(_BUILDERS)}") from None
     return builder(seed=seed)
-
-
-#: Policy names the examples and ``icreward pipeline`` accept for the offline tiny pipelines, and their families.
-TINY_POLICIES: dict[str, str] = {"tiny-wan2.1": "wan21", "tiny-wan2.2": "wan22", "tiny-cogvideox": "cogvideox"}
-
-
-def load_policy_pipeline(name: str, *, seed: int = 0, torch_dtype=None):
-    """The pipeline to sample from or fine-tune: a tiny offline one by name (:data:`TINY_POLICIES`, built with
-    ``seed``), or a Hub id / local diffusers folder loaded through :func:`icreward.adapters.get_adapter`."""
-    if name in TINY_POLICIES:
-        return tiny_pipeline(TINY_POLICIES[name], seed=seed)
-    from ..adapters import get_adapter
-
-    kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    return get_adapter(name, **kwargs).pipeline
 
 
 def lora_output_change(policy: str, lora_dir, trainable_modules, *, image, prompt: str, **generate_kwargs) -> float:
