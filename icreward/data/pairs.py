@@ -129,21 +129,10 @@ def build_preference_pairs(
             tie_flags.append(is_tie)
 
     pairs = _assemble(
-        dataset,
-        chosen_idx,
-        rejected_idx,
-        [scores[i] for i in chosen_idx],
-        [scores[i] for i in rejected_idx],
-        tie_flags,
-        keys=keys,
-        video_column=video_column,
-        reference_column=reference_column,
-        prompt_column=prompt_column,
-    )
-    stats.num_pairs = len(pairs)
-    stats.num_ties = sum(tie_flags)
-    _log_stats("build_preference_pairs", stats)
-    return (pairs, stats) if return_stats else pairs
+        dataset, chosen_idx, rejected_idx, [scores[i] for i in chosen_idx], [scores[i] for i in rejected_idx],
+        tie_flags, keys=keys, video_column=video_column, reference_column=reference_column, prompt_column=prompt_column,
+    )  # fmt: skip
+    return _with_stats("build_preference_pairs", pairs, tie_flags, stats, return_stats)
 
 
 def pairs_from_reward_model_picks(
@@ -199,20 +188,19 @@ def pairs_from_reward_model_picks(
     rejected_scores = [a[i] for i in rejected_idx]
     tie_flags = [c - r <= tie_threshold for c, r in zip(chosen_scores, rejected_scores)]
     pairs = _assemble(
-        dataset,
-        chosen_idx,
-        rejected_idx,
-        chosen_scores,
-        rejected_scores,
-        tie_flags,
-        keys=keys,
-        video_column=video_column,
-        reference_column=reference_column,
-        prompt_column=prompt_column,
-    )
+        dataset, chosen_idx, rejected_idx, chosen_scores, rejected_scores, tie_flags,
+        keys=keys, video_column=video_column, reference_column=reference_column, prompt_column=prompt_column,
+    )  # fmt: skip
+    return _with_stats("pairs_from_reward_model_picks", pairs, tie_flags, stats, return_stats)
+
+
+def _with_stats(
+    caller: str, pairs: Dataset, tie_flags: list[bool], stats: PairBuildStats, return_stats: bool
+) -> Dataset | tuple[Dataset, PairBuildStats]:
+    """Complete and log the stats; the pairs, with the stats when asked for."""
     stats.num_pairs = len(pairs)
     stats.num_ties = sum(tie_flags)
-    _log_stats("pairs_from_reward_model_picks", stats)
+    _log_stats(caller, stats)
     return (pairs, stats) if return_stats else pairs
 
 
