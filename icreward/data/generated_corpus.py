@@ -155,7 +155,7 @@ DEFAULT_CORPUS_CONFIG: dict = {
     "fps": 8.0,
     "severities": (0.5, 1.0),
     "frozen_inconsistent_per_clip": 2,
-    "max_clips": 96,
+    "max_clips": 48,
 }
 
 GENERATED_CORPUS_FEATURES = Features(
