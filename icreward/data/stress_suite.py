@@ -83,7 +83,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -97,7 +96,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features
 from PIL import Image as PILImage
 
 from icreward.data.photos import DEFAULT_SOURCES, PHOTO_SOURCES, check_sources
@@ -137,6 +136,7 @@ from icreward.data.stress_render import (
 from icreward.video import to_uint8, write_video
 
 # Old private names, kept importable for modules that used them from here (icreward.data.generated_corpus).
+# New code: the public names (gaussian_blur, ..., read_build_info, install_build, icreward.video.to_uint8).
 _gaussian_blur, _hue_rotation, _subject_mask = gaussian_blur, hue_rotation, subject_mask
 _single_threaded, _stable_hash, _to_uint8 = single_threaded, stable_hash, to_uint8
 
@@ -206,7 +206,8 @@ SAMPLE_CONFIG: dict = {
     },
 }
 
-_SPLITS = ("train", "validation", "test")
+#: Split names, in build order.
+SPLITS = _SPLITS = ("train", "validation", "test")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def _build_args(**kwargs) -> dict:
     return json.loads(json.dumps(kwargs))
 
 
-def _read_build_info(path: Path) -> dict | None:
+def read_build_info(path: Path) -> dict | None:
     try:
         with open(path / "build_info.json", encoding="utf-8") as f:
             info = json.load(f)
@@ -354,7 +355,7 @@ def build_stress_suite(
         splits = split_sources(sources, seed=seed, fractions=split_fractions)
 
     output_dir = Path(output_dir).expanduser().absolute()
-    info = _read_build_info(output_dir)
+    info = read_build_info(output_dir)
     if _matches(info, args):
         logger.info("Reusing the stress-test suite in %s.", output_dir)
         return load_stress_suite(output_dir)
@@ -380,7 +381,7 @@ def _build_into(output_dir: Path, args: dict, splits: Mapping[str, list[str]]) -
     try:
         start = time.perf_counter()
         num_videos = _write_suite(staging, args, splits)
-        _install(staging, output_dir, args)
+        install_build(staging, output_dir, args)
         logger.info("Built %d stress-test videos in %s (%.1f s).", num_videos, output_dir, time.perf_counter() - start)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -449,7 +450,7 @@ def _write_suite(root: Path, args: dict, splits: Mapping[str, list[str]]) -> int
     return len(rows)
 
 
-def _install(
+def install_build(
     staging: Path, output_dir: Path, args: dict, matches: Callable[[dict | None, dict], bool] | None = None
 ) -> None:
     """Move a finished build into place, replacing a previous build; ``staging`` is gone afterwards.
@@ -464,7 +465,7 @@ def _install(
         staging.rename(output_dir)
     except OSError:
         # Another process installed a build in between: keep it if it is the same one.
-        if not (matches or _matches)(_read_build_info(output_dir), args):
+        if not (matches or _matches)(read_build_info(output_dir), args):
             raise
     finally:
         if old is not None:
@@ -518,7 +519,7 @@ def load_stress_suite(path: PathLike) -> DatasetDict:
     (:func:`icreward.data.generated_corpus.build_generated_corpus`, same layout) is loaded with its own columns.
     """
     root = Path(path).expanduser().absolute()
-    info = _read_build_info(root)
+    info = read_build_info(root)
     if info is None:
         raise FileNotFoundError(f"{root} is not a complete stress-test suite (no readable build_info.json).")
     if info.get("kind") is not None:  # a generated-clip corpus (icreward.data.generated_corpus) in the same layout
@@ -530,13 +531,19 @@ def load_stress_suite(path: PathLike) -> DatasetDict:
         for line in f:
             if line.strip():
                 rows.append(json.loads(line))
+    return splits_from_rows(root, rows, STRESS_SUITE_FEATURES)
+
+
+def splits_from_rows(root: Path, rows: list[dict], features: Features) -> DatasetDict:
+    """The train/validation/test datasets of ``metadata.jsonl`` rows, ``reference``/``video`` made absolute under
+    ``root`` (the layout of a stress-suite build, shared by the generated-clip corpus)."""
     splits = {}
     for split in _SPLITS:
         selected = [row for row in rows if row["split"] == split]
-        columns = {name: [row[name] for row in selected] for name in STRESS_SUITE_FEATURES}
+        columns = {name: [row[name] for row in selected] for name in features}
         columns["reference"] = [str(root / p) for p in columns["reference"]]
         columns["video"] = [str(root / p) for p in columns["video"]]
-        splits[split] = Dataset.from_dict(columns, features=STRESS_SUITE_FEATURES, split=split)
+        splits[split] = Dataset.from_dict(columns, features=features, split=split)
     return DatasetDict(splits)
 
 
@@ -561,135 +568,16 @@ def load_sample_dataset(cache_dir: PathLike | None = None) -> DatasetDict:
     return build_stress_suite(default_sample_dir() if cache_dir is None else cache_dir, **SAMPLE_CONFIG)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="icreward stress-suite", description="Image-to-video consistency stress-test suite."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    build = commands.add_parser("build", help="Render the suite to a directory (reused if already built).")
-    build.add_argument("--output_dir", required=True, help="Directory to write the suite to.")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--num_frames", type=int, default=8)
-    build.add_argument(
-        "--image_size", type=int, default=None, help="Side of the square frames (even; default 96, generated: 128)."
-    )
-    build.add_argument("--fps", type=float, default=8.0)
-    build.add_argument("--consistent_per_source", type=int, default=8)
-    build.add_argument("--sources", nargs="+", default=None, help="Source ids (default: all colour sources).")
-    build.add_argument(
-        "--perturbations",
-        nargs="+",
-        default=None,
-        choices=sorted({*PERTURBATIONS, "unrelated_video"}),
-        help="Subset of the perturbation kinds (unrelated_video: --source generated only).",
-    )
-    build.add_argument(
-        "--severities", nargs="+", type=float, default=None, help="Default 0.25 0.5 0.75 1 (generated: 0.5 1)."
-    )
-    build.add_argument("--split_fractions", nargs=3, type=float, default=[0.7, 0.15, 0.15])
-    build.add_argument("--overwrite", action="store_true", help="Replace a non-suite directory at output_dir.")
-    build.add_argument(
-        "--source",
-        default="photos",
-        choices=["photos", "generated"],
-        help="photos: animate scikit-image photographs (default); generated: real generated clips of the ComfyUI "
-        "media wheels with motion-preserving inconsistent variants (icreward.data.generated_corpus).",
-    )
-    build.add_argument(
-        "--max_clips", type=int, default=None, help="--source generated: use at most N usable clips (seeded subset)."
-    )
-    build.add_argument(
-        "--packages",
-        nargs="+",
-        default=None,
-        help="--source generated: media wheels to read (default: the five comfyui-workflow-templates-media-* "
-        "training wheels; -media-video is reserved for evaluation and refused).",
-    )
-    build.add_argument(
-        "--frozen_inconsistent_per_clip",
-        type=int,
-        default=2,
-        help="--source generated: nearly static inconsistent videos per clip (motion-decoupled pairs).",
-    )
-
-    evaluate = commands.add_parser("evaluate", help="Rank the suite with a built-in zero-shot baseline.")
-    evaluate.add_argument("--output_dir", required=True, help="A built suite.")
-    evaluate.add_argument("--split", default="test", choices=_SPLITS)
-    evaluate.add_argument("--baseline", default="pixel", choices=["pixel"], help="pixel: 1 - mean |frame - ref|.")
-    evaluate.add_argument("--min_margin", type=float, default=0.05)
-
-    commands.add_parser("sources", help="List the available source photographs and their licences.")
-    commands.add_parser("sample", help="Build (or find) the bundled sample and print its directory.")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``icreward stress-suite ...`` / ``python -m icreward.data.stress_suite ...``)."""
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "sources":
-        for source in PHOTO_SOURCES.values():
-            default = "default" if source.source_id in DEFAULT_SOURCES else "optional"
-            print(f"{source.source_id:20s} {source.photo:22s} {default:9s} {source.license} ({source.credit})")
-        return 0
-    if args.command == "sample":
-        load_sample_dataset()
-        print(default_sample_dir())
-        return 0
-    if args.command == "build" and args.source == "generated":
-        from .generated_corpus import GENERATED_PERTURBATIONS, build_generated_corpus
+    """Command-line entry point (``icreward stress-suite ...`` / ``python -m icreward.data.stress_suite ...``); see
+    :mod:`icreward.data.stress_suite_cli`."""
+    from icreward.data.stress_suite_cli import main as cli_main
 
-        start = time.perf_counter()
-        suite = build_generated_corpus(
-            args.output_dir,
-            seed=args.seed,
-            num_frames=args.num_frames,
-            image_size=args.image_size or 128,
-            fps=args.fps,
-            severities=args.severities or [0.5, 1.0],
-            perturbations=args.perturbations or list(GENERATED_PERTURBATIONS),
-            frozen_inconsistent_per_clip=args.frozen_inconsistent_per_clip,
-            max_clips=args.max_clips,
-            split_fractions=args.split_fractions,
-            overwrite=args.overwrite,
-            **({"packages": args.packages} if args.packages else {}),
-        )
-        info = _read_build_info(Path(args.output_dir).expanduser().absolute()) or {}
-        sizes = ", ".join(f"{split}: {len(part)}" for split, part in suite.items())
-        print(
-            f"Generated-clip corpus in {Path(args.output_dir)} ({info.get('num_clips')} clips; {sizes} videos; "
-            f"dropped clips by reason: {info.get('dropped_counts')}; {time.perf_counter() - start:.1f} s)"
-        )
-        return 0
-    if args.command == "build":
-        start = time.perf_counter()
-        suite = build_stress_suite(
-            args.output_dir,
-            seed=args.seed,
-            num_frames=args.num_frames,
-            image_size=args.image_size or 96,
-            consistent_per_source=args.consistent_per_source,
-            sources=args.sources,
-            perturbations=args.perturbations,
-            severities=args.severities or list(DEFAULT_SEVERITIES),
-            fps=args.fps,
-            split_fractions=args.split_fractions,
-            overwrite=args.overwrite,
-        )
-        sizes = ", ".join(f"{split}: {len(part)}" for split, part in suite.items())
-        print(f"Stress-test suite in {Path(args.output_dir)} ({sizes}; {time.perf_counter() - start:.1f} s)")
-        return 0
-    suite = load_stress_suite(args.output_dir)
-    metrics = evaluate_ranking(pixel_similarity_score, suite[args.split], min_margin=args.min_margin)
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return cli_main(argv)
+
+
+# Old private names of the build helpers (icreward.data.generated_corpus imports them).
+_read_build_info, _install = read_build_info, install_build
 
 
 if __name__ == "__main__":
