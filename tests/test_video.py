@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import icreward.video as video_module
+import icreward.video_write as video_write_module
 from icreward.video import (
     ImageReadError,
     MediaReadError,
@@ -597,7 +598,7 @@ def test_failed_write_keeps_existing_file_and_leaves_no_temp(tmp_path, video, mo
 
     # A crash midway through encoding, after packets have been written (the GIF encoder has no delay, unlike x264's
     # lookahead), must not reach the destination.
-    real_quantize = video_module._quantize_to_pal8
+    real_quantize = video_write_module._quantize_to_pal8
     calls = {"n": 0}
 
     def crashing_quantize(rgb):
@@ -606,7 +607,7 @@ def test_failed_write_keeps_existing_file_and_leaves_no_temp(tmp_path, video, mo
             raise RuntimeError("simulated crash")
         return real_quantize(rgb)
 
-    monkeypatch.setattr(video_module, "_quantize_to_pal8", crashing_quantize)
+    monkeypatch.setattr(video_write_module, "_quantize_to_pal8", crashing_quantize)
     with pytest.raises(RuntimeError, match="simulated crash"):
         write_video(path, torch.flip(video, dims=[0]))
     assert calls["n"] == 6
