@@ -660,7 +660,6 @@ def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
         "fps": frame_rate,
         "audio_num_frames": audio_frames,
         "use_cross_timestep": True,
-        "return_dict": False,
     }
     batch = int(recipe.get("per_device_train_batch_size", 1))
     c = int(vae.config.latent_channels)

@@ -8,8 +8,8 @@
   dynamic shifting, ``shift_terminal=0.1``; see :data:`LTX_SCHEDULER_CONFIG`).
 
 - :func:`tiny_ltx2_i2v_pipeline`: LTX-2 image-to-video (``diffusers.LTX2ImageToVideoPipeline``) with a tiny Gemma 3
-  text encoder, connectors, video and audio VAEs and vocoder. No icreward adapter uses it yet (see
-  ``docs/families/ltx2.md``); it is the starting point for one.
+  text encoder, connectors, video and audio VAEs (2x spatial and temporal compression) and vocoder, for
+  :class:`icreward.adapters.LTX2I2VAdapter` (see ``docs/families/ltx2.md``).
 
 Sizes every tiny LTX pipeline accepts: :data:`TINY_LTX_DEFAULTS` (9 frames -> 3 latent frames, 32x32 px -> 8x8
 latents). Weights are random: use them for shapes, gradients and plumbing only.
@@ -26,6 +26,7 @@ from .tiny_pipelines import _TINY_T5_KWARGS, _tiny_t5, build_tiny_tokenizer
 __all__ = [
     "LTX_SCHEDULER_CONFIG",
     "TINY_LTX_DEFAULTS",
+    "save_tiny_ltx2_i2v_pipeline",
     "save_tiny_ltx_i2v_pipeline",
     "tiny_ltx2_i2v_pipeline",
     "tiny_ltx_i2v_pipeline",
@@ -248,3 +249,13 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
         transformer=transformer,
         vocoder=vocoder,
     )
+
+
+def save_tiny_ltx2_i2v_pipeline(directory: str, seed: int = 0) -> str:
+    """Save :func:`tiny_ltx2_i2v_pipeline` in diffusers layout (the folder the tiny LTX-2 example configs name).
+
+    ``python -c "from icreward.testing.tiny_families_ltx import save_tiny_ltx2_i2v_pipeline as s;
+    s('outputs/tiny-ltx2')"``
+    """
+    tiny_ltx2_i2v_pipeline(seed=seed).save_pretrained(directory)
+    return directory
