@@ -1,5 +1,6 @@
 """CLIPSim, dynamic degree (optical flow) and FaceSim."""
 
+import math
 import sys
 import types
 
@@ -382,3 +383,17 @@ def test_facesim_builds_named_embedder_lazily(monkeypatch):
     assert facesim(crops[0], crops).num_valid == 3  # no cropper: inputs are face crops already
     with pytest.raises(ValueError, match="embedder_kwargs"):
         FaceSim(_PooledEmbedder(), embedder_kwargs={"device": "cpu"})
+
+
+def test_ranking_helpers_group_pairs_correctness_and_spearman():
+    from scipy.stats import spearmanr
+
+    from icreward.metrics import group_index_pairs, pair_correctness, spearman_correlation
+
+    first, second = group_index_pairs(["a", "b", "a", "a", "b", "c"])
+    assert list(zip(first.tolist(), second.tolist())) == [(0, 2), (0, 3), (2, 3), (1, 4)]
+    assert first.dtype == np.int64 and group_index_pairs([])[0].shape == (0,)
+    assert pair_correctness(np.array([2.0, 1.0, 1.0]), np.array([1.0, 2.0, 1.0])).tolist() == [1.0, 0.0, 0.5]
+    a, b = [0.1, 0.4, 0.4, 0.9], [1.0, 3.0, 2.0, 5.0]
+    assert spearman_correlation(a, b) == spearmanr(a, b).statistic
+    assert math.isnan(spearman_correlation([1.0], [2.0])) and math.isnan(spearman_correlation([1.0, 1.0], [1.0, 2.0]))

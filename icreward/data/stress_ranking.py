@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict, Image
 from PIL import Image as PILImage
 
 from icreward.data.stress_labels import MOTION_LEVELS, STRESS_SUITE_PAIR_FEATURES
-from icreward.metrics.reward_metrics import pair_correctness, spearman_correlation
+from icreward.metrics.reward_metrics import group_index_pairs, pair_correctness, spearman_correlation
 from icreward.video import load_image, read_video
 
 __all__ = [
@@ -34,23 +34,12 @@ def _same_source_pairs(
     """Indices ``(chosen, rejected)`` of all same-source pairs whose labels differ by at least ``min_margin``."""
     if min_margin <= 0:
         raise ValueError(f"min_margin must be positive (ties have no preferred video), got {min_margin}.")
-    groups: dict[str, list[int]] = {}
-    for index, source in enumerate(source_ids):
-        groups.setdefault(source, []).append(index)
-    chosen, rejected = [], []
-    for indices in groups.values():
-        idx = np.asarray(indices)
-        first, second = np.triu_indices(len(idx), k=1)
-        a, b = idx[first], idx[second]
-        # Labels are stored as float32: allow for its rounding at the margin.
-        keep = np.abs(scores[a] - scores[b]) >= min_margin - 1e-6
-        a, b = a[keep], b[keep]
-        a_better = scores[a] > scores[b]
-        chosen.append(np.where(a_better, a, b))
-        rejected.append(np.where(a_better, b, a))
-    if not chosen:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(chosen).astype(np.int64), np.concatenate(rejected).astype(np.int64)
+    a, b = group_index_pairs(source_ids)
+    # Labels are stored as float32: allow for its rounding at the margin.
+    keep = np.abs(scores[a] - scores[b]) >= min_margin - 1e-6
+    a, b = a[keep], b[keep]
+    a_better = scores[a] > scores[b]
+    return np.where(a_better, a, b).astype(np.int64), np.where(a_better, b, a).astype(np.int64)
 
 
 def _pair_decoupled(levels: Sequence[str], chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from .fvd import (
 )
 from .motion import DynamicDegreeResult, LucasKanadeFlow, RAFTFlow, dynamic_degree, flow_motion_score
 from .reward_metrics import (
+    group_index_pairs,
     pair_correctness,
     pairwise_accuracy,
     preference_pair_metrics,
@@ -50,6 +51,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_statistics",
     "gaussian_statistics",
+    "group_index_pairs",
     "i2v_consistency_score",
     "i2v_consistency_scores",
     "load_i3d_state_dict",

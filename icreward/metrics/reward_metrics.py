@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "group_index_pairs",
     "pair_correctness",
     "pairwise_accuracy",
     "preference_pair_metrics",
@@ -46,6 +47,21 @@ def spearman_correlation(a: Sequence[float], b: Sequence[float]) -> float:
     from scipy.stats import spearmanr  # scipy.stats takes seconds to import: only when needed
 
     return float(spearmanr(a, b).statistic)
+
+
+def group_index_pairs(groups: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays ``(first, second)`` of every pair ``i < j`` of items with equal ``groups[i] == groups[j]``:
+    groups in order of first appearance, pairs in ``numpy.triu_indices`` order within a group."""
+    by_group: dict[Any, list[int]] = {}
+    for index, group in enumerate(groups):
+        by_group.setdefault(group, []).append(index)
+    firsts, seconds = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for members in by_group.values():
+        idx = np.asarray(members, dtype=np.int64)
+        first, second = np.triu_indices(len(idx), k=1)
+        firsts.append(idx[first])
+        seconds.append(idx[second])
+    return np.concatenate(firsts), np.concatenate(seconds)
 
 
 def pair_correctness(chosen_scores: np.ndarray, rejected_scores: np.ndarray) -> np.ndarray:
