@@ -22,7 +22,9 @@ def run(tmp_path_factory):
         num_frames=4,
         fps=4.0,
     )
-    settings = PipelineSettings.quick(reward_num_frames=4, reward_batch_size=4, feature_backbone="")
+    settings = PipelineSettings.quick(
+        reward_num_frames=4, reward_batch_size=4, feature_backbone="", policy="tiny-wan2.1", reference_set="photos"
+    )
     results = run_paper_pipeline(root / "out", settings, dataset=dataset)
     return root / "out", settings, results
 
@@ -119,3 +121,79 @@ def test_settings_validation_and_cli_flags():
         assert f.metadata.get("help"), f"{f.name} has no help"
     with pytest.raises(SystemExit):
         main(["--num_candidates", "many"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The default path: the shipped pretrained policy on real-clip references (best-of-N with an oracle, pairs from
+# training-clip references, DPO, reward feedback with and without KL), every effect on held-out clips
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper_clips")
+    dataset = build_stress_suite(
+        root / "suite",
+        sources=["chelsea", "coffee", "rocket"],
+        perturbations=["blur_noise", "color_drift"],
+        severities=(1.0,),
+        consistent_per_source=2,
+        image_size=32,
+        num_frames=4,
+        fps=4.0,
+    )
+    settings = PipelineSettings.quick(reward_num_frames=4, reward_batch_size=4, num_references=3)
+    assert settings.policy == "pretrained" and settings.reference_set == "clips"
+    results = run_paper_pipeline(root / "out", settings, dataset=dataset)
+    return root / "out", settings, results
+
+
+def test_clip_run_best_of_n_has_an_oracle_ceiling_and_paired_differences(clip_run):
+    out, settings, results = clip_run
+    bon = results["clips"]["best_of_n"]
+    assert bon["methods"] == ["random", "MLP", "ICReward", "oracle"]
+    assert bon["num_references"] == settings.num_references and bon["num_seeds"] == settings.num_seeds
+    ind = "independent_consistency"
+    # The oracle picks the candidate with the highest independent consistency: no selector can beat it.
+    for method in ("random", "MLP", "ICReward"):
+        assert bon["table"]["oracle"][ind] >= bon["table"][method][ind] - 1e-9
+        assert bon["paired_differences"]["oracle - random"][ind]["mean"] >= -1e-9
+    diff = bon["paired_differences"]["ICReward - random"][ind]
+    assert diff["n"] == settings.num_references * settings.num_seeds
+    assert diff["mean"] == pytest.approx(bon["table"]["ICReward"][ind] - bon["table"]["random"][ind], abs=1e-9)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Table 1: best-of-N selection on held-out real-clip references" in report
+    assert "efficientnet-lite1" in report
+    for image in ("best_of_n/contact_sheet.png", "dpo/contact_sheet.png"):
+        assert f"]({image})" in report and (out / image).read_bytes()[:8] == PNG
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == results
+
+
+def test_clip_run_pairs_come_from_training_clips_and_held_out_pairs_from_held_out_clips(clip_run):
+    out, settings, results = clip_run
+    rows = [json.loads(line) for line in (out / "dpo" / "pairs.jsonl").read_text().splitlines()]
+    pairs = results["dpo_pairs"]
+    assert len(rows) == pairs["num_pairs"] == pairs["num_train_pairs"] + pairs["num_eval_pairs"]
+    for row in rows:
+        # image_index is "<split>:<reference id>:<seed>"; training references are training clips' first frames
+        split, reference, _ = row["image_index"].split(":")
+        assert split == row["split"]
+        assert reference.startswith("train_" if split == "train" else "heldout_")
+    from icreward.policy import PRETRAINED_DIR
+    from icreward.policy.data import load_references
+
+    refs = load_references(PRETRAINED_DIR / "references.safetensors")
+    assert not set(refs.eval_clips) & set(refs.train_clips)
+
+
+def test_clip_run_reward_feedback_with_and_without_kl(clip_run):
+    out, settings, results = clip_run
+    rf = results["clips"]["reward_feedback"]
+    assert set(rf) == {"with_kl", "without_kl"}
+    assert rf["with_kl"]["kl_weight"] == settings.rf_kl_weight and rf["without_kl"]["kl_weight"] == 0.0
+    for name, info in rf.items():
+        assert info["steps"] == settings.rf_max_steps
+        effect = info["effect"]
+        assert set(effect) == {"independent_consistency", "motion", "icreward_score"}
+        assert effect["motion"]["difference"]["n"] == settings.num_references * settings.num_seeds
+        assert (out / "reward_feedback" / f"contact_sheet_{name}.png").read_bytes()[:8] == PNG
