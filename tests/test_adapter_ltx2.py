@@ -183,14 +183,37 @@ def test_sampler_matches_the_pipeline_video_and_audio(image, guidance_scale):
 
     # Control: the same loop with the audio frozen at its initial noise (no sampler: adapter.denoise_step) is not
     # the pipeline's sample, so the test above sees the audio branch.
-    timesteps = adapter.inference_timesteps(steps)
+    frozen = LTX2I2VAdapter(pipe, **SIZE, max_sequence_length=TEXT_LEN)  # no sampling run: the audio stays noise
+    timesteps = frozen.inference_timesteps(steps)
     x = noise
     with torch.no_grad():
         for i in range(steps):
-            v = adapter.predict(x, timesteps[i].expand(1), conditions)
-            x = adapter.denoise_step(x, timesteps[i], timesteps[i + 1], conditions, model_output=v)
+            v = frozen.predict(x, timesteps[i].expand(1), conditions)
+            x = frozen.denoise_step(x, timesteps[i], timesteps[i + 1], conditions, model_output=v)
     if guidance_scale == 1.0:
         assert float((x - video).abs().max()) > 1e-3
+
+
+def test_checkpointed_steps_recompute_with_the_same_audio(image):
+    """Reward feedback checkpoints each trained denoiser call and recomputes it in the backward pass, after the
+    sampler is gone: the recomputation must see the audio state of the forward pass (same gradients)."""
+    adapter = _adapter()
+    conditions = adapter.prepare_conditions([image], ["a cat"], **SIZE)
+    weight = adapter.pipeline.transformer.proj_out.weight
+    weight.requires_grad_(True)
+    noise = torch.randn(adapter.latent_shape(1, **SIZE), generator=torch.Generator().manual_seed(1))
+
+    def grad(checkpoint_steps):
+        weight.grad = None
+        latents = sample_with_truncated_backprop(
+            adapter, noise, conditions, adapter.sampler(3), num_grad_steps=2, checkpoint_steps=checkpoint_steps
+        ).latents  # the sampler is released here, before backward
+        latents.pow(2).mean().backward()
+        return weight.grad.clone()
+
+    plain, checkpointed = grad(False), grad(True)
+    assert plain.abs().max() > 0
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-7)
 
 
 def test_audio_guidance_scale_and_image_crf_follow_the_pipeline(image):

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import copy
 import os
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,7 +156,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
         self.sample_size = None if num_frames is None else (int(num_frames), int(height), int(width))
         if self.sample_size is not None:
             self.check_video_size(*self.sample_size)
-        self._run_ref: weakref.ref | None = None
+        self._run: _LTX2SamplingRun | None = None
 
     @classmethod
     def can_handle(cls, pipeline: Any) -> bool:
@@ -360,7 +359,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
     ) -> tuple[torch.Tensor, torch.Tensor, _LTX2SamplingRun | None, int | None]:
         """The audio tokens and audio timestep for this call: the running sampler's audio state at this step, or the
         initial audio noise at timestep 1000 outside a sampling run."""
-        run = self._run_ref() if self._run_ref is not None else None
+        run = self._run
         if run is not None:
             index = run.index_of(timesteps, batch)
             if index is not None:
@@ -414,7 +413,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
         video_out = pipe._unpack_latents(
             video_out.float(), num_frames // patch_t, height // patch, width // patch, patch, patch_t
         )
-        if run is not None:
+        if run is not None and index == run.next_index:  # the step the sampler takes next (not a recomputation)
             run.record(index, video_out.detach(), audio_out.detach().float())
         return self._generated(video_out)
 
@@ -486,11 +485,13 @@ class LTX2I2VAdapter(VideoModelAdapter):
         """A fresh run of the pipeline's joint sampler (video and audio; see :class:`LTX2Sampler`).
 
         The newest sampler is the adapter's running one: :meth:`predict` calls whose timestep is one of its steps
-        (and whose batch is its batch, or twice it under guidance) read its audio state. Make one per sampled batch.
+        reached so far (and whose batch is its batch, or twice it under guidance) read its audio state at that step,
+        also after the run ended, so that a checkpointed denoiser call recomputed in the backward pass sees the audio
+        it saw in the forward pass. Make one per sampled batch.
         """
         size = (num_frames, height, width)
         sampler = LTX2Sampler(self, num_inference_steps, device=device, size=size)
-        self._run_ref = weakref.ref(sampler.run)
+        self._run = sampler.run
         return sampler
 
 
@@ -506,8 +507,6 @@ class _LTX2SamplingRun:
         self.finished = False
 
     def index_of(self, timesteps: torch.Tensor, batch: int) -> int | None:
-        if self.finished:
-            return None
         t = timesteps.detach().float().cpu()
         if t.numel() == 0 or not bool((t == t[0]).all()):
             return None
