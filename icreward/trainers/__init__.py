@@ -1,9 +1,13 @@
 """Trainers (``transformers.Trainer`` subclasses) and their configs: one ``xxx_config.py`` + ``xxx_trainer.py`` pair
-per method. Imported lazily so that using one trainer does not import the others' dependencies (e.g. diffusers)."""
+per method, on shared bases (``base_config.py``: :class:`BaseConfig`; ``diffusion_config.py``; ``base_trainer.py``:
+:class:`BaseVideoLoRATrainer`, the video LoRA trainers' base). Imported lazily so that using one trainer does not
+import the others' dependencies (e.g. diffusers)."""
 
 from .._lazy import lazy_exports
 
 _LAZY = {
+    "BaseConfig": "base_config",
+    "BaseVideoLoRATrainer": "base_trainer",
     "RewardModelConfig": "reward_model_config",
     "RewardModelTrainer": "reward_model_trainer",
     "RewardDataCollator": "reward_data",

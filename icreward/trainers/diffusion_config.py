@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
-from transformers import TrainingArguments
+
+from .base_config import BaseConfig
 
 __all__ = ["DiffusionTrainingConfig", "loading_dtype", "shared_field"]
 
@@ -14,12 +15,13 @@ WAN22_TRAIN_EXPERTS = ("low_noise", "high_noise", "both")
 
 
 @dataclass
-class DiffusionTrainingConfig(TrainingArguments):
-    r"""What :class:`~icreward.trainers.video_dpo_config.VideoDPOConfig` and
-    :class:`~icreward.trainers.reward_feedback_config.RewardFeedbackConfig` share, a
-    :class:`~transformers.TrainingArguments` subclass: the video size, the prompt length and the Wan 2.2 expert that
-    gets LoRA (what building the model-family adapter and its inputs reads), and the defaults that video LoRA
-    training and CPU runs need: ``bf16=False`` (TRL's ``True`` raises on CPU; turn it on on GPUs) and
+class DiffusionTrainingConfig(BaseConfig):
+    r"""What the video LoRA trainers' configs (:class:`~icreward.trainers.video_dpo_config.VideoDPOConfig`,
+    :class:`~icreward.trainers.reward_feedback_config.RewardFeedbackConfig`,
+    :class:`~icreward.trainers.video_grpo_config.VideoGRPOConfig`) share, a
+    :class:`~icreward.trainers.base_config.BaseConfig` (``TrainingArguments``) subclass: the video size, the prompt
+    length and the Wan 2.2 expert that gets LoRA (what building the model-family adapter and its inputs reads), and
+    (from ``BaseConfig``) the defaults that video LoRA training and CPU runs need: ``bf16=False`` (TRL's ``True`` raises on CPU; turn it on on GPUs) and
     ``remove_unused_columns=False`` (the collators read the dataset's columns).
 
     The two configs restate some of these fields with help text of their own (:func:`shared_field`) and set their
@@ -59,12 +61,6 @@ class DiffusionTrainingConfig(TrainingArguments):
             "forward call (icreward.memory.offload.EncoderOffload): saves their weights on the device (10.6 GiB for "
             "Wan's UMT5-XXL in bf16) for one host-device copy per encoded batch. The VAE stays on the device."
         },
-    )
-    bf16: bool = field(
-        default=False, metadata={"help": "bfloat16 mixed precision (off by default: it raises on CPU)."}
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep all dataset columns; the collator reads them."}
     )
 
     def __post_init__(self):

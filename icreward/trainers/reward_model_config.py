@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from .base_config import BaseConfig
 
 __all__ = ["RewardModelConfig"]
 
 
 @dataclass
-class RewardModelConfig(TrainingArguments):
-    r"""Configuration of :class:`RewardModelTrainer`, a :class:`~transformers.TrainingArguments` subclass.
+class RewardModelConfig(BaseConfig):
+    r"""Configuration of :class:`RewardModelTrainer`, a :class:`~transformers.TrainingArguments` subclass
+    (through :class:`~icreward.trainers.base_config.BaseConfig`, the base it shares with the diffusion configs).
 
     Everything ``TrainingArguments`` accepts works too (``output_dir``, ``learning_rate``, ``num_train_epochs``,
     ``eval_strategy``, ``save_steps``, ``activation_checkpointing``, ``report_to`` ...). Defaults differ from

@@ -46,28 +46,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer_utils import EvalPrediction
 
 from ..adapters import VideoModelAdapter
 from ..data.dpo_pairs import decode_pair_videos, load_dpo_pairs, load_reference_image, validate_dpo_pairs
 from ..losses import diffusion_dpo_loss, dpo_implicit_accuracy, per_sample_mse
-from .adapter_lora import (
-    AdapterLoRATrainerMixin,
-    batch_breakdown,
-    describe_lora,
-    render_lora_model_card,
-    row_id,
-    seeded_generator,
-)
-from .checkpointing import CompleteCheckpointMixin
+from .adapter_lora import batch_breakdown, describe_lora, row_id
+from .base_trainer import BaseVideoLoRATrainer
 from .latent_cache import LatentCache
 from .video_dpo_config import VideoDPOConfig
 
@@ -236,7 +228,37 @@ class PreferenceCurveCallback(TrainerCallback):
         plt.close(fig)
 
 
-class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer):
+_CITATION = """\
+@misc{liang2025icreward,
+    title  = {{ICReward: Learning Image-to-Video Consistency Rewards}},
+    author = {Agnes Liang and Renee Zbizika},
+    year   = {2025},
+    note   = {Stanford University}
+}
+
+@inproceedings{wallace2024diffusiondpo,
+    title     = {{Diffusion Model Alignment Using Direct Preference Optimization}},
+    author    = {Bram Wallace and Meihua Dang and Rafael Rafailov and Linqi Zhou and Aaron Lou and Senthil Purushwalkam
+                 and Stefano Ermon and Caiming Xiong and Shafiq Joty and Nikhil Naik},
+    booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year      = {2024},
+    eprint    = {2311.12908},
+    archivePrefix = {arXiv}
+}
+
+@misc{liu2025videoalign,
+    title  = {{Improving Video Generation with Human Feedback}},
+    author = {Jie Liu and Gongye Liu and Jiajun Liang and Ziyang Yuan and Xiaokun Liu and Mingwu Zheng and Xiele Wu
+              and Qulin Wang and Wenyu Qin and Menghan Xia and Xintao Wang and Xiaohong Liu and Fei Yang and
+              Pengfei Wan and Di Zhang and Kun Gai and Yujiu Yang and Wanli Ouyang},
+    year   = {2025},
+    eprint = {2501.13918},
+    archivePrefix = {arXiv}
+}
+"""
+
+
+class VideoDPOTrainer(BaseVideoLoRATrainer):
     """Diffusion-DPO / Flow-DPO (and an SFT-on-chosen baseline) with LoRA on image-to-video diffusion pipelines.
 
     Args:
@@ -259,6 +281,13 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
             supported (the reference is the adapter-disabled network).
     """
 
+    _name = "VideoDPOTrainer"
+    _paper = {
+        "description": "image-to-video preference optimisation towards videos that stay consistent with their "
+        "reference image, following the ICReward recipe (pairs where the ICReward model's pick is preferred over the "
+        "MLP baseline's pick).",
+        "citation": _CITATION,
+    }
     _tag_names = ["icreward", "video-dpo", "diffusers", "lora"]
 
     def __init__(
@@ -292,14 +321,12 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
 
         adapter = self._resolve_adapter(model, args)
         self._setup_lora(adapter, peft_config, requirement="VideoDPOTrainer trains LoRA adapters")
-        self.adapter = adapter
+        self._init_lora_trainer(adapter)
         self.ref_adapter = None if ref_model is None else self._resolve_adapter(ref_model, args)
         if self.ref_adapter is not None:
             self.ref_adapter.freeze()
         self._allow_unused_experts(adapter, args)
 
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._noise_step, self._noise_micro = -1, 0
         self.latent_cache: LatentCache | None = None
 
         super().__init__(
@@ -364,14 +391,9 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
         self._move_encoders("cpu")
 
     # ------------------------------------------------------------------------------------------------- loss
-    def _generator(self, *index: Any) -> torch.Generator:
-        return seeded_generator(self.args.seed, *index)
-
     def _pair_generators(self, training: bool, pair_ids: list[str]) -> list[torch.Generator]:
         """One generator per pair, keyed by the pair (and the step in training), never by the batch layout."""
-        if training:
-            return [self._generator("train", self.state.global_step, pid) for pid in pair_ids]
-        return [self._generator("eval", pid) for pid in pair_ids]
+        return self._row_generators(training, pair_ids)
 
     def _batch_generator(self, training: bool) -> torch.Generator:
         """Fallback for batches without ``pair_ids``: one generator per (process, step, micro-batch)."""
@@ -398,7 +420,7 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
             timesteps = torch.cat(
                 [adapter.sample_timesteps(1, generator=g, device="cpu", **sampling) for g in generators]
             )
-            noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators])
+            noise = self._row_noise(latents.shape[1:], generators)
         return timesteps.to(latents.device), noise.to(latents.device)
 
     def _encode_inputs(self, inputs: dict[str, Any]):
@@ -482,107 +504,41 @@ class VideoDPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer)
         return logits, torch.zeros(logits.shape[0], device=logits.device)
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
-        stored = self._metrics[mode]
-        metrics = {name: sum(values) / len(values) for name, values in stored.items() if values}
+        """Means over the pairs since the last log, and their count ``num_pairs``."""
+        num_pairs = len(next(iter(self._metrics[mode].values()), []))
+        metrics = super()._pop_metrics(mode)
         if metrics:
-            metrics["num_pairs"] = len(next(iter(stored.values())))
-        stored.clear()
+            metrics["num_pairs"] = num_pairs
         return metrics
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training:
-            logs = {**logs, **self._pop_metrics("train")}
-        super().log(logs, start_time)
+    def _attach_train_metrics(self, logs: dict[str, float]) -> bool:
+        return True  # every log while training, the final one of train() included
 
     # ----------------------------------------------------------------------------------------------- saving
-    def _render_model_card(self, model_name: str, dataset_name: str | None, tags: list[str]) -> str:
-        """A diffusers LoRA model card citing ICReward and Diffusion-DPO."""
-        return _render_model_card(
-            adapter=self.adapter,
-            args=self.args,
-            model_name=model_name,
-            dataset_name=dataset_name,
-            tags=tags,
-            log_history=self.state.log_history,
-            num_train_pairs=len(self.train_dataset) if self.train_dataset is not None else None,
-        )
-
-
-_CITATIONS = """\
-```bibtex
-@misc{liang2025icreward,
-    title  = {{ICReward: Learning Image-to-Video Consistency Rewards}},
-    author = {Agnes Liang and Renee Zbizika},
-    year   = {2025},
-    note   = {Stanford University}
-}
-
-@inproceedings{wallace2024diffusiondpo,
-    title     = {{Diffusion Model Alignment Using Direct Preference Optimization}},
-    author    = {Bram Wallace and Meihua Dang and Rafael Rafailov and Linqi Zhou and Aaron Lou and Senthil Purushwalkam
-                 and Stefano Ermon and Caiming Xiong and Shafiq Joty and Nikhil Naik},
-    booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
-    year      = {2024},
-    eprint    = {2311.12908},
-    archivePrefix = {arXiv}
-}
-
-@misc{liu2025videoalign,
-    title  = {{Improving Video Generation with Human Feedback}},
-    author = {Jie Liu and Gongye Liu and Jiajun Liang and Ziyang Yuan and Xiaokun Liu and Mingwu Zheng and Xiele Wu
-              and Qulin Wang and Wenyu Qin and Menghan Xia and Xintao Wang and Xiaohong Liu and Fei Yang and
-              Pengfei Wan and Di Zhang and Kun Gai and Yujiu Yang and Wanli Ouyang},
-    year   = {2025},
-    eprint = {2501.13918},
-    archivePrefix = {arXiv}
-}
-```
-"""
-
-
-def _render_model_card(
-    *,
-    adapter: VideoModelAdapter,
-    args: VideoDPOConfig,
-    model_name: str,
-    dataset_name: str | None,
-    tags: list[str],
-    log_history: list[dict[str, Any]],
-    num_train_pairs: int | None,
-) -> str:
-    """A diffusers-style LoRA model card: YAML metadata, usage snippet, training summary, citations."""
-    evals = [log for log in log_history if "eval_rewards/accuracies" in log]
-    last_eval = evals[-1] if evals else None
-    effective_batch, breakdown = batch_breakdown(args)
-    if args.loss_type == "sft":
-        objective = "supervised fine-tuning on the chosen videos (SFT baseline)"
-    elif adapter.prediction_type == "flow":
-        objective = f"Flow-DPO (Diffusion-DPO on velocity targets), beta = {args.beta}"
-    else:
-        objective = f"Diffusion-DPO on {adapter.prediction_type} targets, beta = {args.beta}"
-    training = [
-        f"- objective: {objective}; reference model: the base model (LoRA disabled)",
-        f"- timestep sampling: {args.timestep_sampling}; video size: {args.num_frames} frames at "
-        f"{args.height}x{args.width}",
-        f"- LoRA: {describe_lora(adapter)}",
-        f"- learning rate {args.learning_rate}, effective batch {effective_batch} pairs ({breakdown}), seed {args.seed}",
-    ]
-    if num_train_pairs is not None:
-        training.append(f"- training pairs: {num_train_pairs}")
-    if last_eval is not None:
-        training.append(
-            f"- held-out preference accuracy at step {last_eval.get('step')}: "
-            f"{last_eval['eval_rewards/accuracies']:.3f}"
-        )
-    return render_lora_model_card(
-        adapter,
-        model_name=model_name,
-        dataset_name=dataset_name,
-        tags=tags,
-        trainer_name="VideoDPOTrainer",
-        description="image-to-video preference optimisation towards videos that stay consistent with their "
-        "reference image, following the ICReward recipe (pairs where the ICReward model's pick is preferred over the "
-        "MLP baseline's pick).",
-        training=training,
-        citations=_CITATIONS,
-    )
+    def _training_summary(self) -> list[str]:
+        """Objective, sampling, LoRA, batch and the last held-out preference accuracy, for the model card."""
+        args, adapter = self.args, self.adapter
+        evals = [log for log in self.state.log_history if "eval_rewards/accuracies" in log]
+        effective_batch, breakdown = batch_breakdown(args)
+        if args.loss_type == "sft":
+            objective = "supervised fine-tuning on the chosen videos (SFT baseline)"
+        elif adapter.prediction_type == "flow":
+            objective = f"Flow-DPO (Diffusion-DPO on velocity targets), beta = {args.beta}"
+        else:
+            objective = f"Diffusion-DPO on {adapter.prediction_type} targets, beta = {args.beta}"
+        training = [
+            f"- objective: {objective}; reference model: the base model (LoRA disabled)",
+            f"- timestep sampling: {args.timestep_sampling}; video size: {args.num_frames} frames at "
+            f"{args.height}x{args.width}",
+            f"- LoRA: {describe_lora(adapter)}",
+            f"- learning rate {args.learning_rate}, effective batch {effective_batch} pairs ({breakdown}), seed "
+            f"{args.seed}",
+        ]
+        if self.train_dataset is not None:
+            training.append(f"- training pairs: {len(self.train_dataset)}")
+        if evals:
+            training.append(
+                f"- held-out preference accuracy at step {evals[-1].get('step')}: "
+                f"{evals[-1]['eval_rewards/accuracies']:.3f}"
+            )
+        return training

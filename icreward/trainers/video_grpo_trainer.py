@@ -53,10 +53,8 @@ with an error: its stochastic sampler would be DDIM with ``eta > 0`` (the DDPO t
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,260 +62,44 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 
 from ..adapters import VideoModelAdapter
-from ..losses import (
-    flow_sde_transition,
-    gaussian_log_prob,
-    gaussian_transition_kl,
-    group_advantages,
-    grpo_clipped_loss,
-)
+from ..losses import group_advantages, grpo_clipped_loss
 from ..rewards.combined import CombinedReward
-from .adapter_lora import (
-    AdapterLoRATrainerMixin,
-    batch_breakdown,
-    describe_lora,
-    render_lora_model_card,
-    seeded_generator,
-)
-from .checkpointing import CompleteCheckpointMixin
-from .reward_feedback_trainer import RewardFeedbackCollator, RewardFeedbackTrainer, load_prompt_dataset
+from .adapter_lora import batch_breakdown, describe_lora, seeded_generator
+from .prompt_rewards import PromptRewardTrainerBase
 from .video_grpo_config import VideoGRPOConfig
+from .video_grpo_sampling import (
+    SDETrajectory,
+    _GRPOPolicy,
+    _RepeatBlockSampler,
+    _sigma_max,
+    flow_sde_schedule,
+    sample_sde_trajectory,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SDETrajectory", "VideoGRPOTrainer", "flow_sde_schedule", "sample_sde_trajectory"]
 
+_CITATION = """\
+@article{liu2025flowgrpo,
+    title   = {{Flow-GRPO: Training Flow Matching Models via Online RL}},
+    author  = {Jie Liu and Gongye Liu and Jiajun Liang and Yangguang Li and Jiaheng Liu and Xintao Wang and Pengfei Wan
+               and Di Zhang and Wanli Ouyang},
+    journal = {arXiv preprint arXiv:2505.05470},
+    year    = {2025}
+}
 
-# ---------------------------------------------------------------------------------------------------------------
-# The SDE sampler
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def flow_sde_schedule(adapter: VideoModelAdapter, num_inference_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model timesteps ``(T,)`` and sigmas ``(T + 1,)`` (from 1 down to 0) of the pipeline's own flow-matching
-    scheduler for ``num_inference_steps`` (its shift and spacing; a copy is set, the pipeline's is untouched).
-
-    Raises for a family that is not flow matching (CogVideoX's v-prediction DDIM has no sigmas in this sense) and for
-    a scheduler without flow sigmas (e.g. UniPC without ``use_flow_sigmas``).
-    """
-    if adapter.prediction_type != "flow":
-        raise ValueError(
-            f"VideoGRPOTrainer samples with the SDE form of the flow-matching ODE, but {adapter.family} predicts "
-            f"{adapter.prediction_type!r} (a DDIM-family sampler): its stochastic transition would be DDIM with eta > 0, "
-            "which this trainer does not implement. Use a flow-matching family (Wan 2.1 / Wan 2.2 I2V), or "
-            "VideoDPOTrainer / RewardFeedbackTrainer for this model."
-        )
-    if type(adapter).denoise_step is not VideoModelAdapter.denoise_step:
-        raise ValueError(
-            f"{type(adapter).__name__} has a sampler step of its own (denoise_step; e.g. LTX-Video keeps its "
-            "conditioning tokens out of the update): VideoGRPOTrainer's SDE transition assumes every latent follows "
-            "the plain flow-matching update, so it does not support this family"
-        )
-    scheduler = copy.deepcopy(adapter.scheduler)
-    scheduler.set_timesteps(num_inference_steps, device="cpu")
-    sigmas = getattr(scheduler, "sigmas", None)
-    name = type(scheduler).__name__
-    if sigmas is None or getattr(scheduler.config, "use_flow_sigmas", True) is False:
-        raise ValueError(f"the pipeline's scheduler {name} has no flow-matching sigmas (set use_flow_sigmas=True)")
-    timesteps = torch.as_tensor(scheduler.timesteps).float()[:num_inference_steps]
-    sigmas = torch.as_tensor(sigmas).float()[: num_inference_steps + 1]
-    if len(timesteps) != num_inference_steps or len(sigmas) != num_inference_steps + 1:
-        raise ValueError(
-            f"{name} gave {len(timesteps)} timesteps / {len(sigmas)} sigmas for {num_inference_steps} steps"
-        )
-    if float(sigmas[-1]) != 0.0 or float(sigmas[0]) > 1.0 or not bool((sigmas[1:] < sigmas[:-1]).all()):
-        raise ValueError(f"{name}'s sigmas must decrease from <= 1 to 0, got {sigmas.tolist()}")
-    _check_euler_parametrisation(adapter, timesteps)
-    return timesteps, sigmas
-
-
-def _check_euler_parametrisation(adapter: VideoModelAdapter, timesteps: torch.Tensor) -> None:
-    """The family's deterministic step must be the Euler step ``x + (s' - s) v`` with ``s = t / num_train_timesteps``
-    (the ODE whose SDE form is sampled): checked numerically on a random tensor."""
-    g = torch.Generator().manual_seed(0)
-    x, v = torch.randn(2, 3, 2, 2, 2, generator=g), torch.randn(2, 3, 2, 2, 2, generator=g)
-    t = torch.stack([timesteps[0], timesteps[-1]])
-    t_next = torch.zeros(2)
-    try:
-        stepped = adapter.scheduler_step(x, v, t, t_next)
-    except Exception as error:
-        raise ValueError(f"cannot check the flow-matching step of {type(adapter).__name__}: {error}") from error
-    expected = x + (t_next - t).view(-1, 1, 1, 1, 1) / adapter.num_train_timesteps * v
-    if stepped.shape != x.shape or not torch.allclose(stepped.float(), expected, rtol=1e-4, atol=1e-5):
-        raise ValueError(
-            f"{type(adapter).__name__}.scheduler_step is not the flow-matching Euler step x + (s' - s) v with s = t / "
-            f"{adapter.num_train_timesteps}: VideoGRPOTrainer's SDE transition does not apply to it"
-        )
-
-
-def _sigma_max(sigmas: torch.Tensor) -> float | None:
-    """The schedule's second sigma (Flow-GRPO): the noise scale of the first step uses it in place of a first sigma
-    at or just below 1. None for a one-step schedule."""
-    return float(sigmas[1]) if len(sigmas) > 2 else None
-
-
-def _guided_velocity(
-    adapter: VideoModelAdapter,
-    latents: torch.Tensor,
-    timesteps: torch.Tensor,
-    conditions: Mapping[str, Any],
-    negative_conditions: Mapping[str, Any] | None,
-    guidance_scale: float,
-) -> torch.Tensor:
-    """The (classifier-free guided) velocity; ``timesteps`` one per sample."""
-    if guidance_scale == 1.0:
-        return adapter.predict(latents, timesteps, dict(conditions))
-    if negative_conditions is None:
-        raise ValueError("guidance_scale != 1 needs negative_conditions")
-    both = {
-        k: torch.cat([negative_conditions[k], conditions[k]]) if torch.is_tensor(conditions[k]) else conditions[k]
-        for k in conditions
-    }
-    uncond, cond = adapter.predict(torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), both).chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
-
-
-@dataclass
-class SDETrajectory:
-    """What :func:`sample_sde_trajectory` returns.
-
-    Attributes:
-        latents: ``(T + 1, N, ...)``: ``x_0`` is the initial noise, ``latents[-1]`` the sample.
-        log_probs: ``(T, N)``: log-probability of each transition under the sampling policy (zeros for the ODE).
-    """
-
-    latents: torch.Tensor
-    log_probs: torch.Tensor
-
-
-@torch.no_grad()
-def sample_sde_trajectory(
-    adapter: VideoModelAdapter,
-    noise: torch.Tensor,
-    conditions: Mapping[str, Any],
-    timesteps: torch.Tensor,
-    sigmas: torch.Tensor,
-    *,
-    noise_level: float,
-    generators: Sequence[torch.Generator] | None = None,
-    negative_conditions: Mapping[str, Any] | None = None,
-    guidance_scale: float = 1.0,
-) -> SDETrajectory:
-    """Sample from ``noise`` with the SDE (``noise_level > 0``; sample ``n``'s noise drawn from ``generators[n]``) or
-    the ODE (``noise_level = 0``: Euler on the same sigmas), keeping every intermediate latent and the log-probability
-    of every transition. No gradients."""
-    num_steps = len(timesteps)
-    if len(sigmas) != num_steps + 1:
-        raise ValueError(f"need T + 1 = {num_steps + 1} sigmas, got {len(sigmas)}")
-    if noise_level > 0 and (generators is None or len(generators) != noise.shape[0]):
-        raise ValueError("the SDE needs one generator per sample")
-    sigma_max = _sigma_max(sigmas)
-    x = noise.float()
-    latents, log_probs = [x], []
-    for i in range(num_steps):
-        t = timesteps[i].to(x.device).expand(x.shape[0])
-        v = _guided_velocity(adapter, x, t, conditions, negative_conditions, guidance_scale)
-        mean, std = flow_sde_transition(x, v, sigmas[i], sigmas[i + 1], noise_level, sigma_max)
-        if noise_level > 0:
-            eps = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x.device)
-            x = mean + std * eps
-            log_probs.append(gaussian_log_prob(x, mean, std))
-        else:
-            x = mean
-            log_probs.append(torch.zeros(x.shape[0], device=x.device))
-        latents.append(x)
-    return SDETrajectory(torch.stack(latents), torch.stack(log_probs))
-
-
-class _GRPOPolicy(nn.Module):
-    """The module the Trainer optimises (and DDP wraps): the trained transitions' log-probabilities and KL in one
-    forward. Only the trained denoiser(s) are submodules."""
-
-    def __init__(
-        self, adapter: VideoModelAdapter, *, noise_level: float, guidance_scale: float, sigma_max: float | None
-    ):
-        super().__init__()
-        self.denoisers = nn.ModuleDict(adapter.trainable_modules)
-        self.adapter = adapter
-        self.noise_level = noise_level
-        self.guidance_scale = guidance_scale
-        self.sigma_max = sigma_max
-
-    def forward(
-        self,
-        latents: torch.Tensor,
-        next_latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        sigmas: torch.Tensor,
-        next_sigmas: torch.Tensor,
-        conditions: dict[str, torch.Tensor],
-        negative_conditions: dict[str, torch.Tensor] | None = None,
-        compute_kl: bool = True,
-    ) -> dict[str, torch.Tensor | None]:
-        """``latents`` / ``next_latents``: ``(K, N, ...)`` transitions; ``timesteps`` / sigmas ``(K, N)``. Returns
-        ``log_prob`` ``(K, N)`` (with gradients) and ``kl`` ``(K, N)`` (None without)."""
-        log_probs, kls = [], []
-        for k in range(latents.shape[0]):
-            x = latents[k]
-            v = _guided_velocity(self.adapter, x, timesteps[k], conditions, negative_conditions, self.guidance_scale)
-            mean, std = flow_sde_transition(x, v, sigmas[k], next_sigmas[k], self.noise_level, self.sigma_max)
-            log_probs.append(gaussian_log_prob(next_latents[k], mean, std))
-            if compute_kl:
-                with torch.no_grad(), self.adapter.disable_lora():
-                    v_ref = _guided_velocity(
-                        self.adapter, x, timesteps[k], conditions, negative_conditions, self.guidance_scale
-                    )
-                    ref_mean, _ = flow_sde_transition(
-                        x, v_ref, sigmas[k], next_sigmas[k], self.noise_level, self.sigma_max
-                    )
-                kls.append(gaussian_transition_kl(mean, ref_mean, std))
-        return {"log_prob": torch.stack(log_probs), "kl": torch.stack(kls) if compute_kl else None}
-
-    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
-        """Per-block gradient checkpointing of the denoiser(s) (called by the Trainer for ``activation_checkpointing``)."""
-        self.adapter.enable_gradient_checkpointing()
-
-    def activation_checkpointing_disable(self) -> None:
-        for module in self.adapter.trainable_modules.values():
-            if hasattr(module, "disable_gradient_checkpointing"):
-                module.disable_gradient_checkpointing()
-
-    gradient_checkpointing_enable = activation_checkpointing_enable
-    gradient_checkpointing_disable = activation_checkpointing_disable
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Repeating batches for num_iterations > 1
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class _RepeatBlockSampler(torch.utils.data.Sampler):
-    """A seeded shuffle of the dataset cut into blocks of ``block`` indices (one optimiser step of the global batch),
-    each yielded ``repeats`` times in a row, so the same rows come back for ``num_iterations`` steps."""
-
-    def __init__(self, num_rows: int, block: int, repeats: int, seed: int):
-        self.num_rows, self.block, self.repeats, self.seed, self.epoch = num_rows, block, repeats, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_rows * self.repeats
-
-    def __iter__(self):
-        order = torch.randperm(self.num_rows, generator=seeded_generator(self.seed, "grpo-order", self.epoch)).tolist()
-        for start in range(0, self.num_rows, self.block):
-            chunk = order[start : start + self.block]
-            for _ in range(self.repeats):
-                yield from chunk
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The trainer
-# ---------------------------------------------------------------------------------------------------------------
+@article{shao2024deepseekmath,
+    title   = {{DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models}},
+    author  = {Zhihong Shao and Peiyi Wang and Qihao Zhu and Runxin Xu and Junxiao Song and Mingchuan Zhang and Y. K. Li
+               and Y. Wu and Daya Guo},
+    journal = {arXiv preprint arXiv:2402.03300},
+    year    = {2024}
+}
+"""
 
 
 @dataclass
@@ -331,7 +113,7 @@ class _Samples:
     negative: dict[str, Any] | None
 
 
-class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer):
+class VideoGRPOTrainer(PromptRewardTrainerBase):
     """Group relative policy optimisation on the SDE form of the flow-matching sampler (Flow-GRPO family), with LoRA.
 
     Args:
@@ -351,12 +133,12 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         data_collator: defaults to :class:`~icreward.trainers.reward_feedback_trainer.RewardFeedbackCollator`.
     """
 
+    _name = "VideoGRPOTrainer"
+    _paper = {
+        "description": "group relative policy optimisation on the SDE form of the flow-matching sampler (Flow-GRPO).",
+        "citation": _CITATION,
+    }
     _tag_names = ["icreward", "grpo", "flow-grpo", "diffusers", "lora"]
-    # Reused from the reward-feedback trainer (same rows, same reward preparation).
-    _reward_uses_rows = RewardFeedbackTrainer._reward_uses_rows
-    _prepare_rewards = RewardFeedbackTrainer._prepare_rewards
-    _encode_conditions = RewardFeedbackTrainer._encode_conditions
-    _latent_shape = RewardFeedbackTrainer._latent_shape
 
     def __init__(
         self,
@@ -388,50 +170,28 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
             peft_config,
             requirement="VideoGRPOTrainer trains LoRA adapters (the KL reference is the LoRA-disabled network)",
         )
-        self.adapter = adapter
-        self.reward = RewardFeedbackTrainer._build_reward(
-            reward_funcs, args.reward_weights or self._unit_weights(reward_funcs)
-        )
-        self.reward.eval().requires_grad_(False)
+        self._init_lora_trainer(adapter)
+        self._setup_reward(reward_funcs, args.reward_weights or self._unit_weights(reward_funcs))
         self._timesteps, self._sigmas = timesteps, sigmas
         self._check_trained_expert(adapter, timesteps)
         self._allow_unused_experts(adapter, args)
-
-        train_dataset = RewardFeedbackTrainer._with_row_keys(load_prompt_dataset(train_dataset))
-        if eval_dataset is not None:
-            eval_dataset = RewardFeedbackTrainer._with_row_keys(load_prompt_dataset(eval_dataset))
-
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._noise_step, self._noise_micro = -1, 0
-        self._latent_shape_cache: tuple[int, ...] | None = None
+        train_dataset, eval_dataset = self._load_rows(train_dataset, eval_dataset)
         self._buffer: dict[int, _Samples] = {}
 
         policy = _GRPOPolicy(
             adapter, noise_level=args.noise_level, guidance_scale=args.guidance_scale, sigma_max=sigma_max
         )
-        collator = RewardFeedbackCollator(
-            height=args.height,
-            width=args.width,
-            load_ground_truth_frames=self.reward.needs_ground_truth_frames,
-            ground_truth_max_frames=args.ground_truth_max_frames,
-        )
         super().__init__(
             model=policy,
             args=args,
-            data_collator=data_collator or collator,
+            data_collator=data_collator or self._collator(args),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
         )
-        device = self.args.device
-        self._move_encoders(device)
-        self._move_frozen_denoisers(device)  # Wan 2.2's untrained expert samples the high-noise steps
-        self.reward.to(device)
-        self._prepare_rewards(self.train_dataset, "train_dataset")
-        if self.eval_dataset is not None:
-            self._prepare_rewards(self.eval_dataset, "eval_dataset")
+        self._place_and_prepare()
 
     # ------------------------------------------------------------------------------------------------ setup
     @staticmethod
@@ -462,10 +222,6 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         block = args.per_device_train_batch_size * max(args.world_size, 1) * args.gradient_accumulation_steps
         return _RepeatBlockSampler(len(dataset), block, args.num_iterations, args.seed)
-
-    @property
-    def model_wrapped_policy(self) -> _GRPOPolicy:
-        return self.accelerator.unwrap_model(self.model)
 
     # ------------------------------------------------------------------------------------------------ sampling
     def _generators(
@@ -508,7 +264,7 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         negative = self._repeat_rows(negative, copies, count)
         generators = self._generators(True, inputs.get("row_ids"), count, copies)
         shape = self._latent_shape()
-        noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(args.device)
+        noise = self._row_noise(shape, generators).to(args.device)
         num_steps, num_trained = args.num_inference_steps, args.num_train_transitions
         trained = torch.stack([torch.randperm(num_steps, generator=g)[:num_trained].sort().values for g in generators])
         with self.accelerator.autocast():
@@ -535,14 +291,14 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         per_sample = {"reward": total}
         for name, value in rewards.rewards.items():
             per_sample[f"rewards/{name}/mean"] = value.detach()
-        self._store_train(per_sample)
+        self._store(per_sample, True, per_row=False)
         per_group = {
             "reward_std": group_std,
             "frac_reward_zero_std": (group_std <= 1e-8 * total.abs().max().clamp_min(1.0)).float(),
         }
         for name, value in rewards.rewards.items():
             per_group[f"rewards/{name}/std"] = value.detach().float().reshape(-1, copies).std(dim=1, unbiased=False)
-        self._store_train(per_group, {f"rewards/{n}/nonfinite": float(c) for n, c in rewards.num_nonfinite.items()})
+        self._store(per_group, True, {f"rewards/{n}/nonfinite": float(c) for n, c in rewards.num_nonfinite.items()})
         return _Samples(
             row_ids=list(inputs.get("row_ids") or []),
             latents=trajectory.latents,
@@ -612,17 +368,6 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         loss = policy if kl is None else policy + args.beta * kl
         return {"loss": loss, "policy": policy, "kl": kl, "low": low, "high": high}
 
-    def _store_train(self, values: dict[str, torch.Tensor], scalars: dict[str, float] | None = None) -> None:
-        """Gather training metrics from all processes (per video or per group, so not through ``gather_for_metrics``,
-        whose end-of-epoch truncation counts dataset rows) and keep them until the next log."""
-        for name, value in values.items():
-            gathered = self.accelerator.gather(value.detach().float().reshape(-1).to(self.args.device))
-            self._metrics["train"][name].extend(gathered.cpu().tolist())
-        if scalars:
-            gathered = self.accelerator.gather(torch.tensor([list(scalars.values())], device=self.args.device))
-            for name, column in zip(scalars, gathered.cpu().T.tolist(), strict=True):
-                self._metrics["train"][name].extend(column)
-
     def _store_transition_metrics(self, terms: dict[str, torch.Tensor | None]) -> None:
         """Per-video means over its trained transitions (``(K, N)`` inputs), as TRL names them."""
         low, high = terms["low"], terms["high"]
@@ -635,7 +380,7 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         if terms["kl"] is not None:
             per_sample["kl"] = terms["kl"].detach().mean(0)
             scalars["loss/kl"] = float(self.args.beta * terms["kl"].detach().mean())
-        self._store_train(per_sample, scalars)
+        self._store(per_sample, True, scalars, per_row=False)
 
     def compute_loss(
         self,
@@ -700,7 +445,7 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         conditions, negative = self._encode_conditions(inputs)
         count = len(inputs["prompts"])
         generators = self._generators(False, inputs.get("row_ids"), count, 1)
-        noise = torch.stack([torch.randn(self._latent_shape(), generator=g) for g in generators]).to(args.device)
+        noise = self._row_noise(self._latent_shape(), generators).to(args.device)
         with torch.no_grad(), self.accelerator.autocast():
             trajectory = sample_sde_trajectory(
                 adapter,
@@ -721,33 +466,16 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
         return (loss, {"rewards": total}) if return_outputs else loss
 
     # ------------------------------------------------------------------------------------------------ logging
-    def _pop_metrics(self, mode: str) -> dict[str, float]:
-        stored = self._metrics[mode]
-        metrics = {}
-        for name, values in stored.items():
-            if not values:
-                continue
-            if name.endswith("/nonfinite"):
-                metrics[name] = sum(values)
-                continue
-            metrics[name] = sum(values) / len(values)
-            if name == "reward_std":
-                metrics["reward_std/min"], metrics["reward_std/max"] = min(values), max(values)
-        stored.clear()
+    def _summarise_metric(self, name: str, values: list[float]) -> dict[str, float]:
+        """Also the smallest and largest within-group spread (``reward_std/min``, ``reward_std/max``)."""
+        metrics = super()._summarise_metric(name, values)
+        if name == "reward_std":
+            metrics["reward_std/min"], metrics["reward_std/max"] = min(values), max(values)
         return metrics
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training and "loss" in logs:
-            logs = {**logs, **self._pop_metrics("train")}
-        super().log(logs, start_time)
-
-    @staticmethod
-    def _logits_and_labels(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        rewards = outputs["rewards"]
-        return rewards, torch.zeros_like(rewards)
-
     # ------------------------------------------------------------------------------------------------ saving
-    def _render_model_card(self, model_name: str, dataset_name: str | None, tags: list[str]) -> str:
+    def _training_summary(self) -> list[str]:
+        """Rewards, KL, sampling, LoRA, batch and the sampled groups' first and last mean reward."""
         args = self.args
         train_logs = [log for log in self.state.log_history if "reward" in log and "loss" in log]
         rewards = ", ".join(f"`{name}` (weight {weight:g})" for name, weight in self.reward.weights.items())
@@ -767,34 +495,4 @@ class VideoGRPOTrainer(CompleteCheckpointMixin, AdapterLoRATrainerMixin, Trainer
                 f"- mean reward of the sampled groups: {first['reward']:.4f} at step {first.get('step')} -> "
                 f"{last['reward']:.4f} at step {last.get('step')}"
             )
-        return render_lora_model_card(
-            self.adapter,
-            model_name=model_name,
-            dataset_name=dataset_name,
-            tags=tags,
-            trainer_name="VideoGRPOTrainer",
-            description="group relative policy optimisation on the SDE form of the flow-matching sampler (Flow-GRPO).",
-            training=training,
-            citations=_CITATIONS,
-        )
-
-
-_CITATIONS = """\
-```bibtex
-@article{liu2025flowgrpo,
-    title   = {{Flow-GRPO: Training Flow Matching Models via Online RL}},
-    author  = {Jie Liu and Gongye Liu and Jiajun Liang and Yangguang Li and Jiaheng Liu and Xintao Wang and Pengfei Wan
-               and Di Zhang and Wanli Ouyang},
-    journal = {arXiv preprint arXiv:2505.05470},
-    year    = {2025}
-}
-
-@article{shao2024deepseekmath,
-    title   = {{DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models}},
-    author  = {Zhihong Shao and Peiyi Wang and Qihao Zhu and Runxin Xu and Junxiao Song and Mingchuan Zhang and Y. K. Li
-               and Y. Wu and Daya Guo},
-    journal = {arXiv preprint arXiv:2402.03300},
-    year    = {2024}
-}
-```
-"""
+        return training
