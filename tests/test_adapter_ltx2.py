@@ -216,6 +216,36 @@ def test_checkpointed_steps_recompute_with_the_same_audio(image):
     torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-7)
 
 
+def test_kl_reference_calls_do_not_steer_the_audio(image):
+    """The reference (LoRA-disabled) prediction reward feedback makes for its KL term at each trained step comes after
+    the policy's: the audio is stepped with the policy's prediction, with guidance as without."""
+    adapter = _adapter()
+    adapter.add_lora(LORA)
+    g = torch.Generator().manual_seed(0)
+    for name, param in adapter.pipeline.transformer.named_parameters():
+        if "lora_B" in name:
+            param.data = torch.randn(param.shape, generator=g) * 0.5
+    conditions = adapter.prepare_conditions([image], ["a cat"], **SIZE)
+    negative = adapter.prepare_conditions([image], [""], **SIZE)
+    noise = torch.randn(adapter.latent_shape(1, **SIZE), generator=torch.Generator().manual_seed(2))
+    audio = {}
+    for reference in (False, True):
+        sampler = adapter.sampler(3)
+        with torch.no_grad():
+            sample_with_truncated_backprop(
+                adapter,
+                noise,
+                conditions,
+                sampler,
+                num_grad_steps=2,
+                negative_conditions=negative,
+                guidance_scale=2.0,
+                compute_reference=reference,
+            )
+        audio[reference] = sampler.audio_latents
+    torch.testing.assert_close(audio[True], audio[False], rtol=0, atol=0)
+
+
 def test_audio_guidance_scale_and_image_crf_follow_the_pipeline(image):
     adapter = _adapter(audio_guidance_scale=5.0, image_crf=0)
     pipe = adapter.pipeline

@@ -413,7 +413,9 @@ class LTX2I2VAdapter(VideoModelAdapter):
         video_out = pipe._unpack_latents(
             video_out.float(), num_frames // patch_t, height // patch, width // patch, patch, patch_t
         )
-        if run is not None and index == run.next_index:  # the step the sampler takes next (not a recomputation)
+        if run is not None and index == run.next_index and index not in run.outputs:
+            # the first call at the step the sampler takes next: the policy's (a KL reference call made after it
+            # with the LoRA disabled, or a recomputation in the backward pass, does not replace it)
             run.record(index, video_out.detach(), audio_out.detach().float())
         return self._generated(video_out)
 
