@@ -1006,3 +1006,39 @@ def test_score_refuses_non_finite_pixels_and_runs_in_half_precision(cls, config_
             out = half(pixel_values=torch.rand(2, 3, 3, 32, 32, dtype=dtype),
                        reference_pixel_values=torch.rand(2, 3, 32, 32, dtype=dtype))  # fmt: skip
         assert torch.isfinite(out.scores).all() and torch.isfinite(out.logits).all()
+
+
+def test_real_trainer_refuses_to_resume_from_a_damaged_checkpoint(tmp_path):
+    from test_reward_trainer import _args, _model, tiny_data  # noqa: F401
+
+    from icreward import RewardFeedbackTrainer, RewardModelTrainer, VideoDPOTrainer
+    from icreward.trainers.checkpointing import CompleteCheckpointMixin
+    from icreward.trainers.video_grpo_trainer import VideoGRPOTrainer
+
+    # Every trainer resumes through the same mixin, so this end-to-end check stands for all of them.
+    for trainer_cls in (RewardModelTrainer, VideoDPOTrainer, RewardFeedbackTrainer, VideoGRPOTrainer):
+        assert issubclass(trainer_cls, CompleteCheckpointMixin), trainer_cls
+
+    class _Factory:  # what the module-scoped fixture expects of tmp_path_factory
+        def mktemp(self, name):
+            (tmp_path / name).mkdir()
+            return tmp_path / name
+
+    data = tiny_data.__wrapped__(_Factory())
+    args = _args(tmp_path / "run", num_train_epochs=1, per_device_train_batch_size=4, save_strategy="steps", save_steps=1, max_steps=1)  # fmt: skip
+    RewardModelTrainer(model=_model("icreward"), args=args, train_dataset=data).train()
+    checkpoint = tmp_path / "run" / "out" / "checkpoint-1"
+    for name, damage in [
+        ("optimizer.pt", lambda p: p.unlink()),
+        ("scheduler.pt", lambda p: p.unlink()),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:-4])),
+    ]:
+        TRIALS["resume"] += 1
+        path = checkpoint / name
+        backup = path.read_bytes()
+        damage(path)
+        trainer = RewardModelTrainer(model=_model("icreward"), args=args, train_dataset=data)
+        for resume in (str(checkpoint), "True", True):
+            with pytest.raises(ValueError, match=name):
+                trainer.train(resume_from_checkpoint=resume)
+        path.write_bytes(backup)

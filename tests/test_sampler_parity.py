@@ -266,3 +266,44 @@ def test_stochastic_steps_draw_each_rows_noise_from_its_own_generator(image):
     both = sample([0, 1])
     torch.testing.assert_close(both[1:], sample([1]), rtol=0, atol=1e-6)
     torch.testing.assert_close(both[:1], sample([0]), rtol=0, atol=1e-6)
+
+
+def test_training_through_the_stochastic_dpm_sampler_is_reproducible(image, tmp_path):
+    """A reward-feedback loss through CogVideoXDPMScheduler's last K steps: the step's SDE noise comes from the rows'
+    generators (the same loss when the step is replayed), and the LoRA gets gradients through the two-step history."""
+    from peft import LoraConfig
+
+    from icreward.rewards.combined import CallableReward
+    from icreward.trainers.reward_feedback_config import RewardFeedbackConfig
+    from icreward.trainers.reward_feedback_trainer import RewardFeedbackTrainer
+
+    pipe = _pipeline_with("cogvideox-dpm")
+    args = RewardFeedbackConfig(
+        output_dir=str(tmp_path),
+        **SIZE,
+        num_inference_steps=3,
+        truncated_backprop_steps=2,
+        kl_weight=0.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    reward = CallableReward(lambda video: video.mean(dim=(1, 2, 3, 4)), name="brightness")
+    trainer = RewardFeedbackTrainer(
+        pipe, reward, args=args, train_dataset=[{"image": image, "prompt": "a cat"}], peft_config=LoraConfig(r=2)
+    )
+    for name, param in pipe.transformer.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[0]]))
+    trainer.model.train()
+    losses = []
+    for _ in range(2):
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert losses[0] == losses[1]
+    grads = [p.grad for n, p in pipe.transformer.named_parameters() if "lora_A" in n]
+    assert all(g is not None for g in grads) and any(float(g.abs().max()) > 0 for g in grads)
