@@ -176,6 +176,21 @@ def test_sampler_matches_the_pipeline_video_and_audio(image, guidance_scale):
     torch.testing.assert_close(sampler.audio_latents, audio, rtol=0, atol=1e-4)
     assert float((sample.latents - noise)[:, :, 1:].abs().max()) > 0.1
     assert float((sampler.audio_latents - conditions["audio_latents"]).abs().max()) > 0.1
+    if guidance_scale == 1.0:  # decoded video too (the pipeline's output_type="pt")
+        with torch.no_grad():
+            decoded = adapter.decode_latents(sample.latents)
+        expected = pipe(
+            image=image,
+            prompt="a cat",
+            **SIZE,
+            num_inference_steps=steps,
+            guidance_scale=1.0,
+            audio_latents=conditions["audio_latents"] * audio_vae.latents_std + audio_vae.latents_mean,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            **PLAIN_CFG,
+        ).frames
+        torch.testing.assert_close(decoded, expected, rtol=0, atol=1e-4)
     print(
         f"g={guidance_scale}: video max |diff| {float((sample.latents - video).abs().max()):.3g}, "
         f"audio max |diff| {float((sampler.audio_latents - audio).abs().max()):.3g}"
