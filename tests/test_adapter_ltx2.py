@@ -123,6 +123,10 @@ def test_registry_accepts_the_i2v_pipeline_and_refuses_what_it_cannot_reproduce(
     pipe = tiny_ltx2_i2v_pipeline(seed=0)
     adapter = get_adapter(pipe)
     assert type(adapter) is LTX2I2VAdapter and adapter.max_sequence_length == 64  # the tokenizer's length, < 1024
+    from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
+
+    rewrapped = get_adapter(LTX2Pipeline(**{k: v for k, v in pipe.components.items() if v is not None}))
+    assert type(rewrapped.pipeline) is LTX2ImageToVideoPipeline and rewrapped.pipeline.transformer is pipe.transformer
     with pytest.raises(ValueError, match="does not support LTX2ConditionPipeline"):
         get_adapter(type("LTX2ConditionPipeline", (), {})())
     for option, value, pattern in (

@@ -54,8 +54,8 @@ from torch import nn
 
 from .base import DenoisingSampler, VideoModelAdapter
 
-_LTX2_PIPELINES = ("LTX2ImageToVideoPipeline",)
-_REFUSED = ("LTX2ConditionPipeline", "LTX2Pipeline")
+_LTX2_PIPELINES = ("LTX2ImageToVideoPipeline", "LTX2Pipeline")  # the text-to-video one is re-wrapped
+_REFUSED = ("LTX2ConditionPipeline",)
 
 #: LoRA on the video branch: video self-attention (``attn1``) and video-text cross-attention (``attn2``). Suffixes
 #: are matched at a module-name boundary, so the audio branch's ``audio_attn1`` / ``audio_attn2`` stay frozen.
@@ -75,7 +75,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
     """LTX-2 image-to-video (``LTX2ImageToVideoPipeline``): the video branch trained, the audio branch carried.
 
     Args:
-        pipeline: an ``LTX2ImageToVideoPipeline``.
+        pipeline: an ``LTX2ImageToVideoPipeline`` (an ``LTX2Pipeline``'s components are re-wrapped in one).
         max_sequence_length: Gemma text length; ``None``: the pipeline's default 1024 (capped by the tokenizer's
             ``model_max_length``).
         frame_rate: frames per second (the pipeline's ``frame_rate``, default 24): the video rotary positions and the
@@ -121,6 +121,14 @@ class LTX2I2VAdapter(VideoModelAdapter):
                 f"LTX2I2VAdapter does not support {name}: only LTX2ImageToVideoPipeline's first-frame conditioning "
                 "is reproduced (the condition pipeline noises its conditioning tokens with a sampler of its own)"
             )
+        if name == "LTX2Pipeline":  # same components (the published checkpoint's model_index names this class)
+            import inspect
+
+            from diffusers import LTX2ImageToVideoPipeline
+
+            accepted = inspect.signature(LTX2ImageToVideoPipeline.__init__).parameters
+            components = {k: v for k, v in pipeline.components.items() if k in accepted}
+            pipeline = LTX2ImageToVideoPipeline(**components)
         super().__init__(pipeline)
         for component in ("transformer", "vae", "audio_vae", "connectors"):
             if getattr(pipeline, component, None) is None:
@@ -164,7 +172,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
 
     @classmethod
     def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
-        return model_index.get("_class_name") in (*_LTX2_PIPELINES, "LTX2Pipeline")
+        return model_index.get("_class_name") in _LTX2_PIPELINES
 
     @classmethod
     def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
