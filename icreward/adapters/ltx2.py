@@ -121,7 +121,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
                 f"LTX2I2VAdapter does not support {name}: only LTX2ImageToVideoPipeline's first-frame conditioning "
                 "is reproduced (the condition pipeline noises its conditioning tokens with a sampler of its own)"
             )
-        if name == "LTX2Pipeline":  # same components (the published checkpoint's model_index names this class)
+        if name == "LTX2Pipeline":  # same components (the class convert_ltx2_to_diffusers.py saves the checkpoint as)
             import inspect
 
             from diffusers import LTX2ImageToVideoPipeline
