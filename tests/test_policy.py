@@ -114,3 +114,72 @@ def test_pretraining_resumes_exactly_and_saves_a_wan_pipeline(fake_media):
 
     clips = find_generated_clips([_FAKE]).clips
     assert sorted(log["train_clips"]) == sorted(f"{c.package}/{c.name}" for c in clips if not is_held_out(c))
+
+
+def test_both_conditionings_are_real_wan_pipelines_of_a_supported_family():
+    from icreward.adapters import WanI2VAdapter, WanTI2VAdapter, get_adapter
+    from icreward.policy import build_policy_pipeline
+
+    sizes = dict(num_layers=1, num_attention_heads=2, attention_head_dim=8, ffn_dim=16)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    for conditioning, adapter_cls in (("ti2v", WanTI2VAdapter), ("i2v", WanI2VAdapter)):
+        pipe = build_policy_pipeline(conditioning=conditioning, **sizes)
+        pipe.set_progress_bar_config(disable=True)
+        assert isinstance(get_adapter(pipe), adapter_cls)
+        video = pipe(
+            image=image,
+            prompt="a video",
+            num_frames=5,
+            height=16,
+            width=16,
+            num_inference_steps=2,
+            guidance_scale=1.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).frames[0]
+        assert video.shape == (5, 3, 16, 16)
+        if conditioning == "ti2v":  # frame 0 is the reference's latent, decoded exactly by the codec
+            reference = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+            assert (video[0] - reference).abs().max() < 1e-5
+
+
+#: Held-out references the shipped-policy tests sample (one window of each of the first N held-out clips).
+_SHIPPED_TEST_REFERENCES = 8
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The shipped policy, the same architecture with random weights and the real clips on held-out references."""
+    from icreward.policy.evaluate import evaluate_shipped
+
+    out = tmp_path_factory.mktemp("shipped_policy")
+    results = evaluate_shipped(output_dir=out, max_references=_SHIPPED_TEST_REFERENCES)
+    policy, random, real = results["policy"], results["random"], results["real"]
+    print(
+        f"consistency: policy {policy['consistency']:.3f}, random-weight {random['consistency']:.3f}, "
+        f"real {real['consistency']:.3f} (fraction of gap {results['fraction_of_gap']:.2f}); motion: policy "
+        f"{policy['motion']:.4f}, real {real['motion']:.4f}; first-frame MSE {policy['first_frame_mse']:.2e}"
+    )
+    return out, results
+
+
+def test_shipped_policy_copies_the_reference_and_moves(shipped):
+    """Frame 0 is the reference and the video moves (at least half the real clips' frame-to-frame change)."""
+    out, results = shipped
+    policy, real = results["policy"], results["real"]
+    assert results["num_references"] == _SHIPPED_TEST_REFERENCES
+    assert policy["first_frame_mse"] < 1e-3
+    assert policy["motion"] > 0.5 * real["motion"]
+    assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 21 not met: the shipped policy (400 steps, 990 s of CPU training) samples block noise; on these 8 "
+    "held-out clips consistency 0.383 vs 0.372 random-weight vs 0.886 real, 2% of the gap (see its model card)",
+)
+def test_shipped_policy_is_halfway_from_random_weights_to_real_clips(shipped):
+    """Reference consistency (EfficientNet-Lite0 feature cosine of frames 1..) covers at least half the gap from
+    the random-weight policy to the real clips."""
+    _, results = shipped
+    assert results["fraction_of_gap"] >= 0.5
