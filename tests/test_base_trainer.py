@@ -41,7 +41,7 @@ def test_every_config_and_video_trainer_shares_the_bases():
 
 
 def test_old_import_paths_still_work():
-    from icreward.trainers import prompt_data, reward_feedback_sampling, video_grpo_sampling
+    from icreward.trainers import preference_curves, prompt_data, reward_feedback_sampling, video_grpo_sampling
     from icreward.trainers.adapter_lora import AdapterLoRATrainerMixin
     from icreward.trainers.reward_feedback_trainer import (
         DEFAULT_REWARD_WEIGHT,
@@ -49,6 +49,7 @@ def test_old_import_paths_still_work():
         load_prompt_dataset,
         sample_with_truncated_backprop,
     )
+    from icreward.trainers.video_dpo_trainer import PreferenceCurveCallback
     from icreward.trainers.video_grpo_trainer import flow_sde_schedule, sample_sde_trajectory
 
     assert AdapterLoRATrainerMixin is BaseVideoLoRATrainer
@@ -56,6 +57,7 @@ def test_old_import_paths_still_work():
     assert RewardFeedbackCollator is prompt_data.RewardFeedbackCollator
     assert load_prompt_dataset is prompt_data.load_prompt_dataset
     assert sample_with_truncated_backprop is reward_feedback_sampling.sample_with_truncated_backprop
+    assert PreferenceCurveCallback is preference_curves.PreferenceCurveCallback
     assert flow_sde_schedule is video_grpo_sampling.flow_sde_schedule
     assert sample_sde_trajectory is video_grpo_sampling.sample_sde_trajectory
     with pytest.raises(ImportError):

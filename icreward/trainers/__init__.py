@@ -16,7 +16,7 @@ _LAZY = {
     "VideoDPOConfig": "video_dpo_config",
     "VideoDPOTrainer": "video_dpo_trainer",
     "VideoDPODataCollator": "video_dpo_trainer",
-    "PreferenceCurveCallback": "video_dpo_trainer",
+    "PreferenceCurveCallback": "preference_curves",
     "LatentCache": "latent_cache",
     "RewardFeedbackConfig": "reward_feedback_config",
     "RewardFeedbackTrainer": "reward_feedback_trainer",
