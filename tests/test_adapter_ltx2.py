@@ -518,3 +518,16 @@ def test_reward_feedback_trains_lora_and_best_of_n_runs(tmp_path, image):
     assert len(first) == 2 and first[0].shape == (9, 3, 32, 32) and first[0].dtype == torch.uint8
     torch.testing.assert_close(again[0], first[0], rtol=0, atol=0)
     assert not torch.equal(first[0], first[1])
+
+
+def test_latent_cache_key_changes_with_the_audio_seed_and_crf(tmp_path, pairs):
+    """The cached conditions carry the audio noise and the re-compressed reference: another audio_seed or image_crf
+    must not reuse them."""
+    from icreward.trainers.latent_cache import LatentCache
+
+    def key(**kwargs):
+        return LatentCache(tmp_path, _adapter(**kwargs), num_frames=9, height=32, width=32).key(pairs[0])
+
+    assert key(audio_seed=0) == key(audio_seed=0)
+    assert key(audio_seed=0) != key(audio_seed=1)
+    assert key(image_crf=0) != key(image_crf=18)

@@ -523,6 +523,11 @@ class VideoModelAdapter(ABC):
     #: batched latent axis that indexes (latent) frames; ``None``: unknown (trainers then infer it).
     latent_frame_axis: ClassVar[int | None] = None
 
+    def encoding_settings(self) -> dict[str, Any]:
+        """Adapter options that change what :meth:`prepare_conditions` / :meth:`prepare_latents` return (they key
+        the DPO latent cache, so that changing one never reuses stale entries). Default: none."""
+        return {}
+
     def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         """Latent shape (batch axis first) of ``batch_size`` videos of ``num_frames x height x width``.
 

@@ -291,6 +291,10 @@ class LTX2I2VAdapter(VideoModelAdapter):
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.encode_prompts_with_mask(prompts)[0]
 
+    def encoding_settings(self) -> dict[str, Any]:
+        # the conditions carry the audio noise and the re-compressed reference: both depend on these
+        return {"audio_seed": self.audio_seed, "image_crf": self.resolved_image_crf(), "frame_rate": self.frame_rate}
+
     def initial_audio_latents(self, batch_size: int, num_frames: int) -> torch.Tensor:
         """The initial audio noise ``(B, L, C * M)`` (packed, normalised), from ``audio_seed``, equal for every row."""
         _, c, length, mel = self.audio_latent_shape(1, num_frames)

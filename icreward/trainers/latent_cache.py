@@ -102,6 +102,7 @@ class LatentCache:
             "height": self.height,
             "width": self.width,
             "weights": _weights_fingerprint(adapter),
+            "encoding": adapter.encoding_settings(),
             **(extra_settings or {}),
         }
 
