@@ -119,31 +119,12 @@ def save_tiny_ltx_i2v_pipeline(directory: str, seed: int = 0) -> str:
     return directory
 
 
-def tiny_ltx2_i2v_pipeline(seed: int = 0):
-    """A tiny LTX-2 image-to-video pipeline (``diffusers.LTX2ImageToVideoPipeline``) with random weights.
-
-    Video VAE: 2x spatial / 2x temporal compression into 4 channels; audio VAE with 8 mel bins into 2 channels; a
-    1-layer ``LTX2VideoTransformer3DModel``; a 2-layer ``Gemma3ForConditionalGeneration`` (hidden size 16, a
-    1-layer SigLIP vision tower that the pipeline does not use) whose stacked hidden states feed
-    ``LTX2TextConnectors``; the offline tokenizer (left padding, as Gemma's); the published-style scheduler.
-    """
-    from diffusers import (
-        AutoencoderKLLTX2Audio,
-        AutoencoderKLLTX2Video,
-        FlowMatchEulerDiscreteScheduler,
-        LTX2ImageToVideoPipeline,
-        LTX2VideoTransformer3DModel,
-    )
-    from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+def _tiny_ltx2_text_encoder(vocab_size: int, hidden: int, layers: int):
+    """A 2-layer Gemma 3 (hidden size ``hidden``) with a 1-layer SigLIP vision tower the pipeline does not use."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
-    tokenizer = build_tiny_tokenizer(model_max_length=64)
-    tokenizer.padding_side = "left"
-    hidden, layers = 16, 2
-    torch.manual_seed(seed)
     text_config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=32,
         num_hidden_layers=layers,
@@ -159,7 +140,13 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
     text_encoder = Gemma3ForConditionalGeneration(
         Gemma3Config(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4)
     ).eval()
-    torch.manual_seed(seed + 1)
+    return text_encoder
+
+
+def _tiny_ltx2_transformer(hidden: int):
+    """A 1-layer ``LTX2VideoTransformer3DModel`` (video and audio branches)."""
+    from diffusers import LTX2VideoTransformer3DModel
+
     transformer = LTX2VideoTransformer3DModel(
         in_channels=4,
         out_channels=4,
@@ -176,7 +163,13 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
         rope_double_precision=False,
         rope_type="split",
     )
-    torch.manual_seed(seed + 2)
+    return transformer
+
+
+def _tiny_ltx2_connectors(hidden: int, layers: int):
+    """``LTX2TextConnectors`` over the text encoder's ``layers + 1`` stacked hidden states."""
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
     connectors = LTX2TextConnectors(
         caption_channels=hidden,
         text_proj_in_factor=layers + 1,
@@ -193,7 +186,13 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
         causal_temporal_positioning=False,
         rope_type="split",
     )
-    torch.manual_seed(seed + 3)
+    return connectors
+
+
+def _tiny_ltx2_video_vae():
+    """Video VAE: 2x spatial / 2x temporal compression into 4 channels."""
+    from diffusers import AutoencoderKLLTX2Video
+
     vae = AutoencoderKLLTX2Video(
         in_channels=3,
         out_channels=3,
@@ -216,7 +215,13 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
     ).eval()
     vae.use_framewise_encoding = False
     vae.use_framewise_decoding = False
-    torch.manual_seed(seed + 4)
+    return vae
+
+
+def _tiny_ltx2_audio_vae():
+    """Audio VAE with 8 mel bins into 2 channels."""
+    from diffusers import AutoencoderKLLTX2Audio
+
     audio_vae = AutoencoderKLLTX2Audio(
         base_channels=4,
         output_channels=2,
@@ -227,7 +232,13 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
         latent_channels=2,
         mel_bins=8,
     ).eval()
-    torch.manual_seed(seed + 5)
+    return audio_vae
+
+
+def _tiny_ltx2_vocoder():
+    """A tiny ``LTX2Vocoder`` matching the audio VAE (never on the training path)."""
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
     vocoder = LTX2Vocoder(
         in_channels=16,  # output_channels * mel_bins of the audio VAE
         hidden_channels=16,
@@ -239,6 +250,34 @@ def tiny_ltx2_i2v_pipeline(seed: int = 0):
         leaky_relu_negative_slope=0.1,
         output_sampling_rate=16000,
     ).eval()
+    return vocoder
+
+
+def tiny_ltx2_i2v_pipeline(seed: int = 0):
+    """A tiny LTX-2 image-to-video pipeline (``diffusers.LTX2ImageToVideoPipeline``) with random weights.
+
+    Video VAE: 2x spatial / 2x temporal compression into 4 channels; audio VAE with 8 mel bins into 2 channels; a
+    1-layer ``LTX2VideoTransformer3DModel``; a 2-layer ``Gemma3ForConditionalGeneration`` (hidden size 16, a
+    1-layer SigLIP vision tower that the pipeline does not use) whose stacked hidden states feed
+    ``LTX2TextConnectors``; the offline tokenizer (left padding, as Gemma's); the published-style scheduler.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2ImageToVideoPipeline
+
+    tokenizer = build_tiny_tokenizer(model_max_length=64)
+    tokenizer.padding_side = "left"
+    hidden, layers = 16, 2
+    torch.manual_seed(seed)
+    text_encoder = _tiny_ltx2_text_encoder(len(tokenizer), hidden, layers)
+    torch.manual_seed(seed + 1)
+    transformer = _tiny_ltx2_transformer(hidden)
+    torch.manual_seed(seed + 2)
+    connectors = _tiny_ltx2_connectors(hidden, layers)
+    torch.manual_seed(seed + 3)
+    vae = _tiny_ltx2_video_vae()
+    torch.manual_seed(seed + 4)
+    audio_vae = _tiny_ltx2_audio_vae()
+    torch.manual_seed(seed + 5)
+    vocoder = _tiny_ltx2_vocoder()
     return LTX2ImageToVideoPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER_CONFIG),
         vae=vae,

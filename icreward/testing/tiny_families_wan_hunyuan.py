@@ -138,6 +138,28 @@ def _tiny_hunyuan15_transformer(seed: int, *, text_dim: int, text_2_dim: int, im
     ).eval()
 
 
+def _tiny_hunyuan15_text_encoder(tokenizer):
+    """A 2-layer ``Qwen2_5_VLTextModel`` (hidden size 16) over ``tokenizer``'s vocabulary."""
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    text_encoder = Qwen2_5_VLTextModel(
+        Qwen2_5_VLTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            rope_theta=1000000.0,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    return text_encoder
+
+
 def tiny_hunyuan_video15_i2v_pipeline(seed: int = 0, *, guidance_scale: float = 1.0):
     """A tiny ``HunyuanVideo15ImageToVideoPipeline`` with random weights, built from the real classes.
 
@@ -155,8 +177,6 @@ def tiny_hunyuan_video15_i2v_pipeline(seed: int = 0, *, guidance_scale: float = 
     from diffusers import ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler, HunyuanVideo15ImageToVideoPipeline
     from transformers import (
         ByT5Tokenizer,
-        Qwen2_5_VLTextConfig,
-        Qwen2_5_VLTextModel,
         SiglipImageProcessor,
         SiglipVisionConfig,
         SiglipVisionModel,
@@ -167,21 +187,7 @@ def tiny_hunyuan_video15_i2v_pipeline(seed: int = 0, *, guidance_scale: float = 
     tokenizer = build_tiny_tokenizer(model_max_length=2048)
     tokenizer.chat_template = _HUNYUAN15_CHAT_TEMPLATE
     torch.manual_seed(seed)
-    text_encoder = Qwen2_5_VLTextModel(
-        Qwen2_5_VLTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-            rope_theta=1000000.0,
-            bos_token_id=None,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).eval()
+    text_encoder = _tiny_hunyuan15_text_encoder(tokenizer)
     tokenizer_2 = ByT5Tokenizer()
     torch.manual_seed(seed + 1)
     text_encoder_2 = T5EncoderModel(
