@@ -1231,9 +1231,13 @@ def write_pipeline_report(results: Mapping[str, Any], output_dir: str | os.PathL
         + (
             " It is the tiny Wan image-to-video policy shipped with icreward, pretrained on real generated clips "
             "(`icreward.policy`; how close its 32x32 samples come to real clips is measured in docs/policy.md and "
-            "its model card). "
-            "References are first frames of real clips; every effect is measured on held-out clips (never seen in "
-            "pretraining, fine-tuning or selection) with metrics the selecting/optimised reward was not trained on."
+            "its model card: the policy shipped now is under-trained, its frames after the first are block noise "
+            "over the reference, no more reference-consistent than a random-weight policy's, so every effect "
+            "below is an effect on that policy). "
+            "References are first frames of real clips; every effect is measured on clips held out from the "
+            "policy's pretraining and from fine-tuning (the reward models' corpus of generated clips is built from "
+            "the same media wheels and does include them) with metrics the selecting/optimised reward was not "
+            "trained on."
             if settings["policy"] == PRETRAINED_POLICY
             else ""
         )
@@ -1383,7 +1387,8 @@ def _clip_report_lines(results: Mapping[str, Any]) -> list[str]:
     lines = [
         "## Table 1: best-of-N selection on held-out real-clip references",
         "",
-        f"{bon['num_references']} held-out references (first frames of real clips no model here was trained on) x "
+        f"{bon['num_references']} held-out references (first frames of real clips the policy never saw; the reward "
+        "models' corpus includes them) x "
         f"{bon['num_seeds']} seeds x {settings['num_candidates']} candidates from the policy ({settings['num_frames']} "
         f"frames, {settings['width']}x{settings['height']}, {settings['num_inference_steps']} steps). Each method "
         "picks one candidate per reference and seed: `random` (seeded), `MLP` and `ICReward` (highest reward-model "
