@@ -283,6 +283,21 @@ def _weight_phases(
     )
 
 
+def _policy_step_phase(
+    trainer: str, step_bytes: int, forward_batch: int, phases: dict[str, float], assumptions: list[str]
+) -> None:
+    """DPO's training step / GRPO's training piece: one forward + backward of the trained denoiser."""
+    if trainer == "dpo":
+        phases["training step (forward + backward)"] = step_bytes
+        assumptions.append(f"DPO: one policy forward on chosen+rejected (batch {forward_batch}); reference is no-grad")
+    else:
+        phases["training piece (forward + backward)"] = step_bytes
+        assumptions.append(
+            f"GRPO: one forward/backward per trained transition on {forward_batch} latent(s) "
+            "(backward_chunk_size, x2 under guidance); sampling, reference and decode without autograd"
+        )
+
+
 def _reward_feedback_phases(
     recipe: dict[str, Any],
     models: _Models,
@@ -428,15 +443,8 @@ def estimate_recipe_memory(
     step_acts = acts.block_checkpointed if per_block else acts.total
     decode_row: float | None = None
     held_denoiser = step_acts
-    if trainer == "dpo":
-        phases["training step (forward + backward)"] = weights.static_step + step_acts
-        assumptions.append(f"DPO: one policy forward on chosen+rejected (batch {forward_batch}); reference is no-grad")
-    elif trainer == "grpo":
-        phases["training piece (forward + backward)"] = weights.static_step + step_acts
-        assumptions.append(
-            f"GRPO: one forward/backward per trained transition on {forward_batch} latent(s) "
-            "(backward_chunk_size, x2 under guidance); sampling, reference and decode without autograd"
-        )
+    if trainer in ("dpo", "grpo"):
+        _policy_step_phase(trainer, weights.static_step + step_acts, forward_batch, phases, assumptions)
     else:
         held_denoiser, decode_row = _reward_feedback_phases(
             recipe, models, family, acts, step_acts, weights.static_step, dtype, forward_batch, phases, assumptions

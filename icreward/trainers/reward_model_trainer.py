@@ -96,17 +96,9 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
         self._metadata: dict[int, Any] = {}
         self._train_metrics: dict[str, list[float]] = defaultdict(list)
         self.uses_cached_features = args.precompute_features and not model.backbone_is_trainable
-        if self.uses_cached_features:
-            encode = lambda ds: self._encode_features(model, ds, processing_class, args)  # noqa: E731
-            if train_dataset is not None:
-                train_dataset = encode(train_dataset)
-            encoded = {name: self._remember(ds, encode(ds)) for name, ds in eval_sets.items()}
-        else:
-            encoded = {name: self._remember(ds, ds) for name, ds in eval_sets.items()}
-        if isinstance(eval_dataset, dict):
-            eval_dataset = encoded
-        elif eval_dataset is not None:
-            eval_dataset = encoded["eval"]
+        train_dataset, eval_dataset = self._prepare_datasets(
+            model, train_dataset, eval_dataset, eval_sets, processing_class, args
+        )
 
         data_collator = data_collator or RewardDataCollator(
             processing_class, pairwise=self.pairwise, group_column=args.group_column, weight_column=weight_column
@@ -125,11 +117,31 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             **kwargs,
         )
         if args.activation_checkpointing and not model.is_activation_checkpointing:
-            # The model is in its configured state from construction on; the Trainer itself only enables it when
-            # train() starts (and does so again then, idempotently).
-            ckpt_kwargs = dict(args.activation_checkpointing_kwargs or {})
-            every_n_layers, offload = ckpt_kwargs.pop("every_n_layers", 1), ckpt_kwargs.pop("offload", False)
-            model.activation_checkpointing_enable(ckpt_kwargs or None, every_n_layers=every_n_layers, offload=offload)
+            self._enable_activation_checkpointing(model, args)
+
+    def _prepare_datasets(self, model, train_dataset, eval_dataset, eval_sets, processing_class, args):
+        """The datasets the Trainer sees: encoded to cached backbone features when the backbone is frozen and
+        ``precompute_features`` is set, each eval set remembered (its metadata) either way."""
+        if self.uses_cached_features:
+            encode = lambda ds: self._encode_features(model, ds, processing_class, args)  # noqa: E731
+            if train_dataset is not None:
+                train_dataset = encode(train_dataset)
+            encoded = {name: self._remember(ds, encode(ds)) for name, ds in eval_sets.items()}
+        else:
+            encoded = {name: self._remember(ds, ds) for name, ds in eval_sets.items()}
+        if isinstance(eval_dataset, dict):
+            eval_dataset = encoded
+        elif eval_dataset is not None:
+            eval_dataset = encoded["eval"]
+        return train_dataset, eval_dataset
+
+    @staticmethod
+    def _enable_activation_checkpointing(model, args) -> None:
+        # The model is in its configured state from construction on; the Trainer itself only enables it when
+        # train() starts (and does so again then, idempotently).
+        ckpt_kwargs = dict(args.activation_checkpointing_kwargs or {})
+        every_n_layers, offload = ckpt_kwargs.pop("every_n_layers", 1), ckpt_kwargs.pop("offload", False)
+        model.activation_checkpointing_enable(ckpt_kwargs or None, every_n_layers=every_n_layers, offload=offload)
 
     # -- feature cache -------------------------------------------------------------------------------------
     def _encode_features(self, model, dataset, processing_class, args):
