@@ -240,6 +240,70 @@ class RewardPairStats:
     skipped: list[int] = field(default_factory=list)
 
 
+def _sample_uint8_video(
+    pipeline: Any,
+    reference: PIL.Image.Image,
+    prompt: str,
+    generator: torch.Generator,
+    sampling: dict[str, Any],
+    pipeline_kwargs: Mapping[str, Any] | None,
+) -> torch.Tensor:
+    """One ``(F, 3, H, W)`` uint8 CPU video sampled by ``pipeline`` from ``reference`` and ``prompt``
+    (``sampling``: num_frames, height, width, num_inference_steps, guidance_scale)."""
+    frames = pipeline(
+        image=reference,
+        prompt=prompt,
+        **sampling,
+        generator=generator,
+        output_type="pt",
+        **dict(pipeline_kwargs or {}),
+    ).frames[0]
+    return (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def _pairs_from_candidates(candidates: list[dict[str, Any]], stats: RewardPairStats, num_images: int) -> Dataset:
+    """The pairs reward A / reward B pick from ``candidates``; fills ``stats``' pair counts and skipped images."""
+    from icreward.data.pairs import pairs_from_reward_model_picks
+
+    pairs, build_stats = pairs_from_reward_model_picks(
+        candidates, "score_a", "score_b", group_by="image_index", return_stats=True
+    )
+    pairs = load_dpo_pairs(pairs)  # "reference" -> "image"
+    stats.num_pairs = len(pairs)
+    stats.num_same_pick = int(build_stats.dropped.get("same_pick", 0))
+    kept = set(pairs["image_index"]) if len(pairs) else set()
+    stats.skipped = [i for i in range(num_images) if i not in kept]
+    return pairs
+
+
+def _write_pairs_jsonl(out: Path, pairs: Dataset) -> None:
+    with open(out / "pairs.jsonl", "w", encoding="utf-8") as f:
+        for row in pairs:
+            row = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool)) or v is None}
+            for key in ("image", "chosen", "rejected"):
+                row[key] = os.path.relpath(row[key], out)
+            f.write(json.dumps(row) + "\n")
+
+
+def _write_reward_pairs(
+    out: Path, candidates: list[dict[str, Any]], stats: RewardPairStats, num_images: int
+) -> Dataset:
+    """Write ``candidates.jsonl``, pick the pairs, write ``pairs.jsonl`` (paths relative to ``out``) and log."""
+    with open(out / "candidates.jsonl", "w", encoding="utf-8") as f:
+        for row in candidates:
+            f.write(json.dumps({**row, **{k: os.path.relpath(row[k], out) for k in ("reference", "video")}}) + "\n")
+    pairs = _pairs_from_candidates(candidates, stats, num_images)
+    _write_pairs_jsonl(out, pairs)
+    logger.info(
+        "generate_reward_pairs: %d images, %d videos, %d pairs, %d skipped (both rewards picked the same video)",
+        stats.num_images,
+        stats.num_videos,
+        stats.num_pairs,
+        stats.num_same_pick,
+    )
+    return pairs
+
+
 def generate_reward_pairs(
     pipeline: Any,
     images: Sequence[Any],
@@ -272,7 +336,6 @@ def generate_reward_pairs(
     Returns:
         ``(pairs, stats)``; ``pairs`` has absolute paths and the columns of :data:`PAIR_COLUMNS` plus scores.
     """
-    from icreward.data.pairs import pairs_from_reward_model_picks
     from icreward.video import write_video
 
     if len(images) != len(prompts):
@@ -284,6 +347,13 @@ def generate_reward_pairs(
     (out / "videos").mkdir(parents=True, exist_ok=True)
     stats = RewardPairStats(num_images=len(images))
     candidates = []
+    sampling = dict(
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+    )
     for i, (image, prompt) in enumerate(zip(images, prompts)):
         reference = load_reference_image(image, height=height, width=width)
         image_path = out / "images" / f"{i:05d}.png"
@@ -291,19 +361,7 @@ def generate_reward_pairs(
         reference_tensor = torch.from_numpy(np.array(reference)).permute(2, 0, 1).contiguous()
         for k in range(num_videos):
             generator = torch.Generator(device="cpu").manual_seed(seed + 1000 * i + k)
-            frames = pipeline(
-                image=reference,
-                prompt=prompt,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                generator=generator,
-                output_type="pt",
-                **dict(pipeline_kwargs or {}),
-            ).frames[0]
-            video = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+            video = _sample_uint8_video(pipeline, reference, prompt, generator, sampling, pipeline_kwargs)
             video_path = out / "videos" / f"{i:05d}_{k}.mp4"
             write_video(video_path, video, fps=fps)
             candidates.append(
@@ -317,29 +375,5 @@ def generate_reward_pairs(
                 }
             )
             stats.num_videos += 1
-    with open(out / "candidates.jsonl", "w", encoding="utf-8") as f:
-        for row in candidates:
-            f.write(json.dumps({**row, **{k: os.path.relpath(row[k], out) for k in ("reference", "video")}}) + "\n")
-
-    pairs, build_stats = pairs_from_reward_model_picks(
-        candidates, "score_a", "score_b", group_by="image_index", return_stats=True
-    )
-    pairs = load_dpo_pairs(pairs)  # "reference" -> "image"
-    stats.num_pairs = len(pairs)
-    stats.num_same_pick = int(build_stats.dropped.get("same_pick", 0))
-    kept = set(pairs["image_index"]) if len(pairs) else set()
-    stats.skipped = [i for i in range(len(images)) if i not in kept]
-    with open(out / "pairs.jsonl", "w", encoding="utf-8") as f:
-        for row in pairs:
-            row = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool)) or v is None}
-            for key in ("image", "chosen", "rejected"):
-                row[key] = os.path.relpath(row[key], out)
-            f.write(json.dumps(row) + "\n")
-    logger.info(
-        "generate_reward_pairs: %d images, %d videos, %d pairs, %d skipped (both rewards picked the same video)",
-        stats.num_images,
-        stats.num_videos,
-        stats.num_pairs,
-        stats.num_same_pick,
-    )
+    pairs = _write_reward_pairs(out, candidates, stats, len(images))
     return pairs, stats
