@@ -99,6 +99,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, Features
 from PIL import Image as PILImage
 
+from icreward.cache import icreward_cache_root
 from icreward.data.photos import DEFAULT_SOURCES, PHOTO_SOURCES, check_sources
 from icreward.data.stress_labels import (
     CONSISTENT,
@@ -552,11 +553,7 @@ def default_sample_dir() -> Path:
 
     ``ICREWARD_CACHE`` defaults to ``$XDG_CACHE_HOME/icreward``, or ``~/.cache/icreward``.
     """
-    root = os.environ.get("ICREWARD_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "icreward")
-    return Path(root).expanduser() / f"sample_v{GENERATOR_VERSION}"
+    return icreward_cache_root() / f"sample_v{GENERATOR_VERSION}"
 
 
 def load_sample_dataset(cache_dir: PathLike | None = None) -> DatasetDict:

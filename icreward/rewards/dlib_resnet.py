@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import icreward_cache_root
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -540,11 +542,7 @@ def default_dlib_cache_dir() -> Path:
 
     ``ICREWARD_CACHE`` defaults to ``$XDG_CACHE_HOME/icreward``, or ``~/.cache/icreward``.
     """
-    root = os.environ.get("ICREWARD_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "icreward")
-    return Path(root).expanduser() / f"dlib_v{_CACHE_VERSION}"
+    return icreward_cache_root() / f"dlib_v{_CACHE_VERSION}"
 
 
 def _sha256_file(path: Path) -> str:
