@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..adapters.published.ltx import LTX_FLOW_SCHEDULER_CONFIG
 from .tiny_pipelines import _TINY_T5_KWARGS, _tiny_t5, build_tiny_tokenizer
 
 __all__ = [
@@ -38,16 +39,7 @@ TINY_LTX_DEFAULTS: dict[str, Any] = {"num_frames": 9, "height": 32, "width": 32,
 #: ``scheduler/scheduler_config.json`` of ``Lightricks/LTX-Video`` (0.9.x): Euler flow matching whose sigmas are
 #: shifted by ``mu``, computed from the latent sequence length between ``base_image_seq_len`` and
 #: ``max_image_seq_len``, then stretched so the last sigma is ``shift_terminal``.
-LTX_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.95,
-    "max_shift": 2.05,
-    "base_image_seq_len": 1024,
-    "max_image_seq_len": 4096,
-    "shift_terminal": 0.1,
-}
+LTX_SCHEDULER_CONFIG: dict[str, Any] = dict(LTX_FLOW_SCHEDULER_CONFIG)
 
 
 def tiny_ltx_i2v_pipeline(seed: int = 0):

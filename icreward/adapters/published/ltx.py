@@ -5,6 +5,17 @@ from __future__ import annotations
 from ..published_configs import ComponentConfig, PublishedConfig, register_published_config
 from .encoders import _T5_XXL
 
+#: The FlowMatchEulerDiscreteScheduler config the LTX-Video and LTX-2 conversion scripts save with their pipelines.
+LTX_FLOW_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.95,
+    "max_shift": 2.05,
+    "base_image_seq_len": 1024,
+    "max_image_seq_len": 4096,
+    "shift_terminal": 0.1,
+}
 _LTX_SCRIPT = "diffusers scripts/convert_ltx_to_diffusers.py"
 register_published_config(
     PublishedConfig(
@@ -60,16 +71,7 @@ register_published_config(
             "text_encoder": _T5_XXL,
         },
         scheduler_class="FlowMatchEulerDiscreteScheduler",
-        scheduler_config={
-            "num_train_timesteps": 1000,
-            "shift": 1.0,
-            "use_dynamic_shifting": True,
-            "base_shift": 0.95,
-            "max_shift": 2.05,
-            "base_image_seq_len": 1024,
-            "max_image_seq_len": 4096,
-            "shift_terminal": 0.1,
-        },
+        scheduler_config=dict(LTX_FLOW_SCHEDULER_CONFIG),
         scheduler_source=f"{_LTX_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) it saves with the pipeline",
         height=512,
         width=704,

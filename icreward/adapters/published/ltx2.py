@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..published_configs import ComponentConfig, PublishedConfig, register_published_config
+from .ltx import LTX_FLOW_SCHEDULER_CONFIG
 
 _LTX2_SCRIPT = "diffusers scripts/convert_ltx2_to_diffusers.py"
 _GEMMA3_12B_SRC = (
@@ -169,16 +170,7 @@ register_published_config(
             ),
         },
         scheduler_class="FlowMatchEulerDiscreteScheduler",
-        scheduler_config={
-            "num_train_timesteps": 1000,
-            "shift": 1.0,
-            "use_dynamic_shifting": True,
-            "base_shift": 0.95,
-            "max_shift": 2.05,
-            "base_image_seq_len": 1024,
-            "max_image_seq_len": 4096,
-            "shift_terminal": 0.1,
-        },
+        scheduler_config=dict(LTX_FLOW_SCHEDULER_CONFIG),
         scheduler_source=f"{_LTX2_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) its --full_pipeline saves",
         height=512,
         width=768,
