@@ -46,7 +46,59 @@ _LTX_PIPELINES = ("LTXImageToVideoPipeline", "LTXConditionPipeline")
 #: are registered in :mod:`icreward.adapters.published_configs` as ``"Lightricks/LTX-Video"``.
 
 
-class LTXVideoI2VAdapter(VideoModelAdapter):
+class LTXFamilyAdapter(VideoModelAdapter):
+    """What the LTX-Video and LTX-2 adapters share: the VAE's per-channel latent statistics and mode encode, rectified
+    flow (``x_s = (1 - s) x0 + s noise``, ``s = t / T``, velocity target) with the first latent frame conditioned on
+    the reference image (zero target there, replaced by the image latent after every sampler step), and packed-token
+    conditioning masks. Subclasses provide ``vae``, ``pipeline``, ``num_train_timesteps`` and ``_patch``."""
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vae = self.vae
+        mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
+        std = vae.latents_std.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
+        return mean, std
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        vae = self.vae
+        return vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float()
+
+    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
+        return sigma.view(-1, *([1] * (like.ndim - 1)))
+
+    @staticmethod
+    def _generated(x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the conditioned (first) latent frame zeroed: what the loss and the sampler see."""
+        return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:]], dim=2)
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``(1 - s) x0 + s noise``; the first frame is replaced by the image latent in :meth:`predict`."""
+        sigma = self._sigmas(timesteps, latents)
+        return (1.0 - sigma) * latents + sigma * noise
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``noise - x0`` on the generated frames, 0 on the conditioned first frame."""
+        return self._generated(noise - latents)
+
+    def conditioning_mask(self, latents: torch.Tensor) -> torch.Tensor:
+        """Per-token conditioning mask ``(B, S)`` of packed latents: 1 on the first latent frame's tokens."""
+        mask = torch.zeros_like(latents[:, :1])
+        mask[:, :, 0] = 1.0
+        patch, patch_t = self._patch
+        return self.pipeline._pack_latents(mask, patch, patch_t).squeeze(-1)
+
+    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
+        """Euler step of the flow ODE, ``x + (s_next - s) v`` (the checkpoint's FlowMatchEulerDiscreteScheduler)."""
+        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
+
+    def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
+        """One sampler step on the generated frames; the first frame is (again) the reference image's latent."""
+        stepped = super().denoise_step(latents, timestep, next_timestep, conditions, model_output=model_output)
+        image = conditions["image_latents"].to(stepped.device, stepped.dtype)
+        return torch.cat([image, stepped[:, :, 1:]], dim=2)
+
+
+class LTXVideoI2VAdapter(LTXFamilyAdapter):
     """LTX-Video 0.9.x image-to-video (``LTXImageToVideoPipeline``; ``LTXConditionPipeline`` components accepted).
 
     Args:
@@ -155,17 +207,7 @@ class LTXVideoI2VAdapter(VideoModelAdapter):
         if ((num_frames - 1) // t + 1) % patch_t:
             raise ValueError(f"the latent frame count must be divisible by patch_size_t={patch_t}")
 
-    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vae = self.vae
-        mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
-        std = vae.latents_std.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
-        return mean, std
-
     # ------------------------------------------------------------------------------------------ data
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        vae = self.vae
-        return vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float()
-
     @torch.no_grad()
     def prepare_latents(self, videos: torch.Tensor) -> torch.Tensor:
         """VAE posterior mode, normalised as the pipeline does: ``(x - mean) * scaling_factor / std``.
@@ -231,31 +273,6 @@ class LTXVideoI2VAdapter(VideoModelAdapter):
         return self.videos_from_model_output(vae.decode(x, temb, return_dict=False)[0])
 
     # ------------------------------------------------------------------------------------------ noise
-    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    @staticmethod
-    def _generated(x: torch.Tensor) -> torch.Tensor:
-        """``x`` with the conditioned (first) latent frame zeroed: what the loss and the sampler see."""
-        return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:]], dim=2)
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``(1 - s) x0 + s noise``; the first frame is replaced by the image latent in :meth:`predict`."""
-        sigma = self._sigmas(timesteps, latents)
-        return (1.0 - sigma) * latents + sigma * noise
-
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``noise - x0`` on the generated frames, 0 on the conditioned first frame."""
-        return self._generated(noise - latents)
-
-    def conditioning_mask(self, latents: torch.Tensor) -> torch.Tensor:
-        """Per-token conditioning mask ``(B, S)`` of packed latents: 1 on the first latent frame's tokens."""
-        mask = torch.zeros_like(latents[:, :1])
-        mask[:, :, 0] = 1.0
-        patch, patch_t = self._patch
-        return self.pipeline._pack_latents(mask, patch, patch_t).squeeze(-1)
-
     def predict(self, noisy_latents, timesteps, conditions):
         """Transformer forward on packed tokens with per-token timesteps ``t * (1 - mask)``.
 
@@ -287,16 +304,6 @@ class LTXVideoI2VAdapter(VideoModelAdapter):
         )[0]
         out = pipe._unpack_latents(out.float(), num_frames // patch_t, height // patch, width // patch, patch, patch_t)
         return self._generated(out)
-
-    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
-        """Euler step of the flow ODE, ``x + (s_next - s) v`` (the checkpoint's FlowMatchEulerDiscreteScheduler)."""
-        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
-
-    def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
-        """One sampler step on the generated frames; the first frame is (again) the reference image's latent."""
-        stepped = super().denoise_step(latents, timestep, next_timestep, conditions, model_output=model_output)
-        image = conditions["image_latents"].to(stepped.device, stepped.dtype)
-        return torch.cat([image, stepped[:, :, 1:]], dim=2)
 
     def inference_timesteps(
         self,

@@ -52,7 +52,8 @@ import PIL.Image
 import torch
 from torch import nn
 
-from .base import DenoisingSampler, VideoModelAdapter
+from .base import DenoisingSampler
+from .ltx import LTXFamilyAdapter
 
 _LTX2_PIPELINES = ("LTX2ImageToVideoPipeline", "LTX2Pipeline")  # the text-to-video one is re-wrapped
 _REFUSED = ("LTX2ConditionPipeline",)
@@ -71,7 +72,7 @@ LTX2_VIDEO_LORA_TARGETS = (
 )
 
 
-class LTX2I2VAdapter(VideoModelAdapter):
+class LTX2I2VAdapter(LTXFamilyAdapter):
     """LTX-2 image-to-video (``LTX2ImageToVideoPipeline``): the video branch trained, the audio branch carried.
 
     Args:
@@ -90,6 +91,9 @@ class LTX2I2VAdapter(VideoModelAdapter):
         decode_timestep: the VAE decoder's timestep (VAEs with ``timestep_conditioning`` only); no decode noise is
             added, so decoding stays deterministic.
         stg_scale, modality_scale, guidance_rescale: refused unless disabled (0, 1, 0).
+
+    :meth:`scheduler_step` / :meth:`denoise_step` step the video only; :meth:`sampler` also steps the audio, as the
+    pipeline does.
     """
 
     family = "ltx2-i2v"
@@ -228,17 +232,7 @@ class LTX2I2VAdapter(VideoModelAdapter):
         mel = int(audio_vae.config.mel_bins) // int(audio_vae.mel_compression_ratio)
         return (batch_size, int(audio_vae.config.latent_channels), length, mel)
 
-    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vae = self.vae
-        mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
-        std = vae.latents_std.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
-        return mean, std
-
     # ------------------------------------------------------------------------------------------ data
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        vae = self.vae
-        return vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float()
-
     @torch.no_grad()
     def prepare_latents(self, videos: torch.Tensor) -> torch.Tensor:
         """VAE posterior mode, normalised as the pipeline normalises given latents: ``(x - mean) * sf / std``."""
@@ -341,31 +335,6 @@ class LTX2I2VAdapter(VideoModelAdapter):
         return pipe.vocoder(audio_vae.decode(x, return_dict=False)[0])
 
     # ------------------------------------------------------------------------------------------ noise
-    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    @staticmethod
-    def _generated(x: torch.Tensor) -> torch.Tensor:
-        """``x`` with the conditioned (first) latent frame zeroed."""
-        return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:]], dim=2)
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``(1 - s) x0 + s noise``; frame 0 is replaced by the image latent in :meth:`predict`."""
-        sigma = self._sigmas(timesteps, latents)
-        return (1.0 - sigma) * latents + sigma * noise
-
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``noise - x0`` on the generated frames, 0 on the conditioned first frame."""
-        return self._generated(noise - latents)
-
-    def conditioning_mask(self, latents: torch.Tensor) -> torch.Tensor:
-        """Per-token mask ``(B, S)`` of packed latents: 1 on the first latent frame's tokens."""
-        mask = torch.zeros_like(latents[:, :1])
-        mask[:, :, 0] = 1.0
-        patch, patch_t = self._patch
-        return self.pipeline._pack_latents(mask, patch, patch_t).squeeze(-1)
-
     def _audio_input(
         self, batch: int, timesteps: torch.Tensor, conditions: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, _LTX2SamplingRun | None, int | None]:
@@ -430,18 +399,6 @@ class LTX2I2VAdapter(VideoModelAdapter):
             # with the LoRA disabled, or a recomputation in the backward pass, does not replace it)
             run.record(index, video_out.detach(), audio_out.detach().float())
         return self._generated(video_out)
-
-    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
-        """Euler step of the flow ODE, ``x + (s_next - s) v`` (video only; :meth:`sampler` also steps the audio)."""
-        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
-
-    def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
-        """One Euler step of the video on the generated frames; frame 0 is (again) the reference image's latent.
-
-        The audio latents are not stepped here (use :meth:`sampler`, which steps both as the pipeline does)."""
-        stepped = super().denoise_step(latents, timestep, next_timestep, conditions, model_output=model_output)
-        image = conditions["image_latents"].to(stepped.device, stepped.dtype)
-        return torch.cat([image, stepped[:, :, 1:]], dim=2)
 
     def _mu(self, size: tuple[int, int, int] | None) -> dict[str, Any]:
         scheduler = self.scheduler
