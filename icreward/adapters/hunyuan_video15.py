@@ -465,7 +465,7 @@ def forward_all_tokens_valid(
 
 def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
     """The memory accountant's view of a recipe (see :func:`icreward.memory.accountant.register_accounting_family`)."""
-    from ..memory.accountant import FamilyInputs
+    from ..memory.families import channels_first_family_inputs
 
     frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
     t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
@@ -488,28 +488,13 @@ def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
     }
     # The model built for accounting runs the meta-safe forward (same operations and shapes, see above).
     model.forward = types.MethodType(lambda self, **kw: (forward_all_tokens_valid(self, **kw),), model)
-    batch = int(recipe.get("per_device_train_batch_size", 1))
-    c = int(vae.config.latent_channels)
-    return FamilyInputs(
-        kwargs=kwargs,
-        blocks_attr="transformer_blocks",
-        latent_shape=(batch, c, latent_frames, h, w),
-        num_latent_frames=latent_frames,
-        decode_input_shape=lambda n: (batch, c, n, h, w),
-    )
+    return channels_first_family_inputs(kwargs, recipe, vae, latent_frames, h, w)
 
 
 def _register_memory_accounting() -> None:
-    try:
-        from ..memory.accountant import register_accounting_family
-    except ImportError:  # an accountant without per-family registration: nothing to register with
-        return
+    from ..memory.families import register_adapter_accounting
 
-    register_accounting_family(
-        "HunyuanVideo15Transformer3DModel",
-        _accounting_inputs,
-        lambda hub_id: tuple(HunyuanVideo15I2VAdapter.default_lora_target_modules),
-    )
+    register_adapter_accounting("HunyuanVideo15Transformer3DModel", _accounting_inputs, HunyuanVideo15I2VAdapter)
 
 
 _register_memory_accounting()

@@ -593,7 +593,7 @@ def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
     """The memory accountant's view of an LTX-2 recipe: packed video tokens with per-token timesteps, the audio tokens
     of the same duration (audio VAE of the published config: 25 latent frames per second, 16 mel bins x 8 channels),
     Gemma connector outputs at ``max_sequence_length`` tokens."""
-    from ..memory.accountant import FamilyInputs
+    from ..memory.families import channels_first_family_inputs
 
     frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
     t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
@@ -631,28 +631,13 @@ def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
         "audio_num_frames": audio_frames,
         "use_cross_timestep": True,
     }
-    batch = int(recipe.get("per_device_train_batch_size", 1))
-    c = int(vae.config.latent_channels)
-    return FamilyInputs(
-        kwargs=kwargs,
-        blocks_attr="transformer_blocks",
-        latent_shape=(batch, c, latent_frames, h, w),
-        num_latent_frames=latent_frames,
-        decode_input_shape=lambda n: (batch, c, n, h, w),
-    )
+    return channels_first_family_inputs(kwargs, recipe, vae, latent_frames, h, w)
 
 
 def _register_memory_accounting() -> None:
-    try:
-        from ..memory.accountant import register_accounting_family
-    except ImportError:  # an accountant without per-family registration
-        return
+    from ..memory.families import register_adapter_accounting
 
-    register_accounting_family(
-        "LTX2VideoTransformer3DModel",
-        _accounting_inputs,
-        lambda hub_id: tuple(LTX2I2VAdapter.default_lora_target_modules),
-    )
+    register_adapter_accounting("LTX2VideoTransformer3DModel", _accounting_inputs, LTX2I2VAdapter)
 
 
 _register_memory_accounting()

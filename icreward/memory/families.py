@@ -43,6 +43,29 @@ def register_accounting_family(
     _FAMILY_TARGETS[transformer_class] = default_targets
 
 
+def channels_first_family_inputs(
+    kwargs: dict[str, Any], recipe: dict[str, Any], vae: nn.Module, latent_frames: int, h: int, w: int
+) -> FamilyInputs:
+    """:class:`FamilyInputs` of a family whose latents are ``(B, C, F', h, w)`` (``C``: the VAE's
+    ``latent_channels``), the VAE decodes them as they are and the repeated blocks are ``transformer_blocks``."""
+    batch = int(recipe.get("per_device_train_batch_size", 1))
+    c = int(vae.config.latent_channels)
+    return FamilyInputs(
+        kwargs=kwargs,
+        blocks_attr="transformer_blocks",
+        latent_shape=(batch, c, latent_frames, h, w),
+        num_latent_frames=latent_frames,
+        decode_input_shape=lambda n: (batch, c, n, h, w),
+    )
+
+
+def register_adapter_accounting(transformer_class: str, builder: FamilyBuilder, adapter_cls: type) -> None:
+    """:func:`register_accounting_family` with the adapter class's ``default_lora_target_modules`` as the targets."""
+    register_accounting_family(
+        transformer_class, builder, lambda hub_id: tuple(adapter_cls.default_lora_target_modules)
+    )
+
+
 def _wan_inputs(model, vae, recipe, forward_batch, dtype, source) -> FamilyInputs:
     frames, height, width = (int(_field(recipe, k, source)) for k in ("num_frames", "height", "width"))
     t, s = int(vae.config.scale_factor_temporal), int(vae.config.scale_factor_spatial)
