@@ -53,11 +53,9 @@ def default_feature_cache_dir() -> Path:
     explicit = os.environ.get("ICREWARD_FEATURE_CACHE", "").strip()
     if explicit and explicit.lower() not in _DISABLED | {"1", "true", "yes", "on"}:
         return Path(explicit).expanduser()
-    root = os.environ.get("ICREWARD_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "icreward")
-    return Path(root).expanduser() / f"features_v{_VERSION}"
+    from ..cache import icreward_cache_root
+
+    return icreward_cache_root() / f"features_v{_VERSION}"
 
 
 def default_feature_store() -> MutableMapping:
