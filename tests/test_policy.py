@@ -87,7 +87,7 @@ def _tiny_config(output_dir, max_steps):
 def test_pretraining_resumes_exactly_and_saves_a_wan_pipeline(fake_media):
     from diffusers import WanImageToVideoPipeline
 
-    from icreward.adapters import WanI2VAdapter, get_adapter
+    from icreward.adapters import WanTI2VAdapter, get_adapter
     from icreward.policy import load_policy_from_folder, pretrain_policy
     from icreward.policy.data import is_held_out
     from icreward.policy.pretrain import load_checkpoint_policy
@@ -102,7 +102,7 @@ def test_pretraining_resumes_exactly_and_saves_a_wan_pipeline(fake_media):
     assert len(log["train_clips"]) == straight["num_train_clips"]
     a = load_policy_from_folder(fake_media / "a" / "policy")
     b = load_policy_from_folder(fake_media / "b" / "policy")
-    assert isinstance(a, WanImageToVideoPipeline) and isinstance(get_adapter(a), WanI2VAdapter)
+    assert isinstance(a, WanImageToVideoPipeline) and isinstance(get_adapter(a), WanTI2VAdapter)  # ti2v default
     for (name, pa), pb in zip(a.transformer.state_dict().items(), b.transformer.state_dict().values()):
         assert torch.equal(pa, pb), name
     fresh = load_checkpoint_policy(fake_media / "a" / "checkpoint-4")
