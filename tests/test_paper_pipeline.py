@@ -197,3 +197,21 @@ def test_clip_run_reward_feedback_with_and_without_kl(clip_run):
         assert set(effect) == {"independent_consistency", "motion", "icreward_score"}
         assert effect["motion"]["difference"]["n"] == settings.num_references * settings.num_seeds
         assert (out / "reward_feedback" / f"contact_sheet_{name}.png").read_bytes()[:8] == PNG
+
+
+def test_reward_corpus_drops_the_policys_held_out_clips_as_source_and_as_donor():
+    from datasets import Dataset, DatasetDict
+
+    from icreward.evaluation.paper_pipeline import _without_policy_held_out_clips
+    from icreward.policy import PRETRAINED_DIR
+    from icreward.policy.data import load_references
+
+    package, stem = load_references(PRETRAINED_DIR / "references.safetensors").eval_clips[0].split("/")
+    held = f"{package.removeprefix('comfyui_workflow_templates_')}__{stem}"
+    kept = "media_api__a_clip_that_is_not_held_out"
+    from icreward.policy.data import is_held_out_name
+
+    assert is_held_out_name(package, stem) and not is_held_out_name(package, kept.partition("__")[2])
+    rows = {"source_id": [held, kept, kept], "donor": ["", held, ""]}
+    out = _without_policy_held_out_clips(DatasetDict(train=Dataset.from_dict(rows), test=Dataset.from_dict(rows)))
+    assert out["train"]["source_id"] == [kept] and out["train"]["donor"] == [""]

@@ -30,6 +30,7 @@ __all__ = [
     "export_references",
     "load_references",
     "is_held_out",
+    "is_held_out_name",
     "load_clip_corpus",
     "load_clip_video",
     "sample_windows",
@@ -41,7 +42,12 @@ HELD_OUT_EVERY = 6
 
 def is_held_out(clip: GeneratedClip) -> bool:
     """Whether ``clip`` belongs to the fixed evaluation split (never trained on)."""
-    digest = hashlib.sha1(f"{clip.package}/{clip.name}".encode()).digest()
+    return is_held_out_name(clip.package, clip.name)
+
+
+def is_held_out_name(package: str, stem: str) -> bool:
+    """:func:`is_held_out` by name: the clip ``stem`` (file name without suffix) of the media wheel ``package``."""
+    digest = hashlib.sha1(f"{package}/{stem}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % HELD_OUT_EVERY == 0
 
 
