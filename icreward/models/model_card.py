@@ -111,6 +111,61 @@ def _format_metrics(metrics: dict[str, Any] | None) -> str:
     return "\n".join(rows)
 
 
+def _title_and_architecture(config, is_icreward: bool) -> tuple[str, str]:
+    """The card's title and its architecture paragraph for an ICReward or MLP reward model config."""
+    if is_icreward:
+        architecture = (
+            "An attention-based Image Consistency head lets every frame token attend to the reference image's "
+            f"tokens (cross-attention, {_plural(config.head_num_layers, 'block')}, width {config.head_hidden_size}), "
+            f"pools over space and time and outputs the heads {config.heads} (weights {config.head_weights})."
+        )
+        title = "ICReward: image-to-video consistency reward model"
+    else:
+        architecture = (
+            "The ICReward paper's baseline: an MLP over concatenated features of the reference image and each "
+            "frame; the video's score is the average frame reward."
+        )
+        title = "MLP baseline reward model (image-to-video consistency)"
+    return title, architecture
+
+
+def _card_data(
+    model_name: str,
+    backbone_id: str | None,
+    dataset_name: str | None,
+    metrics: dict[str, Any] | None,
+    license: str,
+    metrics_split: str,
+) -> ModelCardData:
+    """The card's Hub metadata: ``base_model`` / ``datasets`` only when Hub ids, float ``metrics`` as results."""
+    base_model = backbone_id if is_hub_id(backbone_id) else None
+    dataset_id = dataset_name if is_hub_id(dataset_name) else None
+    results = {k: v for k, v in _result_metrics(metrics).items() if isinstance(v, int | float)}
+    eval_results = [
+        EvalResult(
+            task_type=PIPELINE_TAG,
+            task_name="image-to-video consistency scoring",
+            dataset_type=dataset_id or "local",
+            dataset_name=dataset_name or "not recorded",
+            dataset_split=metrics_split,
+            metric_type=key.removeprefix(f"{metrics_split}_"),
+            metric_name=key,
+            metric_value=float(value),
+        )
+        for key, value in results.items()
+    ]
+    return ModelCardData(
+        library_name="icreward",
+        pipeline_tag=PIPELINE_TAG,
+        license=license,
+        tags=["icreward", "reward-model", "image-to-video", "video-consistency"],
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+
+
 def create_reward_model_card(
     model,
     *,
@@ -133,46 +188,9 @@ def create_reward_model_card(
     config = model.config
     is_icreward = config.model_type == "icreward"
     model_class = "ICRewardModel" if is_icreward else "MLPRewardModel"
-    if is_icreward:
-        architecture = (
-            "An attention-based Image Consistency head lets every frame token attend to the reference image's "
-            f"tokens (cross-attention, {_plural(config.head_num_layers, 'block')}, width {config.head_hidden_size}), "
-            f"pools over space and time and outputs the heads {config.heads} (weights {config.head_weights})."
-        )
-        title = "ICReward: image-to-video consistency reward model"
-    else:
-        architecture = (
-            "The ICReward paper's baseline: an MLP over concatenated features of the reference image and each "
-            "frame; the video's score is the average frame reward."
-        )
-        title = "MLP baseline reward model (image-to-video consistency)"
+    title, architecture = _title_and_architecture(config, is_icreward)
     backbone_id = config.backbone_name_or_path
-    base_model = backbone_id if is_hub_id(backbone_id) else None
-    dataset_id = dataset_name if is_hub_id(dataset_name) else None
-    results = {k: v for k, v in _result_metrics(metrics).items() if isinstance(v, int | float)}
-    eval_results = [
-        EvalResult(
-            task_type=PIPELINE_TAG,
-            task_name="image-to-video consistency scoring",
-            dataset_type=dataset_id or "local",
-            dataset_name=dataset_name or "not recorded",
-            dataset_split=metrics_split,
-            metric_type=key.removeprefix(f"{metrics_split}_"),
-            metric_name=key,
-            metric_value=float(value),
-        )
-        for key, value in results.items()
-    ]
-    card_data = ModelCardData(
-        library_name="icreward",
-        pipeline_tag=PIPELINE_TAG,
-        license=license,
-        tags=["icreward", "reward-model", "image-to-video", "video-consistency"],
-        datasets=[dataset_id] if dataset_id else None,
-        base_model=base_model,
-        model_name=repo_id or title,
-        eval_results=eval_results or None,
-    )
+    card_data = _card_data(repo_id or title, backbone_id, dataset_name, metrics, license, metrics_split)
     trainable = "frozen" if config.freeze_backbone and not getattr(config, "backbone_lora", None) else "fine-tuned"
     if getattr(config, "backbone_lora", None):
         trainable = "LoRA-tuned"
