@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from .generated_clips import (
@@ -81,21 +81,28 @@ from .generated_clips import (
     find_generated_clips,
     unusable_reason,
 )
+from .generated_variants import (  # noqa: F401  (re-exported: the old import paths keep working)
+    _DONOR_KINDS,
+    _MOTION_SIZE,
+    GENERATED_PERTURBATIONS,
+    MAX_SCORE_DROP,
+    _frozen,
+    _measure_motion,
+    _ramp,
+    _to_tensor,
+    corpus_score,
+    perturb_frames,
+)
+from .stress_render import single_threaded, stable_hash
 from .stress_suite import (
     CONSISTENT,
     MOTION_THRESHOLDS,
-    _gaussian_blur,
-    _hue_rotation,
-    _install,
-    _read_build_info,
-    _single_threaded,
-    _stable_hash,
-    _subject_mask,
-    _to_uint8,
     default_sample_dir,
+    install_build,
     motion_level_for,
+    read_build_info,
+    splits_from_rows,
 )
-from .stress_suite import MAX_SCORE_DROP as _PHOTO_DROPS
 
 logger = logging.getLogger(__name__)
 
@@ -125,27 +132,8 @@ CORPUS_KIND = "generated_clips"
 #: Licence of the ComfyUI workflow-template media wheels.
 CLIP_LICENSE = "MIT"
 
-#: Inconsistent variant kinds, in the order they are generated.
-GENERATED_PERTURBATIONS: tuple[str, ...] = (
-    "identity_change",
-    "object_removal",
-    "background_drift",
-    "color_drift",
-    "temporal_flicker",
-    "blur_noise",
-    "unrelated_video",
-)
-
-#: Score lost at severity 1: the photograph suite's drops, plus ``unrelated_video``.
-MAX_SCORE_DROP: dict[str, float] = {
-    **{kind: _PHOTO_DROPS[kind] for kind in GENERATED_PERTURBATIONS if kind in _PHOTO_DROPS},
-    "unrelated_video": 0.95,
-}
-
-_DONOR_KINDS = ("identity_change", "background_drift", "unrelated_video")
 _SPLITS = ("train", "validation", "test")
 _FILTER_FRAMES, _FILTER_SIZE = 16, 64
-_MOTION_SIZE = 64
 
 #: Arguments of the default corpus (see :func:`load_generated_sample`): what ``make demo`` trains on.
 DEFAULT_CORPUS_CONFIG: dict = {
@@ -181,21 +169,6 @@ GENERATED_CORPUS_FEATURES = Features(
         "split": Value("string"),
     }
 )
-
-
-def corpus_score(perturbation: str, severity: float) -> float:
-    """``1 - severity * MAX_SCORE_DROP[perturbation]``, and 1 for consistent videos (severity 0)."""
-    if not 0.0 <= severity <= 1.0:
-        raise ValueError(f"severity must be in [0, 1], got {severity}.")
-    if perturbation == CONSISTENT:
-        if severity != 0.0:
-            raise ValueError(f"Consistent videos have severity 0, got {severity}.")
-        return 1.0
-    if perturbation not in MAX_SCORE_DROP:
-        raise ValueError(
-            f"Unknown perturbation {perturbation!r}; expected {CONSISTENT!r} or one of {GENERATED_PERTURBATIONS}."
-        )
-    return 1.0 - severity * MAX_SCORE_DROP[perturbation]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,99 +297,6 @@ def select_clips(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
-
-
-def _measure_motion(frames: torch.Tensor, flow) -> float:
-    """Path length, in frame widths, of the mean per-pixel optical flow between consecutive frames."""
-    small = F.interpolate(frames, size=(_MOTION_SIZE, _MOTION_SIZE), mode="bilinear", antialias=True)
-    with torch.no_grad():
-        field = flow(small[:-1], small[1:])  # (T - 1, 2, h, w) in pixels
-    return float(field.norm(dim=1).mean(dim=(1, 2)).sum() / _MOTION_SIZE)
-
-
-def _frozen(reference: torch.Tensor, num_frames: int, rng: np.random.Generator) -> torch.Tensor:
-    """The reference held still with sub-pixel hand-held jitter (none on the first frame)."""
-    shift = torch.zeros(num_frames, 2)
-    shift[1:] = torch.from_numpy(rng.uniform(-0.004, 0.004, size=(num_frames - 1, 2))).float()
-    theta = torch.zeros(num_frames, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, :, 2] = 2.0 * shift
-    grid = F.affine_grid(theta, [num_frames, 3, *reference.shape[-2:]], align_corners=False)
-    frames = reference[None].expand(num_frames, -1, -1, -1).contiguous()
-    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def _ramp(num_frames: int, onset: int, severity: float) -> torch.Tensor:
-    """Per-frame strength: 0 before ``onset``, growing linearly to ``severity`` on the last frame."""
-    t = torch.arange(num_frames, dtype=torch.float32)
-    return (((t - onset + 1) / max(num_frames - onset, 1)).clamp(0.0, 1.0) * severity).float()
-
-
-def perturb_frames(
-    frames: torch.Tensor,
-    perturbation: str,
-    severity: float,
-    onset: int,
-    *,
-    donor: torch.Tensor | None = None,
-    rng: np.random.Generator,
-) -> torch.Tensor:
-    """Apply one inconsistent variant to float ``(T, 3, S, S)`` frames in [0, 1]; frames before ``onset`` are kept.
-
-    ``donor`` (``(T, 3, S, S)``, another clip's frames) is needed by ``identity_change``, ``background_drift`` and
-    ``unrelated_video``.
-    """
-    num_frames, size = frames.shape[0], frames.shape[-1]
-    if not 1 <= onset < num_frames:
-        raise ValueError(f"onset must be in [1, {num_frames - 1}], got {onset}.")
-    corpus_score(perturbation, severity)  # validates the kind and severity
-    alpha = _ramp(num_frames, onset, severity)
-    a = alpha[:, None, None, None]
-    mask = _subject_mask(size, size)[None, None]
-    if perturbation in _DONOR_KINDS:
-        if donor is None or donor.shape != frames.shape:
-            raise ValueError(f"{perturbation} needs donor frames of shape {tuple(frames.shape)}.")
-        region = {"identity_change": mask, "background_drift": 1 - mask, "unrelated_video": torch.ones_like(mask)}
-        weight = a * region[perturbation]
-        return frames * (1 - weight) + donor * weight
-    if perturbation == "object_removal":
-        known = (mask < 0.01).float()
-        sigma = 0.15 * size
-        fill = _gaussian_blur(frames * known, sigma) / _gaussian_blur(known, sigma).clamp_min(1e-4)
-        return frames * (1 - a * mask) + fill * (a * mask)
-    if perturbation == "color_drift":
-        hue = math.radians(150.0) * rng.choice([-1.0, 1.0])
-        saturation = 0.6 * rng.choice([-1.0, 1.0])
-        contrast = 0.3 * rng.choice([-1.0, 1.0])
-        out = []
-        for t in range(num_frames):
-            x = torch.einsum("ij,jhw->ihw", _hue_rotation(float(alpha[t]) * hue), frames[t])
-            gray = x.mean(dim=0, keepdim=True)
-            x = gray + (1.0 + float(alpha[t]) * saturation) * (x - gray)
-            out.append((x - 0.5) * (1.0 + float(alpha[t]) * contrast) + 0.5)
-        return torch.stack(out)
-    if perturbation == "temporal_flicker":
-        brightness = torch.from_numpy(rng.uniform(-1.0, 1.0, size=(num_frames, 1))).float()
-        tint = torch.from_numpy(rng.uniform(-1.0, 1.0, size=(num_frames, 3))).float()
-        on = (alpha > 0).float()[:, None] * severity
-        gain = (1.0 + 0.35 * on * brightness) * (1.0 + 0.12 * on * tint)
-        return frames * gain[:, :, None, None]
-    # blur_noise: blur, noise and block artefacts growing over time.
-    out = []
-    for t in range(num_frames):
-        strength = float(alpha[t])
-        frame = _gaussian_blur(frames[t : t + 1], strength * 0.025 * size)
-        if strength > 0.3:
-            block = max(2, int(round(strength * 6)))
-            coarse = F.avg_pool2d(frame, block, ceil_mode=True)
-            frame = 0.5 * frame + 0.5 * F.interpolate(coarse, size=(size, size), mode="nearest")
-        noise = torch.from_numpy(rng.standard_normal(frame.shape)).float()
-        out.append(frame + strength * 0.1 * noise)
-    return torch.cat(out)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Building
 # --------------------------------------------------------------------------------------------------------------
@@ -428,7 +308,7 @@ def _split_groups(groups: Sequence[str], seed: int, fractions: Sequence[float]) 
         raise ValueError(f"split_fractions must be three non-negative numbers summing to 1, got {list(fractions)}.")
     ordered = sorted(set(groups))
     order = [
-        ordered[i] for i in np.random.default_rng([seed, _stable_hash("generated-splits")]).permutation(len(ordered))
+        ordered[i] for i in np.random.default_rng([seed, stable_hash("generated-splits")]).permutation(len(ordered))
     ]
     counts = [0, 0]
     for k, fraction in enumerate(fractions[1:]):
@@ -466,6 +346,30 @@ def _matches(info: dict | None, args: dict) -> bool:
     )
 
 
+def _checked_build_args(
+    perturbations, severities, num_frames, image_size, frozen_inconsistent_per_clip, max_clips, fps
+) -> tuple[list[str], list[float]]:
+    """Validate :func:`build_generated_corpus`'s arguments; the perturbations and severities as lists."""
+    perturbations = list(GENERATED_PERTURBATIONS if perturbations is None else perturbations)
+    unknown = [p for p in perturbations if p not in MAX_SCORE_DROP]
+    if unknown or not perturbations or len(set(perturbations)) != len(perturbations):
+        raise ValueError(f"perturbations must be distinct values of {GENERATED_PERTURBATIONS}, got {perturbations}.")
+    severities = [float(s) for s in severities]
+    if not severities or any(not 0.0 < s <= 1.0 for s in severities) or len(set(severities)) != len(severities):
+        raise ValueError(f"severities must be distinct values in (0, 1], got {severities}.")
+    if num_frames < 4:
+        raise ValueError(f"num_frames must be >= 4 (onset after the first frames), got {num_frames}.")
+    if image_size < 16 or image_size % 2:
+        raise ValueError(f"image_size must be an even number >= 16, got {image_size}.")
+    if frozen_inconsistent_per_clip < 0:
+        raise ValueError(f"frozen_inconsistent_per_clip must be >= 0, got {frozen_inconsistent_per_clip}.")
+    if max_clips is not None and max_clips < 3:
+        raise ValueError(f"max_clips must be >= 3 (train, validation, test), got {max_clips}.")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}.")
+    return perturbations, severities
+
+
 def build_generated_corpus(
     output_dir: str | Path,
     *,
@@ -496,23 +400,9 @@ def build_generated_corpus(
         packages: Media wheels to read; the reserved ``-media-video`` wheel is refused.
         overwrite: Replace a non-corpus directory at ``output_dir``.
     """
-    perturbations = list(GENERATED_PERTURBATIONS if perturbations is None else perturbations)
-    unknown = [p for p in perturbations if p not in MAX_SCORE_DROP]
-    if unknown or not perturbations or len(set(perturbations)) != len(perturbations):
-        raise ValueError(f"perturbations must be distinct values of {GENERATED_PERTURBATIONS}, got {perturbations}.")
-    severities = [float(s) for s in severities]
-    if not severities or any(not 0.0 < s <= 1.0 for s in severities) or len(set(severities)) != len(severities):
-        raise ValueError(f"severities must be distinct values in (0, 1], got {severities}.")
-    if num_frames < 4:
-        raise ValueError(f"num_frames must be >= 4 (onset after the first frames), got {num_frames}.")
-    if image_size < 16 or image_size % 2:
-        raise ValueError(f"image_size must be an even number >= 16, got {image_size}.")
-    if frozen_inconsistent_per_clip < 0:
-        raise ValueError(f"frozen_inconsistent_per_clip must be >= 0, got {frozen_inconsistent_per_clip}.")
-    if max_clips is not None and max_clips < 3:
-        raise ValueError(f"max_clips must be >= 3 (train, validation, test), got {max_clips}.")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}.")
+    perturbations, severities = _checked_build_args(
+        perturbations, severities, num_frames, image_size, frozen_inconsistent_per_clip, max_clips, fps
+    )
     args = _build_args(
         seed=seed,
         num_frames=num_frames,
@@ -528,7 +418,7 @@ def build_generated_corpus(
         package_versions={p: _package_version(p) for p in packages},
     )
     output_dir = Path(output_dir).expanduser().absolute()
-    info = _read_build_info(output_dir)
+    info = read_build_info(output_dir)
     if _matches(info, args):
         logger.info("Reusing the generated-clip corpus in %s.", output_dir)
         return load_generated_corpus(output_dir)
@@ -543,7 +433,7 @@ def build_generated_corpus(
     try:
         start = time.perf_counter()
         num_videos = _write_corpus(staging, args)
-        _install(staging, output_dir, args, matches=_matches)
+        install_build(staging, output_dir, args, matches=_matches)
         logger.info("Built %d corpus videos in %s (%.1f s).", num_videos, output_dir, time.perf_counter() - start)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -552,7 +442,6 @@ def build_generated_corpus(
 
 def _write_corpus(root: Path, args: dict) -> int:
     from ..metrics.motion import LucasKanadeFlow
-    from ..video import write_video
 
     selection = select_clips(args["packages"], max_clips=args["max_clips"], seed=args["seed"])
     clips = selection.kept
@@ -563,11 +452,41 @@ def _write_corpus(root: Path, args: dict) -> int:
         )
     groups = {clip.path: clip_group(clip.name) for clip in clips}
     assignment = _split_groups(list(groups.values()), args["seed"], args["split_fractions"])
-    size, num_frames, severities = args["image_size"], args["num_frames"], args["severities"]
-    perturbations = args["perturbations"]
     flow = LucasKanadeFlow().eval()
+    frames_of, short_of = _clip_frames(clips, args["image_size"], args["num_frames"])  # donors need every clip's
+    source_ids = {c.path: f"{c.package.removeprefix('comfyui_workflow_templates_')}__{c.name}" for c in clips}
+    (root / "references").mkdir()
+    rows: list[dict] = []
+    with single_threaded():
+        for clip in clips:
+            split, group = assignment[groups[clip.path]], groups[clip.path]
+            donors = sorted(c.path for c in clips if assignment[groups[c.path]] == split and groups[c.path] != group)
+            sources = {path: (frames_of[path], source_ids[path]) for path in donors}
+            rows += _clip_videos(
+                root,
+                args,
+                clip,
+                split,
+                group,
+                source_ids[clip.path],
+                frames_of[clip.path],
+                short_of[clip.path],
+                sources,
+                flow,
+            )
+    with open(root / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    info = _build_info(args, selection, clips, rows)
+    (root / "README.md").write_text(_dataset_card(args, info, rows), encoding="utf-8")
+    with open(root / "build_info.json", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    return len(rows)
 
-    # Frames of every clip first: donors need them.
+
+def _clip_frames(clips: Sequence[GeneratedClip], size: int, num_frames: int):
+    """Every clip's ``real`` frames (spread over the whole clip) and ``short`` ones (its first third), ``path ->
+    (T, 3, S, S)`` float tensors."""
     frames_of: dict[str, torch.Tensor] = {}
     short_of: dict[str, torch.Tensor] = {}
     for clip in clips:
@@ -579,83 +498,83 @@ def _write_corpus(root: Path, args: dict) -> int:
             },
         )
         frames_of[clip.path], short_of[clip.path] = _to_tensor(sets["real"]), _to_tensor(sets["short"])
+    return frames_of, short_of
 
-    source_ids = {c.path: f"{c.package.removeprefix('comfyui_workflow_templates_')}__{c.name}" for c in clips}
-    (root / "references").mkdir()
-    rows: list[dict] = []
-    with _single_threaded():
-        for clip in clips:
-            split, group = assignment[groups[clip.path]], groups[clip.path]
-            source_id = source_ids[clip.path]
-            donors = sorted(c.path for c in clips if assignment[groups[c.path]] == split and groups[c.path] != group)
-            rng = np.random.default_rng([args["seed"], _stable_hash(source_id)])
-            real = frames_of[clip.path]
-            reference = _to_uint8(real[0])
-            reference_path = Path("references") / f"{source_id}.png"
-            PILImage.fromarray(reference.permute(1, 2, 0).numpy()).save(root / reference_path)
-            (root / "videos" / source_id).mkdir(parents=True)
-            frozen_base = _frozen(reference.float() / 255.0, num_frames, rng)
-            motion = {
-                "real": _measure_motion(real, flow),
-                "real_short": _measure_motion(short_of[clip.path], flow),
-                "frozen": _measure_motion(frozen_base, flow),
+
+def _video_plan(args: dict, rng: np.random.Generator) -> list[tuple[str, str, float]]:
+    """``(perturbation, camera, severity)`` of a clip's videos: the consistent ones, every inconsistent kind at
+    every severity on the real clip, then the frozen inconsistent ones (kinds and severities cycled)."""
+    perturbations, severities = args["perturbations"], args["severities"]
+    plan: list[tuple[str, str, float]] = [(CONSISTENT, camera, 0.0) for camera in ("real", "real_short", "frozen")]
+    plan += [(kind, "real", s) for kind in perturbations for s in severities]
+    offset = int(rng.integers(len(perturbations)))
+    for k in range(args["frozen_inconsistent_per_clip"]):
+        kind = perturbations[(offset + k) % len(perturbations)]
+        plan.append((kind, "frozen", severities[(offset + k) % len(severities)]))
+    return plan
+
+
+def _clip_videos(root, args, clip, split, group, source_id, real, short, donors, flow) -> list[dict]:
+    """Write one clip's reference and videos under ``root``; their metadata rows. ``donors``: ``path -> (frames,
+    source_id)`` of the clips of other groups in the same split."""
+    from ..video import to_uint8, write_video
+
+    num_frames = args["num_frames"]
+    rng = np.random.default_rng([args["seed"], stable_hash(source_id)])
+    reference = to_uint8(real[0])
+    reference_path = Path("references") / f"{source_id}.png"
+    PILImage.fromarray(reference.permute(1, 2, 0).numpy()).save(root / reference_path)
+    (root / "videos" / source_id).mkdir(parents=True)
+    frozen_base = _frozen(reference.float() / 255.0, num_frames, rng)
+    base = {"real": real, "real_short": short, "frozen": frozen_base}
+    motion = {camera: _measure_motion(frames, flow) for camera, frames in base.items()}
+    rows = []
+    for index, (kind, camera, severity) in enumerate(_video_plan(args, rng)):
+        video_rng = np.random.default_rng([args["seed"], stable_hash(source_id), index])
+        frames, onset, donor_id = base[camera], 0, ""
+        if kind != CONSISTENT:
+            onset = int(video_rng.integers(1, num_frames // 3 + 2))
+            donor = None
+            if kind in _DONOR_KINDS and donors:
+                donor, donor_id = donors[sorted(donors)[int(video_rng.integers(len(donors)))]]
+            elif kind in _DONOR_KINDS:
+                # A split with a single clip group: the clip itself, rotated by 180 degrees and reversed.
+                donor, donor_id = torch.flip(real, dims=(0, 2, 3)), "self_rot180_reversed"
+            if donor is not None and camera == "frozen":
+                donor = donor[:1].expand_as(frames)  # a still donor for a still video
+            frames = perturb_frames(frames, kind, severity, onset, donor=donor, rng=video_rng)
+        video_id = f"{source_id}-{index:02d}"
+        video_path = Path("videos") / source_id / f"{video_id}.mp4"
+        write_video(root / video_path, to_uint8(frames), fps=args["fps"])
+        level = motion_level_for(motion[camera])
+        rows.append(
+            {
+                "video_id": video_id,
+                "source_id": source_id,
+                "clip_group": group,
+                "reference": reference_path.as_posix(),
+                "video": video_path.as_posix(),
+                "score": corpus_score(kind, severity),
+                "perturbation": kind,
+                "severity": severity,
+                "onset": onset,
+                "motion": round(motion[camera], 6),
+                "motion_level": level,
+                "camera": camera,
+                "motion_decoupled": level == "large" if kind == CONSISTENT else level == "static",
+                "donor": donor_id,
+                "task": clip.task,
+                "package": clip.package,
+                "file": Path(clip.path).name,
+                "license": CLIP_LICENSE,
+                "split": split,
             }
-            base = {"real": real, "real_short": short_of[clip.path], "frozen": frozen_base}
-            plan: list[tuple[str, str, float]] = [
-                (CONSISTENT, camera, 0.0) for camera in ("real", "real_short", "frozen")
-            ]
-            plan += [(kind, "real", s) for kind in perturbations for s in severities]
-            offset = int(rng.integers(len(perturbations)))
-            for k in range(args["frozen_inconsistent_per_clip"]):
-                kind = perturbations[(offset + k) % len(perturbations)]
-                plan.append((kind, "frozen", severities[(offset + k) % len(severities)]))
-            for index, (kind, camera, severity) in enumerate(plan):
-                video_rng = np.random.default_rng([args["seed"], _stable_hash(source_id), index])
-                frames, onset, donor_id = base[camera], 0, ""
-                if kind != CONSISTENT:
-                    onset = int(video_rng.integers(1, num_frames // 3 + 2))
-                    donor = None
-                    if kind in _DONOR_KINDS and donors:
-                        donor_path = donors[int(video_rng.integers(len(donors)))]
-                        donor, donor_id = frames_of[donor_path], source_ids[donor_path]
-                    elif kind in _DONOR_KINDS:
-                        # A split with a single clip group: the clip itself, rotated by 180 degrees and reversed.
-                        donor, donor_id = torch.flip(real, dims=(0, 2, 3)), "self_rot180_reversed"
-                    if donor is not None and camera == "frozen":
-                        donor = donor[:1].expand_as(frames)  # a still donor for a still video
-                    frames = perturb_frames(frames, kind, severity, onset, donor=donor, rng=video_rng)
-                video_id = f"{source_id}-{index:02d}"
-                video_path = Path("videos") / source_id / f"{video_id}.mp4"
-                write_video(root / video_path, _to_uint8(frames), fps=args["fps"])
-                level = motion_level_for(motion[camera])
-                decoupled = level == "large" if kind == CONSISTENT else level == "static"
-                rows.append(
-                    {
-                        "video_id": video_id,
-                        "source_id": source_id,
-                        "clip_group": group,
-                        "reference": reference_path.as_posix(),
-                        "video": video_path.as_posix(),
-                        "score": corpus_score(kind, severity),
-                        "perturbation": kind,
-                        "severity": severity,
-                        "onset": onset,
-                        "motion": round(motion[camera], 6),
-                        "motion_level": level,
-                        "camera": camera,
-                        "motion_decoupled": decoupled,
-                        "donor": donor_id,
-                        "task": clip.task,
-                        "package": clip.package,
-                        "file": Path(clip.path).name,
-                        "license": CLIP_LICENSE,
-                        "split": split,
-                    }
-                )
-    with open(root / "metadata.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    info = {
+        )
+    return rows
+
+
+def _build_info(args: dict, selection: ClipSelection, clips: Sequence[GeneratedClip], rows: list[dict]) -> dict:
+    return {
         "kind": CORPUS_KIND,
         "generator_version": GENERATOR_VERSION,
         "args": args,
@@ -668,10 +587,6 @@ def _write_corpus(root: Path, args: dict) -> int:
         "package_versions": {p: _package_version(p) for p in sorted({c.package for c in clips})},
         "motion_thresholds": list(MOTION_THRESHOLDS),
     }
-    (root / "README.md").write_text(_dataset_card(args, info, rows), encoding="utf-8")
-    with open(root / "build_info.json", "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-    return len(rows)
 
 
 def _dataset_card(args: dict, info: dict, rows: list[dict]) -> str:
@@ -737,7 +652,7 @@ def _dataset_card(args: dict, info: dict, rows: list[dict]) -> str:
 def load_generated_corpus(path: str | Path) -> DatasetDict:
     """Load a corpus written by :func:`build_generated_corpus` (absolute ``video`` paths, ``reference`` images)."""
     root = Path(path).expanduser().absolute()
-    info = _read_build_info(root)
+    info = read_build_info(root)
     if info is None or info.get("kind") != CORPUS_KIND:
         raise FileNotFoundError(f"{root} is not a complete generated-clip corpus (no build_info.json of that kind).")
     rows = []
@@ -749,14 +664,7 @@ def load_generated_corpus(path: str | Path) -> DatasetDict:
                 if missing:
                     raise ValueError(f"{root / 'metadata.jsonl'} line {number}: missing field(s) {missing}")
                 rows.append(row)
-    splits = {}
-    for split in _SPLITS:
-        selected = [row for row in rows if row["split"] == split]
-        columns = {name: [row[name] for row in selected] for name in GENERATED_CORPUS_FEATURES}
-        columns["reference"] = [str(root / p) for p in columns["reference"]]
-        columns["video"] = [str(root / p) for p in columns["video"]]
-        splits[split] = Dataset.from_dict(columns, features=GENERATED_CORPUS_FEATURES, split=split)
-    return DatasetDict(splits)
+    return splits_from_rows(root, rows, GENERATED_CORPUS_FEATURES)
 
 
 def default_corpus_dir() -> Path:
