@@ -98,9 +98,9 @@ class PipelineSettings:
         },
     )
     reward_max_clips: int = field(
-        default=24,
+        default=16,
         metadata={
-            "help": "generated: source clips of the reward-model corpus (the library default is 48; 24 keeps the demo "
+            "help": "generated: source clips of the reward-model corpus (the library default is 48; 16 keeps the demo "
             "within its time budget). With the clip references, the policy's held-out clips are dropped from it."
         },
     )
@@ -128,7 +128,7 @@ class PipelineSettings:
         },
     )
     num_references: int = field(
-        default=20, metadata={"help": "clips: held-out references for best-of-N and for every effect (one per clip)."}
+        default=12, metadata={"help": "clips: held-out references for best-of-N and for every effect (one per clip)."}
     )
     num_seeds: int = field(
         default=2, metadata={"help": "clips: sampling seeds; effects are paired differences over references x seeds."}
@@ -187,7 +187,7 @@ class PipelineSettings:
     dpo_logging_steps: int = field(default=5, metadata={"help": "Training accuracy logged every N steps (Fig. 6)."})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank (lora_alpha is set equal to it)."})
     dpo_num_train_references: int = field(
-        default=40,
+        default=24,
         metadata={"help": "clips: training-clip references whose best-of-N ICReward-vs-MLP picks train DPO."},
     )
     # ---------------------------------------------------------------------------------------- step 5: reward feedback
