@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -49,6 +49,17 @@ MAX_RESIZE_FACTOR = 16
 output's pixels; beyond (extreme aspect ratios) it crops first, so memory stays bounded."""
 
 
+class ICRewardProcessorKwargs(TypedDict, total=False):
+    """The processor's settings: transformers >= 5.25 reads ``valid_kwargs`` in ``from_dict`` / ``from_pretrained``
+    (keyword overrides of a saved processor), older versions ignore it."""
+
+    image_size: int
+    num_frames: int
+    resize_mode: str
+    image_mean: list[float] | None
+    image_std: list[float] | None
+
+
 class ICRewardProcessor(ImageProcessingMixin):
     r"""Frame sampling, resizing, normalisation and padding for :class:`ICRewardModel` and :class:`MLPRewardModel`.
 
@@ -65,6 +76,7 @@ class ICRewardProcessor(ImageProcessingMixin):
     """
 
     model_input_names = ["pixel_values", "frame_mask", "reference_pixel_values"]
+    valid_kwargs = ICRewardProcessorKwargs
 
     def __init__(
         self,
