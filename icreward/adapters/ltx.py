@@ -50,7 +50,21 @@ class LTXFamilyAdapter(VideoModelAdapter):
     """What the LTX-Video and LTX-2 adapters share: the VAE's per-channel latent statistics and mode encode, rectified
     flow (``x_s = (1 - s) x0 + s noise``, ``s = t / T``, velocity target) with the first latent frame conditioned on
     the reference image (zero target there, replaced by the image latent after every sampler step), and packed-token
-    conditioning masks. Subclasses provide ``vae``, ``pipeline``, ``num_train_timesteps`` and ``_patch``."""
+    conditioning masks, the transformer as the trained module and its (spatial, temporal) patch size. Subclasses
+    provide ``vae``, ``pipeline`` and ``num_train_timesteps``."""
+
+    @property
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"transformer": self.pipeline.transformer}
+
+    @property
+    def prediction_type(self) -> str:
+        return "flow"
+
+    @property
+    def _patch(self) -> tuple[int, int]:
+        config = self.pipeline.transformer.config
+        return int(config.patch_size), int(config.patch_size_t)
 
     def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vae = self.vae
@@ -167,14 +181,6 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
 
         return LTXImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
 
-    @property
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.pipeline.transformer}
-
-    @property
-    def prediction_type(self) -> str:
-        return "flow"
-
     # ------------------------------------------------------------------------------------------ geometry
     @property
     def vae_scale_factor_spatial(self) -> int:
@@ -183,11 +189,6 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
     @property
     def vae_scale_factor_temporal(self) -> int:
         return int(self.vae.temporal_compression_ratio)
-
-    @property
-    def _patch(self) -> tuple[int, int]:
-        config = self.pipeline.transformer.config
-        return int(config.patch_size), int(config.patch_size_t)
 
     def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         """Shape of the (unpacked) latents of ``batch_size`` videos of this size."""

@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from torch import nn
 
 from .base import DenoisingSampler
 from .ltx import LTXFamilyAdapter
@@ -184,20 +183,7 @@ class LTX2I2VAdapter(LTXFamilyAdapter):
 
         return LTX2ImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
 
-    @property
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.pipeline.transformer}
-
-    @property
-    def prediction_type(self) -> str:
-        return "flow"
-
     # ------------------------------------------------------------------------------------------ geometry
-    @property
-    def _patch(self) -> tuple[int, int]:
-        config = self.pipeline.transformer.config
-        return int(config.patch_size), int(config.patch_size_t)
-
     @property
     def _compression(self) -> tuple[int, int]:
         return int(self.vae.temporal_compression_ratio), int(self.vae.spatial_compression_ratio)
