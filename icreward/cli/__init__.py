@@ -33,7 +33,7 @@ from pathlib import Path
 # name -> ("module:function", one-line help). Adding a subcommand: one line here; nothing is imported until it runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": (
-        "icreward.evaluation.paper_pipeline:main",
+        "icreward.cli.pipeline:main",
         "The ICReward paper's pipeline on the bundled data: reward models, best-of-N, ICReward-vs-MLP pairs, DPO, "
         "one report (what `make demo` runs; --quick for a short run).",
     ),
@@ -43,18 +43,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Train and compare both reward models on a dataset with train/validation/test.",
     ),
     "score": ("icreward.cli:score_main", "Score videos against a reference image with a trained reward model."),
-    "stress-suite": ("icreward.data.stress_suite:main", "Build the consistency stress-test suite."),
-    "human-study": ("icreward.evaluation.human_study:main", "Serve / summarise a human preference study."),
+    "stress-suite": ("icreward.cli.stress_suite:main", "Build the consistency stress-test suite."),
+    "human-study": ("icreward.cli.human_study:main", "Serve / summarise a human preference study."),
     "human-agreement": (
-        "icreward.evaluation.human_agreement:main",
+        "icreward.cli.human_agreement:main",
         "Agreement of reward models with human majority votes.",
     ),
     "estimate-memory": (
-        "icreward.memory.accountant:main",
+        "icreward.cli.estimate_memory:main",
         "Accounted training memory of a recipe at full size, no GPU.",
     ),
     "pretrain-policy": (
-        "icreward.policy.pretrain:main",
+        "icreward.cli.pretrain_policy:main",
         "Pretrain the tiny image-to-video policy (WanImageToVideoPipeline) on the real-clip corpus; resumable.",
     ),
 }
@@ -66,7 +66,7 @@ def register_command(name: str, target: str, help: str) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -145,13 +145,13 @@ def check_hub_reference(value: str, what: str, repo_type: str = "model", timeout
 
 def _hub_unreachable(error: BaseException) -> bool:
     """A connection failure of huggingface_hub's HTTP clients (httpx, httpx2, requests) or its offline refusal."""
-    from .models.model_card import hub_unreachable
+    from ..models.model_card import hub_unreachable
 
     return hub_unreachable(error)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    from .evaluation.reward_comparison import ComparisonSettings
+    from ..evaluation.reward_comparison import ComparisonSettings
 
     for f in dataclasses.fields(ComparisonSettings):
         default = f.default
@@ -166,7 +166,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from .evaluation.reward_comparison import ComparisonSettings
+    from ..evaluation.reward_comparison import ComparisonSettings
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ComparisonSettings)}
     values["mlp_hidden_sizes"] = tuple(values["mlp_hidden_sizes"])
@@ -195,7 +195,7 @@ def _add_cross_validation_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(dataset, args: argparse.Namespace) -> int:
-    from .evaluation.reward_comparison import compare_reward_models, cross_validate_reward_models
+    from ..evaluation.reward_comparison import compare_reward_models, cross_validate_reward_models
 
     output_dir = Path(args.output_dir)
     if args.cross_validate:
@@ -212,7 +212,7 @@ def _run(dataset, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .data.stress_suite import load_sample_dataset
+    from ..data.stress_suite import load_sample_dataset
 
     return _run(load_sample_dataset(), args)
 
@@ -220,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     path = Path(args.dataset)
     if path.exists():
-        from .data.stress_suite import load_stress_suite
+        from ..data.stress_suite import load_stress_suite
 
         dataset = load_stress_suite(path) if (path / "build_info.json").exists() else _load_from_disk(path)
     else:
@@ -241,7 +241,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_hub_reference(args.model, "--model")
     from transformers import AutoModel
 
-    from .models import ICRewardProcessor  # `import icreward` registered the Auto classes
+    from ..models import ICRewardProcessor  # `import icreward` registered the Auto classes
 
     model = AutoModel.from_pretrained(args.model)
     processor = (
@@ -306,7 +306,3 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     _top_parser().parse_args(argv)  # --help, --version, or an error naming the valid commands
     return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
