@@ -739,3 +739,14 @@ def test_wan22_frozen_expert_on_the_device_or_offloaded_per_call(tmp_path, rows,
             truncated_backprop_steps=2,
             offload_frozen_denoisers=True,
         )
+
+
+def test_a_row_id_column_seeds_a_prompt_row_whatever_its_image_path():
+    from icreward.trainers.prompt_data import prompt_row_id
+
+    row = {"prompt": "a cat", "image": "/a/ref.png"}
+    moved = {**row, "image": "/b/ref.png"}
+    assert prompt_row_id(row) != prompt_row_id(moved)
+    assert prompt_row_id({**row, "row_id": "r1"}) == prompt_row_id({**moved, "row_id": "r1"})
+    assert prompt_row_id({**row, "row_id": "r1"}) != prompt_row_id({**row, "row_id": "r2"})
+    assert prompt_row_id({**row, "row_id": None}) == prompt_row_id(row)

@@ -497,3 +497,14 @@ def test_generate_reward_pairs(tmp_path):
         pipe, images, ["a cat", "a dog"], brightness, brightness, output_dir=tmp_path / "agree", **common
     )
     assert agree.num_pairs == 0 and agree.num_same_pick == 2 and agree.skipped == [0, 1]
+
+
+def test_a_row_id_column_seeds_a_pair_whatever_its_paths():
+    from icreward.trainers.video_dpo_trainer import pair_id
+
+    row = {"prompt": "p", "image": "/a/ref.png", "chosen": "/a/c.mp4", "rejected": "/a/r.mp4"}
+    moved = {key: value.replace("/a/", "/b/") for key, value in row.items()}
+    assert pair_id(row) != pair_id(moved)  # without its own id, a pair is known by its paths
+    assert pair_id({**row, "row_id": "train:7"}) == pair_id({**moved, "row_id": "train:7"})
+    assert pair_id({**row, "row_id": "train:7"}) != pair_id({**row, "row_id": "train:8"})
+    assert pair_id({**row, "row_id": None}) == pair_id(row)  # a missing id falls back to the paths

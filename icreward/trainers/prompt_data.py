@@ -141,10 +141,13 @@ def _row_key(row: Mapping[str, Any]) -> str:
 
 
 def prompt_row_id(row: Mapping[str, Any]) -> str:
-    """A stable identifier of a row (its prompt and its image: the path as given, or a digest of an in-memory
-    image's content), used to seed its sampling noise and frame window: a
-    :func:`~icreward.trainers.adapter_lora.row_id`. The trainer disambiguates repeated rows (``#2``, ``#3`` ...).
+    """A stable identifier of a row, used to seed its sampling noise and frame window: a
+    :func:`~icreward.trainers.adapter_lora.row_id` of the row's own ``row_id`` column when it has one (ids that
+    survive moving the files), else of its prompt and image (the path as given, or a digest of an in-memory image's
+    content). The trainer disambiguates repeated rows (``#2``, ``#3`` ...).
     """
+    if row.get("row_id") is not None:
+        return row_id("row_id", str(row["row_id"]))
     return row_id(str(row.get("prompt")), image_identity(row["image"]))
 
 

@@ -98,8 +98,11 @@ class VideoDPODataCollator:
 
 
 def pair_id(row: dict[str, Any]) -> str:
-    """A stable identifier of a pair (its prompt, video paths and image path), used to seed its noise: a
-    :func:`~icreward.trainers.adapter_lora.row_id`."""
+    """A stable identifier of a pair, used to seed its noise: a :func:`~icreward.trainers.adapter_lora.row_id` of
+    the row's own ``row_id`` column when it has one (ids that survive moving the files), else of its prompt, video
+    paths and image path."""
+    if row.get("row_id") is not None:
+        return row_id("row_id", str(row["row_id"]))
     payload = [str(row.get("prompt")), str(row.get("chosen")), str(row.get("rejected"))]
     if isinstance(row.get("image"), (str, os.PathLike)):
         payload.append(os.fspath(row["image"]))
