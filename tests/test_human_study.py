@@ -6,11 +6,11 @@ import urllib.request
 import pytest
 import torch
 
+from icreward.cli.human_study import main
 from icreward.evaluation.best_of_n import BestOfNReport
 from icreward.evaluation.human_study import (
     HumanStudy,
     load_study_results,
-    main,
     summarize_study,
     wilson_interval,
 )

@@ -23,9 +23,7 @@ icreward pretrain-policy --output_dir DIR      pretrain the tiny I2V policy on r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -37,12 +35,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "The ICReward paper's pipeline on the bundled data: reward models, best-of-N, ICReward-vs-MLP pairs, DPO, "
         "one report (what `make demo` runs; --quick for a short run).",
     ),
-    "demo": ("icreward.cli:demo_main", "Train ICReward and the MLP baseline on the bundled offline data and compare."),
+    "demo": (
+        "icreward.cli.reward_models:demo_main",
+        "Train ICReward and the MLP baseline on the bundled offline data and compare.",
+    ),
     "compare": (
-        "icreward.cli:compare_main",
+        "icreward.cli.reward_models:compare_main",
         "Train and compare both reward models on a dataset with train/validation/test.",
     ),
-    "score": ("icreward.cli:score_main", "Score videos against a reference image with a trained reward model."),
+    "score": (
+        "icreward.cli.reward_models:score_main",
+        "Score videos against a reference image with a trained reward model.",
+    ),
     "stress-suite": ("icreward.cli.stress_suite:main", "Build the consistency stress-test suite."),
     "human-study": ("icreward.cli.human_study:main", "Serve / summarise a human preference study."),
     "human-agreement": (
@@ -150,139 +154,6 @@ def _hub_unreachable(error: BaseException) -> bool:
     return hub_unreachable(error)
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    from ..evaluation.reward_comparison import ComparisonSettings
-
-    for f in dataclasses.fields(ComparisonSettings):
-        default = f.default
-        kwargs = {"default": default, "help": f.metadata.get("help", "")}
-        if isinstance(default, bool):
-            kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes")
-        elif isinstance(default, tuple):
-            kwargs.update(type=int, nargs="+")
-        else:
-            kwargs["type"] = type(default)
-        parser.add_argument(f"--{f.name}", **kwargs)
-
-
-def _settings(args: argparse.Namespace):
-    from ..evaluation.reward_comparison import ComparisonSettings
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ComparisonSettings)}
-    values["mlp_hidden_sizes"] = tuple(values["mlp_hidden_sizes"])
-    return ComparisonSettings(**values)
-
-
-def _add_cross_validation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cross_validate",
-        action="store_true",
-        help="Pool all splits and run leave-one-group-out folds (test one group, validate on the next, train on "
-        "the rest); writes cv_report.md with means, paired differences and per-fold results.",
-    )
-    parser.add_argument(
-        "--group_column",
-        default=None,
-        help="Column whose values are the folds' groups (default: clip_group for the generated-clip corpus, photo "
-        "for the photograph suite).",
-    )
-    parser.add_argument(
-        "--num_folds",
-        type=int,
-        default=None,
-        help="K folds over the groups (seeded; test one fold, validate on the next); default: one fold per group.",
-    )
-
-
-def _run(dataset, args: argparse.Namespace) -> int:
-    from ..evaluation.reward_comparison import compare_reward_models, cross_validate_reward_models
-
-    output_dir = Path(args.output_dir)
-    if args.cross_validate:
-        cross_validate_reward_models(
-            dataset, output_dir, _settings(args), group_column=args.group_column, num_folds=args.num_folds
-        )
-        print((output_dir / "cv_report.md").read_text())
-        print(f"Per-fold reports, plots and trained models are in {output_dir}/fold-*/")
-        return 0
-    compare_reward_models(dataset, output_dir, _settings(args))
-    print((output_dir / "report.md").read_text())
-    print(f"Report, plots and both trained models are in {output_dir}/")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ..data.stress_suite import load_sample_dataset
-
-    return _run(load_sample_dataset(), args)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    path = Path(args.dataset)
-    if path.exists():
-        from ..data.stress_suite import load_stress_suite
-
-        dataset = load_stress_suite(path) if (path / "build_info.json").exists() else _load_from_disk(path)
-    else:
-        import datasets
-
-        check_hub_reference(args.dataset, "--dataset", repo_type="dataset")
-        dataset = datasets.load_dataset(args.dataset)
-    return _run(dataset, args)
-
-
-def _load_from_disk(path: Path):
-    import datasets
-
-    return datasets.load_from_disk(str(path))
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    check_hub_reference(args.model, "--model")
-    from transformers import AutoModel
-
-    from ..models import ICRewardProcessor  # `import icreward` registered the Auto classes
-
-    model = AutoModel.from_pretrained(args.model)
-    processor = (
-        ICRewardProcessor.from_pretrained(args.model)
-        if (Path(args.model) / "preprocessor_config.json").exists()
-        else None
-    )
-    scores = model.score([args.reference] * len(args.video), list(args.video), processor=processor)
-    print(json.dumps({video: round(float(s), 6) for video, s in zip(args.video, scores)}, indent=2))
-    return 0
-
-
-def _demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="icreward demo", description=COMMANDS["demo"][1])
-    parser.add_argument("--output_dir", default="outputs/demo")
-    _add_settings_flags(parser)
-    _add_cross_validation_flags(parser)
-    return parser
-
-
-def demo_main(argv: list[str]) -> int:
-    return cmd_demo(_demo_parser().parse_args(argv))
-
-
-def compare_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="icreward compare", description=COMMANDS["compare"][1])
-    parser.add_argument("--dataset", required=True, help="A stress-suite folder, a `save_to_disk` folder or a hub id.")
-    parser.add_argument("--output_dir", required=True)
-    _add_settings_flags(parser)
-    _add_cross_validation_flags(parser)
-    return cmd_compare(parser.parse_args(argv))
-
-
-def score_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="icreward score", description=COMMANDS["score"][1])
-    parser.add_argument("--model", required=True, help="Directory (or hub id) of a trained ICReward/MLP reward model.")
-    parser.add_argument("--reference", required=True)
-    parser.add_argument("--video", required=True, nargs="+")
-    return cmd_score(parser.parse_args(argv))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--no_feature_cache" in argv:  # a global switch, accepted before or after the command
@@ -306,3 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     _top_parser().parse_args(argv)  # --help, --version, or an error naming the valid commands
     return 2
+
+
+# The reward-model commands moved to icreward.cli.reward_models; their old names stay importable from here (imported
+# on first use, so that `icreward --help` still imports no torch).
+_MOVED = {"demo_main": "reward_models", "compare_main": "reward_models", "score_main": "reward_models"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"{__name__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,17 +15,15 @@ b, 0: tie) and a reward model's scores of both videos:
 Each share comes with a confidence interval: Wilson's score interval (default) or a percentile bootstrap over
 pairs (``scipy.stats.bootstrap``).
 
-``icreward human-agreement --model DIR --data DIR`` runs this from the command line.
+``icreward human-agreement --model DIR --data DIR`` (:mod:`icreward.cli.human_agreement`) runs this from the
+command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -235,65 +233,3 @@ def agreement_markdown(results: Mapping[str, HumanAgreement]) -> str:
             f"| {r.num_pairs} ({r.num_ties}) | {r.tie_threshold:.4g} |"
         )
     return "\n".join(lines) + f"\n\nIntervals: {first.interval}.\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``icreward human-agreement``: agreement of trained reward models with human majority votes."""
-    parser = argparse.ArgumentParser(
-        prog="icreward human-agreement",
-        description="Agreement of reward models with the human majority on datapointai/image-2-video-human-"
-        "preferences-style data (a local copy of the repository, or a hub id with network access).",
-    )
-    parser.add_argument("--model", required=True, nargs="+", help="Directories (or hub ids) of trained reward models.")
-    parser.add_argument("--data", required=True, help="Folder or hub id in the datapointai I2V layout.")
-    parser.add_argument("--split", default="test", help="Split to report on (load_human_preferences' splits).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the prompt-level split assignment.")
-    parser.add_argument(
-        "--tie_threshold", type=float, default=0.0, help="Score gap at or below which a tie is called."
-    )
-    parser.add_argument(
-        "--calibrate_on", default=None, help="Split on which to calibrate the tie threshold (e.g. validation)."
-    )
-    parser.add_argument("--interval", choices=["wilson", "bootstrap"], default="wilson")
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--output", default=None, help="Write the results as JSON here.")
-    args = parser.parse_args(argv)
-
-    from transformers import AutoModel
-
-    from .. import models  # noqa: F401  (registers the Auto classes)
-    from ..data.human_preferences import load_human_preferences
-    from ..models import ICRewardProcessor
-
-    data = load_human_preferences(args.data, seed=args.seed)
-    for name in [args.split] + ([args.calibrate_on] if args.calibrate_on else []):
-        if name not in data:
-            parser.error(f"split {name!r} not found; the data has {sorted(data)}")
-    results = {}
-    for model_path in args.model:
-        model = AutoModel.from_pretrained(model_path)
-        processor = (
-            ICRewardProcessor.from_pretrained(model_path)
-            if (Path(model_path) / "preprocessor_config.json").exists()
-            else None
-        )
-        results[model_path] = evaluate_human_agreement(
-            model,
-            data[args.split],
-            calibration_dataset=data[args.calibrate_on] if args.calibrate_on else None,
-            tie_threshold=args.tie_threshold,
-            processor=processor,
-            batch_size=args.batch_size,
-            interval=args.interval,
-            confidence=args.confidence,
-        )
-    print(agreement_markdown(results))
-    skipped = data.report.num_skipped
-    if skipped:
-        print(f"Rows skipped while loading: {dict(data.report.skipped)}")
-    if args.output:
-        payload = {"split": args.split, "load_report": data.report.to_dict()}
-        payload["results"] = {k: v.to_dict() for k, v in results.items()}
-        Path(args.output).write_text(json.dumps(payload, indent=2))
-    return 0

@@ -25,7 +25,7 @@ How it works:
   it also reports the share of "left" choices (position bias) and collects the comments.
   :func:`plot_study_summary` draws the Figure 4 style bar chart.
 
-Command line (``icreward human-study ...``)::
+Command line (``icreward human-study ...``, parsed in :mod:`icreward.cli.human_study`)::
 
     icreward human-study pairs --report outputs/best_of_n/report.json --method_a ICReward --method_b MLP \\
         --output study/pairs.jsonl
@@ -38,7 +38,6 @@ network for raters on other machines; it has no authentication, so do that only 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -51,7 +50,6 @@ import shutil
 import tempfile
 import threading
 import webbrowser
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -95,7 +93,6 @@ __all__ = [
     "StudyServer",
     "Trial",
     "load_study_results",
-    "main",
     "plot_study_summary",
     "study_summary_markdown",
     "summarize_study",
@@ -471,116 +468,3 @@ class HumanStudy:
             shutil.rmtree(self._own_cache, ignore_errors=True)
             self._own_cache = None
             self._urls, self._media = [], {}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="icreward human-study", description="Forced-choice human preference study between two models' videos."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="Serve the study page and record answers until Ctrl-C.")
-    serve.add_argument(
-        "--pairs",
-        required=True,
-        help="Pairs file (.jsonl/.json/.csv): sample_id, reference, video_a, video_b, label_a, label_b[, prompt].",
-    )
-    serve.add_argument("--results", required=True, help="JSON Lines file the answers are appended to.")
-    serve.add_argument("--host", default="127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the study (no auth).")
-    serve.add_argument("--port", type=int, default=8000, help="Port (0: any free port).")
-    serve.add_argument("--seed", type=int, default=0, help="Seeds each rater's order and left/right placements.")
-    serve.add_argument("--title", default=DEFAULT_TITLE)
-    serve.add_argument("--question", default=DEFAULT_QUESTION)
-    serve.add_argument("--instructions", default=DEFAULT_INSTRUCTIONS)
-    serve.add_argument("--no_shuffle", action="store_true", help="Show the pairs in file order (sides stay random).")
-    serve.add_argument("--transcode", action="store_true", help="Re-encode every video to H.264 MP4.")
-    serve.add_argument("--cache_dir", default=None, help="Where encoded media go (default: a temporary folder).")
-    serve.add_argument("--open_browser", action="store_true", help="Open the page in the default browser.")
-    serve.add_argument(
-        "--request_timeout",
-        type=float,
-        default=DEFAULT_REQUEST_TIMEOUT,
-        help="Seconds a connection may stay silent before it is closed.",
-    )
-    serve.add_argument(
-        "--max_connections",
-        type=int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        help="Connections served at once (one thread each); more are answered 503.",
-    )
-
-    summarize = commands.add_parser("summarize", help="Preference shares with Wilson intervals; JSON, markdown, PNG.")
-    summarize.add_argument("--results", required=True, help="The study's results file.")
-    summarize.add_argument(
-        "--output_dir", default=None, help="Write summary.json, summary.md and preference.png here."
-    )
-    summarize.add_argument("--confidence", type=float, default=0.95)
-
-    pairs = commands.add_parser("pairs", help="Build the pairs file from a best-of-N report (two methods' picks).")
-    pairs.add_argument("--report", required=True, help="report.json written by the best-of-N evaluation.")
-    pairs.add_argument("--method_a", required=True)
-    pairs.add_argument("--method_b", required=True)
-    pairs.add_argument("--output", required=True, help="Pairs file to write (.jsonl).")
-    pairs.add_argument("--include_same_pick", action="store_true", help="Keep images where both methods agree.")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``icreward human-study ...``)."""
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "serve":
-        study = HumanStudy(
-            args.pairs,
-            args.results,
-            args.seed,
-            title=args.title,
-            question=args.question,
-            instructions=args.instructions,
-            shuffle=not args.no_shuffle,
-            transcode=args.transcode,
-            cache_dir=args.cache_dir,
-        )
-        server = study.serve(
-            args.host,
-            args.port,
-            open_browser=args.open_browser,
-            request_timeout=args.request_timeout,
-            max_connections=args.max_connections,
-        )
-        print(f"Human study with {len(study.pairs)} pairs at {server.url} (answers -> {args.results}); Ctrl-C stops.")
-        server.wait()
-        return 0
-    if args.command == "summarize":
-        summary = summarize_study(args.results, confidence=args.confidence)
-        print(study_summary_markdown(summary))
-        if args.output_dir:
-            paths = write_study_summary(summary, args.output_dir)
-            print(f"Summary written to {', '.join(str(p) for p in paths.values())}")
-        return 0
-    if args.command == "pairs":
-        from .best_of_n import BestOfNReport
-
-        report = BestOfNReport.from_json(args.report)
-        try:
-            rows = report.human_study_pairs(args.method_a, args.method_b, include_same_pick=args.include_same_pick)
-        except KeyError as error:  # an unknown method name: say which names the report has, without a traceback
-            raise SystemExit(f"icreward human-study pairs: {error.args[0]}") from None
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(f"{len(rows)} pairs ({args.method_a} vs {args.method_b}) written to {output}")
-        return 0
-    raise AssertionError(args.command)  # argparse enforces the choices
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
