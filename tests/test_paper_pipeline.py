@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from icreward.cli.pipeline import main, parse_args
 from icreward.data.stress_suite import build_stress_suite
-from icreward.evaluation.paper_pipeline import PipelineSettings, build_parser, main, run_paper_pipeline
+from icreward.evaluation.paper_pipeline import PipelineSettings, run_paper_pipeline
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -111,16 +112,35 @@ def test_settings_validation_and_cli_flags():
     assert quick.num_candidates == 4 and quick.dpo_max_steps == 4
     assert PipelineSettings().reward_num_train_epochs == 15
 
-    args = build_parser().parse_args(
+    args, settings = parse_args(
         ["--quick", "--sources", "coffee", "rocket", "--include_feature_cosine", "false", "--clip_model", "none"]
     )
-    assert args.quick and args.sources == ["coffee", "rocket"]
-    assert args.include_feature_cosine is False and args.clip_model is None
-    assert not hasattr(args, "dpo_max_steps")  # unset flags leave the preset's value
+    assert args.quick and settings.sources == ("coffee", "rocket")
+    assert settings.include_feature_cosine is False and settings.clip_model is None
+    assert settings == PipelineSettings.quick(sources=("coffee", "rocket"), include_feature_cosine=False)
+    # A flag given explicitly overrides the preset even where its value is the plain default.
+    assert parse_args(["--quick", "--num_candidates", "4"])[1] == PipelineSettings.quick(num_candidates=4)
+    assert parse_args(["--num_candidates", "3"])[1] == PipelineSettings(num_candidates=3)
+    assert parse_args(["--include_feature_cosine", "off", "--i3d_checkpoint", "i3d.pt"])[1] == PipelineSettings(
+        include_feature_cosine=False, i3d_checkpoint="i3d.pt"
+    )
+    assert parse_args([])[0].output_dir == "outputs/paper_pipeline"
     for f in PipelineSettings.__dataclass_fields__.values():
         assert f.metadata.get("help"), f"{f.name} has no help"
-    with pytest.raises(SystemExit):
-        main(["--num_candidates", "many"])
+    for bad in (["--num_candidates", "many"], ["--no_such_flag", "1"], ["--include_feature_cosine", "maybe"]):
+        with pytest.raises(SystemExit):
+            main(bad)
+
+
+def test_pipeline_help_lists_every_setting(capsys):
+    from icreward import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["pipeline", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("output_dir", "quick", *PipelineSettings.__dataclass_fields__):
+        assert f"--{name} " in text or f"--{name}\n" in text, name
 
 
 # ---------------------------------------------------------------------------------------------------------------------
