@@ -175,7 +175,7 @@ def evaluate_shipped(
     one window per held-out clip (the first ``max_references`` clips)."""
     from . import PRETRAINED_DIR, load_pretrained_policy
     from .data import load_references
-    from .pretrain import load_policy_from_folder, random_policy_like
+    from .pipeline import load_policy_from_folder, random_policy_like
 
     if policy_dir is None:
         pipeline = load_pretrained_policy()
