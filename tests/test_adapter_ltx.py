@@ -435,7 +435,7 @@ def test_memory_accountant_runs_on_the_dpo_recipe(capsys):
 
     import yaml
 
-    from icreward.memory.accountant import main
+    from icreward.cli.estimate_memory import main
 
     path = Path(__file__).resolve().parent.parent / "examples" / "configs" / "dpo_ltx_video_real.yaml"
     status = main(["--config", str(path)])

@@ -362,7 +362,7 @@ def test_memory_accountant_runs_on_the_real_recipes(recipe, capsys):
 
     import yaml
 
-    from icreward.memory.accountant import main
+    from icreward.cli.estimate_memory import main
 
     path = Path(__file__).resolve().parent.parent / "examples" / "configs" / f"{recipe}.yaml"
     status = main(["--config", str(path)])

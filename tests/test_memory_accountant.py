@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from icreward.cli.estimate_memory import main
 from icreward.memory.accountant import (
     GIB,
     estimate_recipe_memory,
@@ -16,7 +17,6 @@ from icreward.memory.accountant import (
     fused_attention_accounting,
     load_recipe,
     lora_parameter_count,
-    main,
     measure_saved_activations,
 )
 

@@ -17,17 +17,17 @@ Modelling assumptions (printed with every estimate):
 - phases not built here (the differentiable VAE decode of reward feedback, the reward models, the text / image
   encoders and the VAE weights) are reported as "not counted", never as zero.
 
-Usage: ``icreward estimate-memory --config examples/configs/dpo_wan21_i2v_480p.yaml [--override key=value ...]``.
+Command line: ``icreward estimate-memory --config examples/configs/dpo_wan21_i2v_480p.yaml [--override key=value ...]``
+(:mod:`icreward.cli.estimate_memory`).
 
 The accountant is split by concern: :mod:`.saved_tensors` (counting what a forward saves, autocast emulation),
 :mod:`.families` (each model family's inputs on ``meta``), :mod:`.recipes` (loading and reading recipes),
 :mod:`.decode` (the differentiable VAE decode), :mod:`.report` (the result and its printed report); this module runs
-the estimate in named phases and holds the CLI. Every name those modules define is importable from here too.
+the estimate in named phases. Every name those modules define is importable from here too.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import time
@@ -82,7 +82,6 @@ __all__ = [
     "fused_attention_accounting",
     "load_recipe",
     "lora_parameter_count",
-    "main",
     "measure_repeated_blocks",
     "measure_saved_activations",
     "register_accounting_family",
@@ -215,12 +214,28 @@ class _Weights:
     resident_frozen: int
     frozen: int
     encoders: dict[str, int]
-    encoders_in_step: int
     trainable: int
-    optimizer_state: int
-    static_step: int
     precompute: bool
     offload_encoders: bool
+
+    @property
+    def optimizer_state(self) -> int:
+        return 2 * self.trainable  # AdamW's two fp32 moments
+
+    @property
+    def static(self) -> int:
+        """Denoiser weights held, LoRA parameters, their gradients and the optimizer state."""
+        return self.trained + self.resident_frozen + self.trainable + self.trainable + self.optimizer_state
+
+    @property
+    def encoders_in_step(self) -> int:
+        if self.precompute:
+            return 0
+        return self.encoders.get("vae", 0) if self.offload_encoders else sum(self.encoders.values())
+
+    @property
+    def static_step(self) -> int:
+        return self.static + self.encoders_in_step
 
 
 def _weight_phases(
@@ -239,8 +254,6 @@ def _weight_phases(
     encoders_w = sum(encoders.values())
     offload_frozen = bool(recipe.get("offload_frozen_denoisers", False))
     precompute = trainer == "dpo" and bool(recipe.get("precompute_latents", True))
-    trainable = lora_params * 4
-    optimizer_state = 2 * trainable
     resident_frozen = 0 if (offload_frozen or trainer == "dpo") else frozen_w
     if trainer == "dpo":
         # the DPO trainer runs only the trained expert; Wan 2.2's frozen one is never moved to the device
@@ -255,32 +268,20 @@ def _weight_phases(
                 else "held on the device throughout"
             )
         )
-    static = trained_w + resident_frozen + trainable + trainable + optimizer_state
     offload_encoders = bool(recipe.get("offload_encoders", False))
-    vae_w = encoders.get("vae", 0)
-    encoders_in_step = 0 if precompute else (vae_w if offload_encoders else encoders_w)
+    weights = _Weights(trained_w, resident_frozen, frozen_w, encoders, lora_params * 4, precompute, offload_encoders)
+    static = weights.static
     if precompute:
         phases["precompute latents (encoders on the device, no autograd)"] = static + encoders_w
         assumptions.append("DPO precompute_latents: VAE and text/image encoders move to the CPU after caching")
     elif offload_encoders:
         # EncoderOffload: each encoder visits the device for its own call, before anything of the step is alive
         largest = max((b for n, b in encoders.items() if n != "vae"), default=0)
+        vae_w = encoders.get("vae", 0)
         phases["encoding a batch (offloaded encoder on the device, no autograd)"] = static + vae_w + largest
-    static_step = static + encoders_in_step
     if trainer != "dpo" and offload_frozen and frozen_names:
-        phases["sampling with the frozen expert (no autograd)"] = static_step + frozen_w
-    return _Weights(
-        trained=trained_w,
-        resident_frozen=resident_frozen,
-        frozen=frozen_w,
-        encoders=encoders,
-        encoders_in_step=encoders_in_step,
-        trainable=trainable,
-        optimizer_state=optimizer_state,
-        static_step=static_step,
-        precompute=precompute,
-        offload_encoders=offload_encoders,
-    )
+        phases["sampling with the frozen expert (no autograd)"] = weights.static_step + frozen_w
+    return weights
 
 
 def _policy_step_phase(
@@ -476,31 +477,3 @@ def estimate_recipe_memory(
         budget_gib=float(budget_gib),
         seconds=time.perf_counter() - start,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="icreward estimate-memory",
-        description="Accounted training memory of a recipe at the published full size (meta device, no GPU). "
-        "Exit status 1 when the counted peak exceeds --budget_gib.",
-    )
-    parser.add_argument("--config", required=True, help="A recipe, e.g. examples/configs/dpo_wan21_i2v_480p.yaml")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="Override a field.")
-    parser.add_argument("--budget_gib", type=float, default=72.0)
-    parser.add_argument(
-        "--exact", action="store_true", help="Run every transformer block instead of extrapolating from 2 and 3."
-    )
-    parser.add_argument(
-        "--block_checkpointing",
-        choices=("trainer", "on", "off"),
-        default="trainer",
-        help="Per-block gradient checkpointing of the transformer: as the trainer does, or forced on/off.",
-    )
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.config, args.override)
-    block = {"trainer": None, "on": True, "off": False}[args.block_checkpointing]
-    est = estimate_recipe_memory(
-        recipe, source=str(args.config), budget_gib=args.budget_gib, block_checkpointing=block, exact=args.exact
-    )
-    print(format_estimate(est))
-    return 0 if est.fits else 1

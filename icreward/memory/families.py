@@ -43,20 +43,36 @@ def register_accounting_family(
     _FAMILY_TARGETS[transformer_class] = default_targets
 
 
+def _latent_family_inputs(
+    kwargs: dict[str, Any],
+    recipe: dict[str, Any],
+    channels: int,
+    latent_frames: int,
+    h: int,
+    w: int,
+    *,
+    blocks_attr: str = "transformer_blocks",
+    frames_first: bool = False,
+) -> FamilyInputs:
+    """:class:`FamilyInputs` of latents ``(B, C, F', h, w)`` (``(B, F', C, h, w)`` with ``frames_first``) that the
+    VAE decodes as ``(B, C, n, h, w)``; ``B`` is the recipe's per-device batch."""
+    batch = int(recipe.get("per_device_train_batch_size", 1))
+    latent_shape = (batch, latent_frames, channels, h, w) if frames_first else (batch, channels, latent_frames, h, w)
+    return FamilyInputs(
+        kwargs=kwargs,
+        blocks_attr=blocks_attr,
+        latent_shape=latent_shape,
+        num_latent_frames=latent_frames,
+        decode_input_shape=lambda n: (batch, channels, n, h, w),
+    )
+
+
 def channels_first_family_inputs(
     kwargs: dict[str, Any], recipe: dict[str, Any], vae: nn.Module, latent_frames: int, h: int, w: int
 ) -> FamilyInputs:
     """:class:`FamilyInputs` of a family whose latents are ``(B, C, F', h, w)`` (``C``: the VAE's
     ``latent_channels``), the VAE decodes them as they are and the repeated blocks are ``transformer_blocks``."""
-    batch = int(recipe.get("per_device_train_batch_size", 1))
-    c = int(vae.config.latent_channels)
-    return FamilyInputs(
-        kwargs=kwargs,
-        blocks_attr="transformer_blocks",
-        latent_shape=(batch, c, latent_frames, h, w),
-        num_latent_frames=latent_frames,
-        decode_input_shape=lambda n: (batch, c, n, h, w),
-    )
+    return _latent_family_inputs(kwargs, recipe, int(vae.config.latent_channels), latent_frames, h, w)
 
 
 def register_adapter_accounting(transformer_class: str, builder: FamilyBuilder, adapter_cls: type) -> None:
@@ -86,15 +102,8 @@ def _wan_inputs(model, vae, recipe, forward_batch, dtype, source) -> FamilyInput
         kwargs["encoder_hidden_states_image"] = torch.empty(
             forward_batch, 257, model.config.image_dim, device="meta", dtype=dtype
         )
-    batch = int(recipe.get("per_device_train_batch_size", 1))
     z = int(vae.config.z_dim)
-    return FamilyInputs(
-        kwargs=kwargs,
-        blocks_attr="blocks",
-        latent_shape=(batch, z, latent_frames, height // s, width // s),
-        num_latent_frames=latent_frames,
-        decode_input_shape=lambda n: (batch, z, n, height // s, width // s),
-    )
+    return _latent_family_inputs(kwargs, recipe, z, latent_frames, height // s, width // s, blocks_attr="blocks")
 
 
 def _cogvideox_inputs(model, vae, recipe, forward_batch, dtype, source) -> FamilyInputs:
@@ -120,16 +129,9 @@ def _cogvideox_inputs(model, vae, recipe, forward_batch, dtype, source) -> Famil
         ),
         "image_rotary_emb": rotary,
     }
-    batch = int(recipe.get("per_device_train_batch_size", 1))
     c = int(vae.config.latent_channels)
-    return FamilyInputs(
-        kwargs=kwargs,
-        blocks_attr="transformer_blocks",
-        latent_shape=(batch, latent_frames, c, height // s, width // s),
-        num_latent_frames=latent_frames,
-        # decode_latents permutes (B, F, C, h, w) to the VAE's (B, C, F, h, w)
-        decode_input_shape=lambda n: (batch, c, n, height // s, width // s),
-    )
+    # decode_latents permutes (B, F, C, h, w) to the VAE's (B, C, F, h, w)
+    return _latent_family_inputs(kwargs, recipe, c, latent_frames, height // s, width // s, frames_first=True)
 
 
 def _wan_targets(hub_id: str) -> tuple[str, ...]:
