@@ -25,41 +25,42 @@ __all__ = [
 ]
 
 
-def tiny_clip_vision_config(image_size: int = 32, hidden_size: int = 32) -> dict[str, Any]:
+def _tiny_vit_config(model_type: str, image_size: int, hidden_size: int, **extra: Any) -> dict[str, Any]:
+    """A 2-layer, 4-head vision transformer config dict with 8-pixel patches and an MLP twice as wide."""
     return {
-        "model_type": "clip_vision_model",
+        "model_type": model_type,
         "image_size": image_size,
         "patch_size": 8,
         "hidden_size": hidden_size,
         "intermediate_size": 2 * hidden_size,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
-        "projection_dim": hidden_size,
+        **extra,
     }
+
+
+def tiny_clip_vision_config(image_size: int = 32, hidden_size: int = 32) -> dict[str, Any]:
+    return _tiny_vit_config("clip_vision_model", image_size, hidden_size, projection_dim=hidden_size)
 
 
 def tiny_siglip_vision_config(image_size: int = 32, hidden_size: int = 32) -> dict[str, Any]:
-    return {
-        "model_type": "siglip_vision_model",
-        "image_size": image_size,
-        "patch_size": 8,
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-    }
+    return _tiny_vit_config("siglip_vision_model", image_size, hidden_size)
 
 
 def tiny_dinov2_config(image_size: int = 32, hidden_size: int = 32) -> dict[str, Any]:
-    return {
-        "model_type": "dinov2",
-        "image_size": image_size,
-        "patch_size": 8,
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-    }
+    return _tiny_vit_config("dinov2", image_size, hidden_size)
+
+
+#: The tiny reward head of :func:`tiny_icreward_config` and :func:`tiny_qwen2_vl_icreward_config`.
+_TINY_HEAD: dict[str, Any] = dict(
+    head_hidden_size=16, head_num_heads=2, head_num_layers=1, head_dropout=0.0, num_frames=4
+)
+
+
+def _tiny_reward_config(config_class, backbone_type: str, backbone_config, defaults: dict[str, Any], kwargs):
+    """``config_class`` over ``backbone_config`` with ``defaults`` updated by the caller's ``kwargs``."""
+    defaults = {**defaults, **kwargs}
+    return config_class(backbone_type=backbone_type, backbone_config=backbone_config, **defaults)
 
 
 def tiny_icreward_config(backbone_config: dict[str, Any] | None = None, **kwargs):
@@ -67,10 +68,8 @@ def tiny_icreward_config(backbone_config: dict[str, Any] | None = None, **kwargs
     from ..models import ICRewardConfig
 
     backbone_config = backbone_config or tiny_clip_vision_config()
-    defaults = dict(head_hidden_size=16, head_num_heads=2, head_num_layers=1, head_dropout=0.0, num_frames=4)
-    defaults["image_size"] = backbone_config.get("image_size", 32)
-    defaults.update(kwargs)
-    return ICRewardConfig(backbone_type="transformers", backbone_config=backbone_config, **defaults)
+    defaults = {**_TINY_HEAD, "image_size": backbone_config.get("image_size", 32)}
+    return _tiny_reward_config(ICRewardConfig, "transformers", backbone_config, defaults, kwargs)
 
 
 def tiny_mlp_reward_config(backbone_config: dict[str, Any] | None = None, **kwargs):
@@ -78,24 +77,29 @@ def tiny_mlp_reward_config(backbone_config: dict[str, Any] | None = None, **kwar
     from ..models import MLPRewardConfig
 
     backbone_config = backbone_config or tiny_clip_vision_config()
-    defaults = dict(hidden_sizes=[16], dropout=0.0, num_frames=4)
-    defaults["image_size"] = backbone_config.get("image_size", 32)
-    defaults.update(kwargs)
-    return MLPRewardConfig(backbone_type="transformers", backbone_config=backbone_config, **defaults)
+    defaults = dict(hidden_sizes=[16], dropout=0.0, num_frames=4, image_size=backbone_config.get("image_size", 32))
+    return _tiny_reward_config(MLPRewardConfig, "transformers", backbone_config, defaults, kwargs)
+
+
+def _save_random_checkpoint(path: str | Path, auto_class, config: dict[str, Any], seed: int) -> Path:
+    """Build ``auto_class`` from the config dict ``config`` (``model_type`` + fields) under ``seed`` and save it."""
+    from transformers import AutoConfig
+
+    config = dict(config)
+    model_type = config.pop("model_type")
+    torch.manual_seed(seed)
+    model = auto_class.from_config(AutoConfig.for_model(model_type, **config))
+    model.save_pretrained(path)
+    return Path(path)
 
 
 def save_tiny_vision_checkpoint(
     path: str | Path, backbone_config: dict[str, Any] | None = None, seed: int = 0
 ) -> Path:
     """Save a random tiny transformers vision model to ``path`` (as a hub checkpoint would be laid out)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    config = dict(backbone_config or tiny_clip_vision_config())
-    model_type = config.pop("model_type")
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(AutoConfig.for_model(model_type, **config))
-    model.save_pretrained(path)
-    return Path(path)
+    return _save_random_checkpoint(path, AutoModel, backbone_config or tiny_clip_vision_config(), seed)
 
 
 def tiny_qwen2_vl_config(model_type: str = "qwen2_vl", hidden_size: int = 32) -> dict[str, Any]:
@@ -148,12 +152,8 @@ def tiny_qwen2_vl_icreward_config(backbone_config: dict[str, Any] | None = None,
     """An :class:`ICRewardConfig` with a tiny Qwen2-VL backbone (``backbone_type="qwen2_vl"``), 16-pixel images."""
     from ..models import ICRewardConfig
 
-    defaults = dict(head_hidden_size=16, head_num_heads=2, head_num_layers=1, head_dropout=0.0, num_frames=4)
-    defaults["image_size"] = 16
-    defaults.update(kwargs)
-    return ICRewardConfig(
-        backbone_type="qwen2_vl", backbone_config=backbone_config or tiny_qwen2_vl_config(), **defaults
-    )
+    defaults = {**_TINY_HEAD, "image_size": 16}
+    return _tiny_reward_config(ICRewardConfig, "qwen2_vl", backbone_config or tiny_qwen2_vl_config(), defaults, kwargs)
 
 
 def save_tiny_qwen2_vl_checkpoint(
@@ -161,11 +161,6 @@ def save_tiny_qwen2_vl_checkpoint(
 ) -> Path:
     """Save a random tiny ``Qwen2VLForConditionalGeneration`` to ``path``, laid out as the hub checkpoints are
     (with its LM head), to exercise :meth:`ICRewardModel.from_pretrained_backbone` on a local directory."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
-    config = dict(backbone_config or tiny_qwen2_vl_config())
-    model_type = config.pop("model_type")
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(model_type, **config))
-    model.save_pretrained(path)
-    return Path(path)
+    return _save_random_checkpoint(path, AutoModelForImageTextToText, backbone_config or tiny_qwen2_vl_config(), seed)

@@ -42,58 +42,87 @@ TINY_LTX_DEFAULTS: dict[str, Any] = {"num_frames": 9, "height": 32, "width": 32,
 LTX_SCHEDULER_CONFIG: dict[str, Any] = dict(LTX_FLOW_SCHEDULER_CONFIG)
 
 
+def _tiny_ltx_family_vae(vae_class, *, latent_channels: int, scaling: tuple[bool, ...], encoder_layers: int, **extra):
+    """An LTX-family video VAE (``AutoencoderKLLTXVideo`` / ``AutoencoderKLLTX2Video``): one 8-channel, 1-layer block
+    per entry of ``scaling`` (``True``: 2x spatial and temporal compression), mirrored in the decoder, no timestep
+    conditioning, patch 1, causal encoder; encoding and decoding whole videos (not frame by frame)."""
+    n = len(scaling)
+    vae = vae_class(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8,) * n,
+        decoder_block_out_channels=(8,) * n,
+        layers_per_block=(1,) * encoder_layers,
+        decoder_layers_per_block=(1,) * (n + 1),
+        spatio_temporal_scaling=scaling,
+        decoder_spatio_temporal_scaling=scaling,
+        decoder_inject_noise=(False,) * (n + 1),
+        upsample_residual=(False,) * n,
+        upsample_factor=(1,) * n,
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+        **extra,
+    ).eval()
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    return vae
+
+
+def _tiny_ltx_family_transformer(
+    transformer_class, *, channels: int, heads: int, cross_dim: int, caption: int, **extra
+):
+    """A 1-layer LTX-family transformer reading and predicting ``channels`` latent channels (head width 8)."""
+    return transformer_class(
+        in_channels=channels,
+        out_channels=channels,
+        num_attention_heads=heads,
+        attention_head_dim=8,
+        cross_attention_dim=cross_dim,
+        num_layers=1,
+        caption_channels=caption,
+        **extra,
+    )
+
+
+def _tiny_ltx_vae(seed: int):
+    """LTX-Video's VAE: 4x spatial / 4x temporal compression into 8 channels, with per-channel latent statistics."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    torch.manual_seed(seed)
+    vae = _tiny_ltx_family_vae(
+        AutoencoderKLLTXVideo, latent_channels=8, scaling=(True, True, False, False), encoder_layers=5
+    )
+    # The published VAE normalises latents per channel; random statistics make the normalisation visible in tests.
+    generator = torch.Generator().manual_seed(seed + 4)
+    vae.latents_mean.copy_(torch.randn(8, generator=generator) * 0.1)
+    vae.latents_std.copy_(torch.rand(8, generator=generator) * 0.5 + 0.75)
+    return vae
+
+
 def tiny_ltx_i2v_pipeline(seed: int = 0):
     """A tiny LTX-Video image-to-video pipeline (``diffusers.LTXImageToVideoPipeline``) with random weights.
 
     Args:
         seed: seeds every component's initialisation; equal seeds give identical pipelines.
     """
-    from diffusers import (
-        AutoencoderKLLTXVideo,
-        FlowMatchEulerDiscreteScheduler,
-        LTXImageToVideoPipeline,
-        LTXVideoTransformer3DModel,
-    )
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline, LTXVideoTransformer3DModel
 
     tokenizer = build_tiny_tokenizer(model_max_length=128)
     text_encoder = _tiny_t5(seed, vocab_size=len(tokenizer))
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False, False, False, False, False),
-        upsample_residual=(False, False, False, False),
-        upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False,
-        patch_size=1,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=False,
-    ).eval()
-    vae.use_framewise_encoding = False
-    vae.use_framewise_decoding = False
-    # The published VAE normalises latents per channel; random statistics make the normalisation visible in tests.
-    generator = torch.Generator().manual_seed(seed + 5)
-    vae.latents_mean.copy_(torch.randn(8, generator=generator) * 0.1)
-    vae.latents_std.copy_(torch.rand(8, generator=generator) * 0.5 + 0.75)
+    vae = _tiny_ltx_vae(seed + 1)
     torch.manual_seed(seed + 2)
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=8,
-        out_channels=8,
+    transformer = _tiny_ltx_family_transformer(
+        LTXVideoTransformer3DModel,
+        channels=8,
+        heads=4,
+        cross_dim=32,
+        caption=_TINY_T5_KWARGS["d_model"],
         patch_size=1,
         patch_size_t=1,
-        num_attention_heads=4,
-        attention_head_dim=8,
-        cross_attention_dim=32,
-        num_layers=1,
-        caption_channels=_TINY_T5_KWARGS["d_model"],
     )
     scheduler = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER_CONFIG)
     return LTXImageToVideoPipeline(
@@ -139,23 +168,17 @@ def _tiny_ltx2_transformer(hidden: int):
     """A 1-layer ``LTX2VideoTransformer3DModel`` (video and audio branches)."""
     from diffusers import LTX2VideoTransformer3DModel
 
-    transformer = LTX2VideoTransformer3DModel(
-        in_channels=4,
-        out_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        cross_attention_dim=16,
-        audio_in_channels=4,
-        audio_out_channels=4,
-        audio_num_attention_heads=2,
-        audio_attention_head_dim=4,
-        audio_cross_attention_dim=8,
-        num_layers=1,
-        caption_channels=hidden,
+    audio = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=4, cross_attention_dim=8)
+    return _tiny_ltx_family_transformer(
+        LTX2VideoTransformer3DModel,
+        channels=4,
+        heads=2,
+        cross_dim=16,
+        caption=hidden,
+        **{f"audio_{name}": value for name, value in audio.items()},
         rope_double_precision=False,
         rope_type="split",
     )
-    return transformer
 
 
 def _tiny_ltx2_connectors(hidden: int, layers: int):
@@ -185,29 +208,13 @@ def _tiny_ltx2_video_vae():
     """Video VAE: 2x spatial / 2x temporal compression into 4 channels."""
     from diffusers import AutoencoderKLLTX2Video
 
-    vae = AutoencoderKLLTX2Video(
-        in_channels=3,
-        out_channels=3,
+    return _tiny_ltx_family_vae(
+        AutoencoderKLLTX2Video,
         latent_channels=4,
-        block_out_channels=(8,),
-        decoder_block_out_channels=(8,),
-        layers_per_block=(1,),
-        decoder_layers_per_block=(1, 1),
-        spatio_temporal_scaling=(True,),
-        decoder_spatio_temporal_scaling=(True,),
-        decoder_inject_noise=(False, False),
+        scaling=(True,),
+        encoder_layers=1,
         downsample_type=("spatiotemporal",),
-        upsample_residual=(False,),
-        upsample_factor=(1,),
-        timestep_conditioning=False,
-        patch_size=1,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=False,
-    ).eval()
-    vae.use_framewise_encoding = False
-    vae.use_framewise_decoding = False
-    return vae
+    )
 
 
 def _tiny_ltx2_audio_vae():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .tiny_pipelines import _TEXT_DIM, _tiny_umt5, _wan_scheduler, build_tiny_tokenizer
+from .tiny_pipelines import _tiny_wan_transformer, _wan_scheduler, build_tiny_tokenizer, tiny_umt5_encoder
 
 #: Z channels of the TI2V-5B VAE (Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json: z_dim 48).
 TI2V_Z_DIM = 48
@@ -42,24 +42,8 @@ def _tiny_ti2v_vae(seed: int):
 
 
 def _tiny_ti2v_transformer(seed: int):
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=TI2V_Z_DIM,  # the latents only: the image replaces frame 0, no mask or condition channels
-        out_channels=TI2V_Z_DIM,
-        text_dim=_TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        image_dim=None,
-    )
+    # the latents only: the image replaces frame 0, no mask or condition channels
+    return _tiny_wan_transformer(seed, image_dim=None, in_channels=TI2V_Z_DIM, out_channels=TI2V_Z_DIM)
 
 
 def tiny_wan22_ti2v_pipeline(seed: int = 0):
@@ -73,7 +57,7 @@ def tiny_wan22_ti2v_pipeline(seed: int = 0):
     tokenizer = build_tiny_tokenizer()
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
-        text_encoder=_tiny_umt5(seed, vocab_size=len(tokenizer)),
+        text_encoder=tiny_umt5_encoder(seed, vocab_size=len(tokenizer)),
         vae=_tiny_ti2v_vae(seed + 1),
         scheduler=_wan_scheduler(),
         transformer=_tiny_ti2v_transformer(seed + 2),

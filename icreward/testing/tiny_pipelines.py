@@ -42,6 +42,7 @@ __all__ = [
     "lora_output_change",
     "tiny_cogvideox_i2v_pipeline",
     "tiny_pipeline",
+    "tiny_umt5_encoder",
     "tiny_wan22_pipeline",
     "tiny_wan_i2v_pipeline",
 ]
@@ -99,7 +100,9 @@ _TINY_T5_KWARGS: dict[str, Any] = dict(
 )
 
 
-def _tiny_umt5(seed: int, vocab_size: int):
+def tiny_umt5_encoder(seed: int, vocab_size: int):
+    """The tiny Wan text encoder: a 2-layer ``UMT5EncoderModel`` (d_model 32, gated GELU) initialised under ``seed``,
+    in eval mode; ``vocab_size``: ``len(build_tiny_tokenizer())``."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
@@ -123,7 +126,9 @@ def _tiny_wan_vae(seed: int):
     ).eval()
 
 
-def _tiny_wan_transformer(seed: int, *, image_dim: int | None):
+def _tiny_wan_transformer(seed: int, *, image_dim: int | None, in_channels: int = 36, out_channels: int = 16):
+    """A 2-layer ``WanTransformer3DModel``; the default channels are Wan I2V's: 16 noisy latent channels + 4 mask
+    channels + 16 image-condition channels in, 16 out (TI2V reads and predicts its latents alone)."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
@@ -131,8 +136,8 @@ def _tiny_wan_transformer(seed: int, *, image_dim: int | None):
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=36,  # 16 noisy latent channels + 4 mask channels + 16 image-condition channels
-        out_channels=16,
+        in_channels=in_channels,
+        out_channels=out_channels,
         text_dim=_TEXT_DIM,
         freq_dim=256,
         ffn_dim=32,
@@ -169,7 +174,7 @@ def tiny_wan_i2v_pipeline(seed: int = 0):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     tokenizer = build_tiny_tokenizer()
-    text_encoder = _tiny_umt5(seed, vocab_size=len(tokenizer))
+    text_encoder = tiny_umt5_encoder(seed, vocab_size=len(tokenizer))
     vae = _tiny_wan_vae(seed + 1)
     transformer = _tiny_wan_transformer(seed + 2, image_dim=4)
     torch.manual_seed(seed + 3)
@@ -215,7 +220,7 @@ def tiny_wan22_pipeline(seed: int = 0, boundary_ratio: float = 0.875):
     tokenizer = build_tiny_tokenizer()
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
-        text_encoder=_tiny_umt5(seed, vocab_size=len(tokenizer)),
+        text_encoder=tiny_umt5_encoder(seed, vocab_size=len(tokenizer)),
         vae=_tiny_wan_vae(seed + 1),
         scheduler=_wan_scheduler(),
         image_processor=None,
@@ -226,25 +231,11 @@ def tiny_wan22_pipeline(seed: int = 0, boundary_ratio: float = 0.875):
     )
 
 
-def tiny_cogvideox_i2v_pipeline(seed: int = 0):
-    """A tiny CogVideoX image-to-video pipeline (``diffusers.CogVideoXImageToVideoPipeline``) with random weights.
+def _tiny_cogvideox_vae(seed: int):
+    from diffusers import AutoencoderKLCogVideoX
 
-    Mirrors CogVideoX-5b-I2V's structure: the transformer takes ``2 * latent_channels`` inputs (noisy latents
-    concatenated with the image latents on the channel axis), uses rotary positional embeddings,
-    and the scheduler is ``CogVideoXDDIMScheduler`` with ``v_prediction`` and zero-terminal-SNR betas.
-    ``AutoencoderKLCogVideoX`` compresses 8x spatially and 4x temporally into 4 latent channels.
-    """
-    from diffusers import (
-        AutoencoderKLCogVideoX,
-        CogVideoXDDIMScheduler,
-        CogVideoXImageToVideoPipeline,
-        CogVideoXTransformer3DModel,
-    )
-
-    tokenizer = build_tiny_tokenizer(model_max_length=226)
-    text_encoder = _tiny_t5(seed, vocab_size=len(tokenizer))
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKLCogVideoX(
+    torch.manual_seed(seed)
+    return AutoencoderKLCogVideoX(
         in_channels=3,
         out_channels=3,
         down_block_types=("CogVideoXDownBlock3D",) * 4,
@@ -257,8 +248,13 @@ def tiny_cogvideox_i2v_pipeline(seed: int = 0):
         sample_height=32,
         sample_width=32,
     ).eval()
-    torch.manual_seed(seed + 2)
-    transformer = CogVideoXTransformer3DModel(
+
+
+def _tiny_cogvideox_transformer(seed: int):
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(seed)
+    return CogVideoXTransformer3DModel(
         num_attention_heads=2,
         attention_head_dim=16,
         in_channels=8,
@@ -277,6 +273,22 @@ def tiny_cogvideox_i2v_pipeline(seed: int = 0):
         # leaves them out so tests can pick any size.
         use_learned_positional_embeddings=False,
     )
+
+
+def tiny_cogvideox_i2v_pipeline(seed: int = 0):
+    """A tiny CogVideoX image-to-video pipeline (``diffusers.CogVideoXImageToVideoPipeline``) with random weights.
+
+    Mirrors CogVideoX-5b-I2V's structure: the transformer takes ``2 * latent_channels`` inputs (noisy latents
+    concatenated with the image latents on the channel axis), uses rotary positional embeddings,
+    and the scheduler is ``CogVideoXDDIMScheduler`` with ``v_prediction`` and zero-terminal-SNR betas.
+    ``AutoencoderKLCogVideoX`` compresses 8x spatially and 4x temporally into 4 latent channels.
+    """
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
+
+    tokenizer = build_tiny_tokenizer(model_max_length=226)
+    text_encoder = _tiny_t5(seed, vocab_size=len(tokenizer))
+    vae = _tiny_cogvideox_vae(seed + 1)
+    transformer = _tiny_cogvideox_transformer(seed + 2)
     scheduler = CogVideoXDDIMScheduler(
         beta_schedule="scaled_linear",
         clip_sample=False,
