@@ -132,10 +132,22 @@ class VideoModelAdapter(ABC):
         """Whether a saved pipeline with this ``model_index.json`` content belongs to the family."""
         return False
 
+    #: the diffusers pipeline class (its name in ``diffusers``) that :meth:`load_pipeline` loads; ``None``: none.
+    pipeline_class_name: ClassVar[str | None] = None
+
     @classmethod
     def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
-        """Load the family's pipeline from a Hub id or a local directory (diffusers layout)."""
-        raise NotImplementedError(f"{cls.__name__} does not know how to load a pipeline; pass one instead")
+        """Load the family's pipeline from a Hub id or a local directory (diffusers layout): by default
+        ``diffusers.<pipeline_class_name>.from_pretrained``."""
+        if cls.pipeline_class_name is None:
+            raise NotImplementedError(f"{cls.__name__} does not know how to load a pipeline; pass one instead")
+        import diffusers
+
+        try:
+            pipeline_class = getattr(diffusers, cls.pipeline_class_name)
+        except AttributeError as error:  # what `from diffusers import <name>` raises
+            raise ImportError(f"cannot import name {cls.pipeline_class_name!r} from 'diffusers'") from error
+        return pipeline_class.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -234,6 +246,21 @@ class VideoModelAdapter(ABC):
     @abstractmethod
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode normalised latents to videos ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiably (frozen VAE)."""
+
+    def check_video_size(self, num_frames: int, height: int, width: int) -> None:
+        """Raise a clear error for video sizes the family's VAE / patchifier cannot represent (default: accept any)."""
+        return
+
+    def condition_images(
+        self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
+    ) -> list[PIL.Image.Image]:
+        """What every :meth:`prepare_conditions` checks first: the reference images as RGB PIL images, one per
+        prompt, for a video size the family can represent (:meth:`check_video_size`)."""
+        images = self.images_to_pil(images)
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+        self.check_video_size(num_frames, height, width)
+        return images
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -9,18 +9,17 @@ one-frame video, zero-padded to the latent length, and concatenated with the noi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from .base import PipelineSchedulerSampler, VideoModelAdapter
 from .differentiable_decode import differentiable_decode
+from .mixins import SingleTransformerMixin
 
 
-class CogVideoXI2VAdapter(VideoModelAdapter):
+class CogVideoXI2VAdapter(SingleTransformerMixin, VideoModelAdapter):
     """CogVideoX image-to-video (``CogVideoXImageToVideoPipeline``).
 
     :meth:`target` follows the scheduler's ``prediction_type``: ``v`` for ``"v_prediction"`` (the released
@@ -37,6 +36,7 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
     """
 
     family = "cogvideox-i2v"
+    pipeline_class_name = "CogVideoXImageToVideoPipeline"
     default_lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(self, pipeline: Any, *, max_sequence_length: int = 226):
@@ -60,16 +60,6 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
     @classmethod
     def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
         return model_index.get("_class_name") == "CogVideoXImageToVideoPipeline"
-
-    @classmethod
-    def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
-        from diffusers import CogVideoXImageToVideoPipeline
-
-        return CogVideoXImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
-
-    @property
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.pipeline.transformer}
 
     @property
     def prediction_type(self) -> str:
@@ -148,10 +138,7 @@ class CogVideoXI2VAdapter(VideoModelAdapter):
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
     ) -> dict[str, torch.Tensor]:
         """``prompt_embeds`` (T5, ``(B, 226, D)``) and ``image_latents`` (``(B, F', C, h, w)``)."""
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        self.check_video_size(num_frames, height, width)
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         return {
             "prompt_embeds": self.encode_prompts(prompts).float(),
             "image_latents": self.encode_image_latents(images, num_frames=num_frames, height=height, width=width),

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from .base import LORA_WEIGHT_NAME, VideoModelAdapter
+from .mixins import FlowMatchingMixin, SingleTransformerMixin
 
 _I2V = "HunyuanVideo15ImageToVideoPipeline"
 _T2V = "HunyuanVideo15Pipeline"
@@ -82,7 +83,7 @@ def load_hunyuan_video15_lora(
     )
 
 
-class HunyuanVideo15I2VAdapter(VideoModelAdapter):
+class HunyuanVideo15I2VAdapter(SingleTransformerMixin, FlowMatchingMixin, VideoModelAdapter):
     """HunyuanVideo 1.5 image-to-video (``HunyuanVideo15ImageToVideoPipeline``).
 
     Args:
@@ -95,6 +96,7 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
     """
 
     family = "hunyuanvideo-1.5-i2v"
+    pipeline_class_name = _I2V
     #: attention projections of the double-stream blocks (video and text streams); the same names also match the
     #: text token refiner's self-attention.
     default_lora_target_modules = (
@@ -149,20 +151,6 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
     @classmethod
     def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
         return model_index.get("_class_name") == _I2V
-
-    @classmethod
-    def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
-        from diffusers import HunyuanVideo15ImageToVideoPipeline
-
-        return HunyuanVideo15ImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
-
-    @property
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.pipeline.transformer}
-
-    @property
-    def prediction_type(self) -> str:
-        return "flow"
 
     # ------------------------------------------------------------------------------------------ geometry
     @property
@@ -266,27 +254,14 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
     def prepare_conditions(
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
     ) -> dict[str, torch.Tensor]:
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        self.check_video_size(num_frames, height, width)
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         return {
             **self.encode_prompt_streams(prompts),
             **self.encode_image_condition(images, height=height, width=width),
         }
 
     # ------------------------------------------------------------------------------------------ noise
-    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        sigma = self._sigmas(timesteps, latents)
-        return (1.0 - sigma) * latents + sigma * noise
-
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        return noise - latents
-
+    # add_noise / target (velocity) / scheduler_step (Euler): FlowMatchingMixin
     def condition_channels(self, latents: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
         """``[image-conditioned latents, mask]``: ``(B, C + 1, F', h, w)``, the image latent and 1 on frame 0 only."""
         image = image_latents.to(latents.device, latents.dtype)
@@ -319,10 +294,6 @@ class HunyuanVideo15I2VAdapter(VideoModelAdapter):
         """Transformer forward on :meth:`transformer_inputs`; velocity ``(B, C, F', h, w)`` float32."""
         inputs = self.transformer_inputs(noisy_latents, timesteps, conditions)
         return self.pipeline.transformer(**inputs, return_dict=False)[0].float()
-
-    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
-        """Euler step of the flow ODE, ``x + (s_next - s) v`` (``FlowMatchEulerDiscreteScheduler.step``)."""
-        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
 
     def inference_timesteps(self, num_inference_steps: int, **_: Any) -> torch.Tensor:
         """The pipeline's timesteps (``sigmas = linspace(1, 0, N + 1)[:-1]``, shifted by the scheduler), then 0."""

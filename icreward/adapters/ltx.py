@@ -30,15 +30,14 @@ pipeline's own sampler (noised conditioning frames, ``image_cond_noise_scale``) 
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .base import VideoModelAdapter
+from .mixins import FirstFrameConditionedMixin, FlowMatchingMixin, SingleTransformerMixin
 
 _LTX_PIPELINES = ("LTXImageToVideoPipeline", "LTXConditionPipeline")
 
@@ -46,20 +45,14 @@ _LTX_PIPELINES = ("LTXImageToVideoPipeline", "LTXConditionPipeline")
 #: are registered in :mod:`icreward.adapters.published_configs` as ``"Lightricks/LTX-Video"``.
 
 
-class LTXFamilyAdapter(VideoModelAdapter):
+class LTXFamilyAdapter(SingleTransformerMixin, FirstFrameConditionedMixin, FlowMatchingMixin, VideoModelAdapter):
     """What the LTX-Video and LTX-2 adapters share: the VAE's per-channel latent statistics and mode encode, rectified
     flow (``x_s = (1 - s) x0 + s noise``, ``s = t / T``, velocity target) with the first latent frame conditioned on
     the reference image (zero target there, replaced by the image latent after every sampler step), and packed-token
-    conditioning masks, the transformer as the trained module and its (spatial, temporal) patch size. Subclasses
-    provide ``vae``, ``pipeline`` and ``num_train_timesteps``."""
-
-    @property
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.pipeline.transformer}
-
-    @property
-    def prediction_type(self) -> str:
-        return "flow"
+    conditioning masks, the transformer as the trained module and its (spatial, temporal) patch size, the sampled
+    video size and the decode. Subclasses provide ``vae``, ``pipeline`` and ``num_train_timesteps``. The noise
+    (``(1 - s) x0 + s noise``; ``predict`` replaces the first frame by the image latent), the target, the Euler step
+    of the checkpoints' FlowMatchEulerDiscreteScheduler and ``denoise_step`` come from the mixins."""
 
     @property
     def _patch(self) -> tuple[int, int]:
@@ -76,23 +69,24 @@ class LTXFamilyAdapter(VideoModelAdapter):
         vae = self.vae
         return vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float()
 
-    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
+    def _set_sample_size(self, num_frames: int | None, height: int | None, width: int | None) -> None:
+        """Keep the video size sampled at (``sample_size``; all three or none), checked against the family."""
+        sizes = (num_frames, height, width)
+        if any(s is not None for s in sizes) and any(s is None for s in sizes):
+            raise ValueError("give num_frames, height and width together (the size sampled at), or none of them")
+        self.sample_size = None if num_frames is None else (int(num_frames), int(height), int(width))
+        if self.sample_size is not None:
+            self.check_video_size(*self.sample_size)
 
-    @staticmethod
-    def _generated(x: torch.Tensor) -> torch.Tensor:
-        """``x`` with the conditioned (first) latent frame zeroed: what the loss and the sampler see."""
-        return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:]], dim=2)
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``(1 - s) x0 + s noise``; the first frame is replaced by the image latent in :meth:`predict`."""
-        sigma = self._sigmas(timesteps, latents)
-        return (1.0 - sigma) * latents + sigma * noise
-
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``noise - x0`` on the generated frames, 0 on the conditioned first frame."""
-        return self._generated(noise - latents)
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Un-normalise and VAE-decode ``(B, C, F', h, w)`` -> ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiably."""
+        vae = self.vae
+        mean, std = self._latent_stats(latents)
+        x = (latents * std / float(vae.config.scaling_factor) + mean).to(vae.device, vae.dtype)
+        temb = None
+        if vae.config.timestep_conditioning:
+            temb = torch.full((x.shape[0],), self.decode_timestep, device=x.device, dtype=x.dtype)
+        return self.videos_from_model_output(vae.decode(x, temb, return_dict=False)[0])
 
     def conditioning_mask(self, latents: torch.Tensor) -> torch.Tensor:
         """Per-token conditioning mask ``(B, S)`` of packed latents: 1 on the first latent frame's tokens."""
@@ -100,16 +94,6 @@ class LTXFamilyAdapter(VideoModelAdapter):
         mask[:, :, 0] = 1.0
         patch, patch_t = self._patch
         return self.pipeline._pack_latents(mask, patch, patch_t).squeeze(-1)
-
-    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
-        """Euler step of the flow ODE, ``x + (s_next - s) v`` (the checkpoint's FlowMatchEulerDiscreteScheduler)."""
-        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
-
-    def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
-        """One sampler step on the generated frames; the first frame is (again) the reference image's latent."""
-        stepped = super().denoise_step(latents, timestep, next_timestep, conditions, model_output=model_output)
-        image = conditions["image_latents"].to(stepped.device, stepped.dtype)
-        return torch.cat([image, stepped[:, :, 1:]], dim=2)
 
 
 class LTXVideoI2VAdapter(LTXFamilyAdapter):
@@ -130,6 +114,7 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
     """
 
     family = "ltx-video-i2v"
+    pipeline_class_name = "LTXImageToVideoPipeline"
     default_lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
     #: time axis of the (unpacked) latents
     latent_frame_axis = 2
@@ -160,12 +145,7 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
         self.max_sequence_length = int(max_sequence_length)
         self.frame_rate = float(frame_rate)
         self.decode_timestep = float(decode_timestep)
-        sizes = (num_frames, height, width)
-        if any(s is not None for s in sizes) and any(s is None for s in sizes):
-            raise ValueError("give num_frames, height and width together (the size sampled at), or none of them")
-        self.sample_size = None if num_frames is None else (int(num_frames), int(height), int(width))
-        if self.sample_size is not None:
-            self.check_video_size(*self.sample_size)
+        self._set_sample_size(num_frames, height, width)
 
     @classmethod
     def can_handle(cls, pipeline: Any) -> bool:
@@ -174,12 +154,6 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
     @classmethod
     def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
         return model_index.get("_class_name") in (*_LTX_PIPELINES, "LTXPipeline")
-
-    @classmethod
-    def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
-        from diffusers import LTXImageToVideoPipeline
-
-        return LTXImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
 
     # ------------------------------------------------------------------------------------------ geometry
     @property
@@ -252,26 +226,13 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
     ) -> dict[str, torch.Tensor]:
         """``prompt_embeds`` (T5), ``prompt_attention_mask`` and ``image_latents`` (the conditioning frame)."""
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        self.check_video_size(num_frames, height, width)
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         embeds, mask = self.encode_prompts_with_mask(prompts)
         return {
             "prompt_embeds": embeds.float(),
             "prompt_attention_mask": mask,
             "image_latents": self.encode_image_latents(images, height=height, width=width),
         }
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Un-normalise and VAE-decode ``(B, C, F', h, w)`` -> ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiably."""
-        vae = self.vae
-        mean, std = self._latent_stats(latents)
-        x = (latents * std / float(vae.config.scaling_factor) + mean).to(vae.device, vae.dtype)
-        temb = None
-        if vae.config.timestep_conditioning:
-            temb = torch.full((x.shape[0],), self.decode_timestep, device=x.device, dtype=x.dtype)
-        return self.videos_from_model_output(vae.decode(x, temb, return_dict=False)[0])
 
     # ------------------------------------------------------------------------------------------ noise
     def predict(self, noisy_latents, timesteps, conditions):
@@ -347,18 +308,25 @@ class LTXVideoI2VAdapter(LTXFamilyAdapter):
         return torch.cat([timesteps, timesteps.new_zeros(1)])
 
 
+def packed_token_grid(model, vae, recipe, source: str, family: str) -> tuple[int, ...]:
+    """An LTX-family recipe's geometry for memory accounting, checked against the VAE and the patchifier:
+    ``(frames, t, s, p, p_t, latent_frames, h, w, tokens)`` (compression ratios, patch sizes, latent size, packed
+    video tokens)."""
+    frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
+    t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
+    p, p_t = int(model.config.patch_size), int(model.config.patch_size_t)
+    if (frames - 1) % t or height % (s * p) or width % (s * p):
+        raise ValueError(f"{source}: {family} needs num_frames = {t}k + 1 and height/width divisible by {s * p}")
+    latent_frames, h, w = (frames - 1) // t + 1, height // s, width // s
+    return frames, t, s, p, p_t, latent_frames, h, w, (latent_frames // p_t) * (h // p) * (w // p)
+
+
 def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
     """The memory accountant's view of an LTX-Video recipe (packed tokens, per-token timesteps, T5 at 128 tokens)."""
     from ..memory.families import channels_first_family_inputs
 
-    frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
-    t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
     config = model.config
-    p, p_t = int(config.patch_size), int(config.patch_size_t)
-    if (frames - 1) % t or height % (s * p) or width % (s * p):
-        raise ValueError(f"{source}: LTX-Video needs num_frames = {t}k + 1 and height/width divisible by {s * p}")
-    latent_frames, h, w = (frames - 1) // t + 1, height // s, width // s
-    tokens = (latent_frames // p_t) * (h // p) * (w // p)
+    frames, t, s, p, p_t, latent_frames, h, w, tokens = packed_token_grid(model, vae, recipe, source, "LTX-Video")
     text_len = int(recipe.get("max_sequence_length") or 128)
     kwargs = {
         "hidden_states": torch.empty(

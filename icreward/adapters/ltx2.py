@@ -43,7 +43,6 @@ not this one.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +51,7 @@ import PIL.Image
 import torch
 
 from .base import DenoisingSampler
-from .ltx import LTXFamilyAdapter
+from .ltx import LTXFamilyAdapter, packed_token_grid
 
 _LTX2_PIPELINES = ("LTX2ImageToVideoPipeline", "LTX2Pipeline")  # the text-to-video one is re-wrapped
 _REFUSED = ("LTX2ConditionPipeline",)
@@ -96,6 +95,7 @@ class LTX2I2VAdapter(LTXFamilyAdapter):
     """
 
     family = "ltx2-i2v"
+    pipeline_class_name = "LTX2ImageToVideoPipeline"
     default_lora_target_modules = LTX2_VIDEO_LORA_TARGETS
     latent_frame_axis = 2
     encoder_module_names = ("vae", "text_encoder", "connectors", "audio_vae", "vocoder")
@@ -161,12 +161,7 @@ class LTX2I2VAdapter(LTXFamilyAdapter):
         self.audio_guidance_scale = None if audio_guidance_scale is None else float(audio_guidance_scale)
         self.use_cross_timestep = bool(use_cross_timestep)
         self.decode_timestep = float(decode_timestep)
-        sizes = (num_frames, height, width)
-        if any(s is not None for s in sizes) and any(s is None for s in sizes):
-            raise ValueError("give num_frames, height and width together (the size sampled at), or none of them")
-        self.sample_size = None if num_frames is None else (int(num_frames), int(height), int(width))
-        if self.sample_size is not None:
-            self.check_video_size(*self.sample_size)
+        self._set_sample_size(num_frames, height, width)
         self._run: _LTX2SamplingRun | None = None
 
     @classmethod
@@ -176,12 +171,6 @@ class LTX2I2VAdapter(LTXFamilyAdapter):
     @classmethod
     def can_handle_model_index(cls, model_index: dict[str, Any]) -> bool:
         return model_index.get("_class_name") in _LTX2_PIPELINES
-
-    @classmethod
-    def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
-        from diffusers import LTX2ImageToVideoPipeline
-
-        return LTX2ImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
 
     # ------------------------------------------------------------------------------------------ geometry
     @property
@@ -287,10 +276,7 @@ class LTX2I2VAdapter(LTXFamilyAdapter):
     ) -> dict[str, torch.Tensor]:
         """``prompt_embeds`` / ``audio_prompt_embeds`` / ``prompt_attention_mask`` (connector outputs),
         ``image_latents`` (the conditioning frame) and ``audio_latents`` (the initial audio noise)."""
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        self.check_video_size(num_frames, height, width)
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         video, audio, mask = self.encode_prompts_with_mask(prompts)
         return {
             "prompt_embeds": video.float(),
@@ -299,16 +285,6 @@ class LTX2I2VAdapter(LTXFamilyAdapter):
             "image_latents": self.encode_image_latents(images, height=height, width=width),
             "audio_latents": self.initial_audio_latents(len(prompts), num_frames),
         }
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Un-normalise and VAE-decode ``(B, C, F', h, w)`` -> ``(B, F, 3, H, W)`` in ``[0, 1]``, differentiably."""
-        vae = self.vae
-        mean, std = self._latent_stats(latents)
-        x = (latents * std / float(vae.config.scaling_factor) + mean).to(vae.device, vae.dtype)
-        temb = None
-        if vae.config.timestep_conditioning:
-            temb = torch.full((x.shape[0],), self.decode_timestep, device=x.device, dtype=x.dtype)
-        return self.videos_from_model_output(vae.decode(x, temb, return_dict=False)[0])
 
     @torch.no_grad()
     def decode_audio(self, audio_latents: torch.Tensor) -> torch.Tensor:
@@ -581,14 +557,8 @@ def _accounting_inputs(model, vae, recipe, forward_batch, dtype, source):
     Gemma connector outputs at ``max_sequence_length`` tokens."""
     from ..memory.families import channels_first_family_inputs
 
-    frames, height, width = (int(recipe[k]) for k in ("num_frames", "height", "width"))
-    t, s = int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
     config = model.config
-    p, p_t = int(config.patch_size), int(config.patch_size_t)
-    if (frames - 1) % t or height % (s * p) or width % (s * p):
-        raise ValueError(f"{source}: LTX-2 needs num_frames = {t}k + 1 and height/width divisible by {s * p}")
-    latent_frames, h, w = (frames - 1) // t + 1, height // s, width // s
-    tokens = (latent_frames // p_t) * (h // p) * (w // p)
+    frames, t, s, p, p_t, latent_frames, h, w, tokens = packed_token_grid(model, vae, recipe, source, "LTX-2")
     frame_rate = float(recipe.get("frame_rate", 24.0))
     audio_frames = round(frames / frame_rate * 16000 / 160 / 4)
     text_len = int(recipe.get("max_sequence_length") or 1024)

@@ -305,9 +305,7 @@ class OpenSoraAdapter(VideoModelAdapter):
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
     ) -> dict[str, torch.Tensor]:
         """``y`` / ``y_mask`` (T5), ``image_latents`` (frame 0) and the model's size/fps inputs, one per sample."""
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         y, y_mask = self.encode_prompts_with_mask(prompts)
         batch = len(prompts)
         fps = 120.0 if num_frames == 1 else float(self.pipeline.fps)  # Open-Sora's convention for images

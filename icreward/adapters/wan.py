@@ -19,6 +19,7 @@ from torch import nn
 
 from .base import LORA_WEIGHT_NAME, PipelineSchedulerSampler, VideoModelAdapter
 from .differentiable_decode import differentiable_decode
+from .mixins import FlowMatchingMixin, SingleTransformerMixin
 
 WanExpert = Literal["both", "high_noise", "low_noise"]
 
@@ -27,9 +28,10 @@ WanExpert = Literal["both", "high_noise", "low_noise"]
 _WAN_I2V_TEXT_LENGTH = 512
 
 
-class _WanBase(VideoModelAdapter):
+class _WanBase(FlowMatchingMixin, VideoModelAdapter):
     """Shared Wan logic: flow matching, VAE normalisation, 36-channel image conditioning."""
 
+    pipeline_class_name = "WanImageToVideoPipeline"
     default_lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(self, pipeline: Any, *, max_sequence_length: int = _WAN_I2V_TEXT_LENGTH):
@@ -40,16 +42,6 @@ class _WanBase(VideoModelAdapter):
                 "use Wan 2.1 I2V or Wan 2.2 I2V A14B"
             )
         self.max_sequence_length = int(max_sequence_length)
-
-    @classmethod
-    def load_pipeline(cls, name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs):
-        from diffusers import WanImageToVideoPipeline
-
-        return WanImageToVideoPipeline.from_pretrained(name_or_path, torch_dtype=torch_dtype, **kwargs)
-
-    @property
-    def prediction_type(self) -> str:
-        return "flow"
 
     # Wan's VAE compresses 4x in time (first frame kept) and 8x in space; the transformer patchifies 2x2.
     @property
@@ -128,10 +120,7 @@ class _WanBase(VideoModelAdapter):
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
     ) -> dict[str, torch.Tensor]:
         """``prompt_embeds`` (UMT5), ``condition`` (mask + image latents) and, for Wan 2.1, ``image_embeds`` (CLIP)."""
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        self.check_video_size(num_frames, height, width)
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         conditions = {
             "prompt_embeds": self.encode_prompts(prompts).float(),
             "condition": self.encode_image_condition(images, num_frames=num_frames, height=height, width=width),
@@ -155,17 +144,7 @@ class _WanBase(VideoModelAdapter):
         return self.videos_from_model_output(differentiable_decode(vae, x))
 
     # ------------------------------------------------------------------------------------------ noise
-    def _sigmas(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / self.num_train_timesteps
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        sigma = self._sigmas(timesteps, latents)
-        return (1.0 - sigma) * latents + sigma * noise
-
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        return noise - latents
-
+    # add_noise / target (velocity) / scheduler_step (Euler): FlowMatchingMixin
     def _forward(self, transformer: nn.Module, noisy, timesteps, conditions) -> torch.Tensor:
         # The first parameter (patch embedding) has the base weights' dtype; diffusers' `.dtype` walks all of them.
         dtype = next(transformer.parameters()).dtype
@@ -182,12 +161,8 @@ class _WanBase(VideoModelAdapter):
         )[0]
         return out.float()
 
-    def scheduler_step(self, latents, model_output, timesteps, next_timesteps):
-        """Euler step of the probability-flow ODE: ``x + (s_next - s) * v``."""
-        return latents + (self._sigmas(next_timesteps, latents) - self._sigmas(timesteps, latents)) * model_output
 
-
-class WanI2VAdapter(_WanBase):
+class WanI2VAdapter(SingleTransformerMixin, _WanBase):
     """Wan 2.1 image-to-video (``Wan-AI/Wan2.1-I2V-14B-480P-Diffusers``, ``...-720P-Diffusers``).
 
     Args:
@@ -237,10 +212,6 @@ class WanI2VAdapter(_WanBase):
         return model_index.get("_class_name") == "WanImageToVideoPipeline" and not _has_component(
             model_index, "transformer_2"
         )
-
-    @property
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.pipeline.transformer}
 
     def predict(self, noisy_latents, timesteps, conditions):
         return self._forward(self.pipeline.transformer, noisy_latents, timesteps, conditions)

@@ -24,10 +24,11 @@ from typing import Any
 import torch
 
 from .base import DenoisingSampler, PipelineSchedulerSampler, VideoModelAdapter
+from .mixins import FirstFrameConditionedMixin, SingleTransformerMixin
 from .wan import _WAN_I2V_TEXT_LENGTH, _WanBase
 
 
-class WanTI2VAdapter(_WanBase):
+class WanTI2VAdapter(SingleTransformerMixin, FirstFrameConditionedMixin, _WanBase):
     """Wan 2.2 TI2V-5B image-to-video (``WanImageToVideoPipeline`` / ``WanPipeline`` with ``expand_timesteps=True``).
 
     Args:
@@ -91,10 +92,6 @@ class WanTI2VAdapter(_WanBase):
             model_index.get("expand_timesteps", False)
         )
 
-    @property
-    def trainable_modules(self):
-        return {"transformer": self.pipeline.transformer}
-
     def _uses_image_embeds(self) -> bool:
         return False
 
@@ -116,25 +113,15 @@ class WanTI2VAdapter(_WanBase):
         self, images: Sequence[Any], prompts: Sequence[str], *, num_frames: int, height: int, width: int
     ) -> dict[str, torch.Tensor]:
         """``prompt_embeds`` (UMT5) and ``image_latents`` (the reference image's latent, frame 0 of every video)."""
-        images = self.images_to_pil(images)
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        self.check_video_size(num_frames, height, width)
+        images = self.condition_images(images, prompts, num_frames=num_frames, height=height, width=width)
         return {
             "prompt_embeds": self.encode_prompts(prompts).float(),
             "image_latents": self.encode_image_condition(images, num_frames=num_frames, height=height, width=width),
         }
 
     # ------------------------------------------------------------------------------------------ model
-    @staticmethod
-    def _generated(x: torch.Tensor) -> torch.Tensor:
-        """``x`` with the conditioned (first) latent frame zeroed."""
-        return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:]], dim=2)
-
-    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``noise - x0`` on the generated frames, 0 on the conditioned first frame."""
-        return self._generated(noise - latents)
-
+    # target (zero on the conditioned first frame) and denoise_step (frame 0 set back to the image latent):
+    # FirstFrameConditionedMixin
     def token_timesteps(self, timesteps: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """Per-token timesteps ``(B, F' * h/p * w/p)``: 0 on the first latent frame's tokens, ``t`` elsewhere."""
         _, p_h, p_w = self.pipeline.transformer.config.patch_size
@@ -162,11 +149,6 @@ class WanTI2VAdapter(_WanBase):
         )[0]
         return self._generated(out.float())
 
-    def denoise_step(self, latents, timestep, next_timestep, conditions, *, model_output=None):
-        """One Euler step on the generated frames; frame 0 is (again) the reference image's latent."""
-        stepped = super().denoise_step(latents, timestep, next_timestep, conditions, model_output=model_output)
-        return _with_image_frame(stepped, conditions)
-
     def sampler(self, num_inference_steps: int, *, device=None) -> DenoisingSampler:
         """The pipeline's own scheduler (UniPC with ``flow_shift`` 5.0 as published), stepped as
         ``WanImageToVideoPipeline(expand_timesteps=True)`` steps it, with frame 0 set to the reference image's latent
@@ -175,9 +157,7 @@ class WanTI2VAdapter(_WanBase):
         return _ImageFrameSampler(PipelineSchedulerSampler(self, num_inference_steps, device=device))
 
 
-def _with_image_frame(latents: torch.Tensor, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
-    image = conditions["image_latents"].to(latents.device, latents.dtype)
-    return torch.cat([image, latents[:, :, 1:]], dim=2)
+_with_image_frame = FirstFrameConditionedMixin._with_image_frame
 
 
 class _ImageFrameSampler(DenoisingSampler):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..published_configs import ComponentConfig, PublishedConfig, register_published_config
-from .encoders import _T5_XXL
+from .encoders import T5_XXL
 
 _COG_SRC = "THUDM/CogVideoX-5b-I2V published {} (see module docstring)"
 register_published_config(
@@ -44,7 +44,7 @@ register_published_config(
             "vae": ComponentConfig(
                 "AutoencoderKLCogVideoX", {"scaling_factor": 0.7}, _COG_SRC.format("vae/config.json")
             ),
-            "text_encoder": _T5_XXL,
+            "text_encoder": T5_XXL,
         },
         scheduler_class="CogVideoXDDIMScheduler",
         scheduler_config={

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from ..published_configs import ComponentConfig
 
-_UMT5_XXL = ComponentConfig(
+#: the T5 v1.1 XXL encoder's sizes, shared by google/t5-v1_1-xxl and google/umt5-xxl (only the vocabulary differs)
+_T5_XXL_SIZES = {"d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64}
+
+UMT5_XXL = ComponentConfig(
     class_name="UMT5EncoderModel",
     library="transformers",
     config={
         "vocab_size": 256384,
-        "d_model": 4096,
-        "d_kv": 64,
-        "d_ff": 10240,
-        "num_layers": 24,
-        "num_heads": 64,
+        **_T5_XXL_SIZES,
         "relative_attention_num_buckets": 32,
         "feed_forward_proj": "gated-gelu",
     },
     source="google/umt5-xxl config.json (loaded by name in convert_wan_to_diffusers.py)",
 )
-_CLIP_VIT_H = ComponentConfig(
+CLIP_VIT_H = ComponentConfig(
     class_name="CLIPVisionModelWithProjection",
     library="transformers",
     config={
@@ -34,17 +33,9 @@ _CLIP_VIT_H = ComponentConfig(
     },
     source="laion/CLIP-ViT-H-14-laion2B-s32B-b79K vision config (loaded by name in convert_wan_to_diffusers.py)",
 )
-_T5_XXL = ComponentConfig(
+T5_XXL = ComponentConfig(
     class_name="T5EncoderModel",
     library="transformers",
-    config={
-        "vocab_size": 32128,
-        "d_model": 4096,
-        "d_kv": 64,
-        "d_ff": 10240,
-        "num_layers": 24,
-        "num_heads": 64,
-        "feed_forward_proj": "gated-gelu",
-    },
+    config={"vocab_size": 32128, **_T5_XXL_SIZES, "feed_forward_proj": "gated-gelu"},
     source="google/t5-v1_1-xxl config.json (CogVideoX's text encoder)",
 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..published_configs import ComponentConfig, PublishedConfig, register_published_config
-from .encoders import _T5_XXL
+from .encoders import T5_XXL
 
 #: The FlowMatchEulerDiscreteScheduler config the LTX-Video and LTX-2 conversion scripts save with their pipelines.
 LTX_FLOW_SCHEDULER_CONFIG = {
@@ -17,6 +19,17 @@ LTX_FLOW_SCHEDULER_CONFIG = {
     "shift_terminal": 0.1,
 }
 _LTX_SCRIPT = "diffusers scripts/convert_ltx_to_diffusers.py"
+
+
+def ltx_flow_scheduler(source: str) -> dict[str, Any]:
+    """The ``scheduler_*`` fields of an LTX-family :class:`PublishedConfig` (the shared flow-matching scheduler)."""
+    return {
+        "scheduler_class": "FlowMatchEulerDiscreteScheduler",
+        "scheduler_config": dict(LTX_FLOW_SCHEDULER_CONFIG),
+        "scheduler_source": source,
+    }
+
+
 register_published_config(
     PublishedConfig(
         hub_id="Lightricks/LTX-Video",
@@ -68,11 +81,9 @@ register_published_config(
                 },
                 f'{_LTX_SCRIPT}: get_vae_config("0.9.0")',
             ),
-            "text_encoder": _T5_XXL,
+            "text_encoder": T5_XXL,
         },
-        scheduler_class="FlowMatchEulerDiscreteScheduler",
-        scheduler_config=dict(LTX_FLOW_SCHEDULER_CONFIG),
-        scheduler_source=f"{_LTX_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) it saves with the pipeline",
+        **ltx_flow_scheduler(f"{_LTX_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) it saves with the pipeline"),
         height=512,
         width=704,
         num_frames=121,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..published_configs import ComponentConfig, PublishedConfig, register_published_config
-from .ltx import LTX_FLOW_SCHEDULER_CONFIG
+from .ltx import ltx_flow_scheduler
 
 _LTX2_SCRIPT = "diffusers scripts/convert_ltx2_to_diffusers.py"
 _GEMMA3_12B_SRC = (
@@ -169,9 +169,7 @@ register_published_config(
                 library="transformers",
             ),
         },
-        scheduler_class="FlowMatchEulerDiscreteScheduler",
-        scheduler_config=dict(LTX_FLOW_SCHEDULER_CONFIG),
-        scheduler_source=f"{_LTX2_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) its --full_pipeline saves",
+        **ltx_flow_scheduler(f"{_LTX2_SCRIPT}: the FlowMatchEulerDiscreteScheduler(...) its --full_pipeline saves"),
         height=512,
         width=768,
         num_frames=121,

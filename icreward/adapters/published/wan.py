@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..published_configs import ComponentConfig, PublishedConfig, register_published_config
-from .encoders import _CLIP_VIT_H, _UMT5_XXL
+from .encoders import CLIP_VIT_H, UMT5_XXL
 
 _WAN_SCRIPT = "diffusers scripts/convert_wan_to_diffusers.py"
 
@@ -45,8 +45,8 @@ register_published_config(
                 f'{_WAN_SCRIPT}: get_transformer_config("Wan-I2V-14B-480p")',
             ),
             "vae": ComponentConfig("AutoencoderKLWan", {}, f"{_WAN_SCRIPT}: convert_vae() builds AutoencoderKLWan()"),
-            "text_encoder": _UMT5_XXL,
-            "image_encoder": _CLIP_VIT_H,
+            "text_encoder": UMT5_XXL,
+            "image_encoder": CLIP_VIT_H,
         },
         scheduler_class="UniPCMultistepScheduler",
         scheduler_config=dict(_WAN_UNIPC),
@@ -74,7 +74,7 @@ register_published_config(
                 f'{_WAN_SCRIPT}: get_transformer_config("Wan2.2-I2V-14B-720p"), stage low_noise_model',
             ),
             "vae": ComponentConfig("AutoencoderKLWan", {}, f"{_WAN_SCRIPT}: convert_vae() (Wan 2.1 VAE)"),
-            "text_encoder": _UMT5_XXL,
+            "text_encoder": UMT5_XXL,
         },
         scheduler_class="UniPCMultistepScheduler",
         scheduler_config=dict(_WAN_UNIPC),
@@ -106,7 +106,7 @@ def _register_wan22_ti2v_5b() -> None:
                 "vae": ComponentConfig(
                     "AutoencoderKLWan", dict(ti2v["vae"]), f"{_WAN_SCRIPT}: vae22_diffusers_config"
                 ),
-                "text_encoder": _UMT5_XXL,
+                "text_encoder": UMT5_XXL,
             },
             scheduler_class="UniPCMultistepScheduler",
             scheduler_config={**_WAN_UNIPC, "flow_shift": 5.0},
