@@ -5,10 +5,10 @@ Used by ``icreward compare`` and ``icreward demo`` (the README's main job on the
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,12 @@ import torch
 from transformers import TrainerCallback
 
 from ..metrics.reward_metrics import reward_regression_metrics
+from .reward_comparison_report import (
+    CV_METRICS,
+    cross_validation_markdown,
+    write_comparison_report,
+    write_cross_validation_report,
+)
 
 logger = logging.getLogger("icreward")
 
@@ -93,15 +99,10 @@ def compare_reward_models(
 
     ``feature_store`` (a dict) memoises backbone encodings; pass the same dict to repeated comparisons.
     """
-    from ..models import FeatureCosineReward, ICRewardModel, MLPRewardModel
-    from ..trainers import RewardModelConfig, RewardModelTrainer
-    from ..trainers.reward_data import encode_dataset_features
-
     settings = settings or ComparisonSettings()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     train, val, test = (_split(dataset_dict, s) for s in ("train", "validation", "test"))
-    shared = {"num_frames": settings.num_frames, "image_size": settings.image_size}
     from ..models.feature_cache import default_feature_store  # on disk unless ICREWARD_FEATURE_CACHE=0
 
     store = default_feature_store() if feature_store is None else feature_store  # both models share the backbone
@@ -110,8 +111,37 @@ def compare_reward_models(
         "models": {},
         "dataset": {s: len(dataset_dict[s]) for s in dataset_dict},
     }
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    builders = {
+    predictions: dict[str, np.ndarray] = {}
+    for name, build in _model_builders(settings).items():
+        torch.manual_seed(settings.seed)
+        model = build()
+        trainer, results["models"][name], predictions[name] = _train_and_test(
+            name, model, settings, (train, val, test), output_dir, store
+        )
+        _save_with_card(trainer, model, output_dir / name, settings, dataset_dict, results["models"][name])
+
+    labels = np.asarray(test["score"], dtype=np.float64)
+    if settings.include_feature_cosine:
+        predictions["feature_cosine"], results["models"]["feature_cosine"] = _feature_cosine(
+            settings, test, labels, store
+        )
+    results["predictions"] = {k: v.tolist() for k, v in predictions.items()}
+    results["labels"] = labels.tolist()
+    results["perturbations"] = _meta(test, "perturbation")
+    write_comparison_report(results, output_dir)
+    return results
+
+
+def _shared_model_kwargs(settings: ComparisonSettings) -> dict[str, int]:
+    return {"num_frames": settings.num_frames, "image_size": settings.image_size}
+
+
+def _model_builders(settings: ComparisonSettings) -> dict[str, Callable[[], Any]]:
+    """``name -> build()`` of the two trained models (ICReward and the MLP baseline), both on ``settings.backbone``."""
+    from ..models import ICRewardModel, MLPRewardModel
+
+    shared = _shared_model_kwargs(settings)
+    return {
         "icreward": lambda: ICRewardModel.from_pretrained_backbone(
             settings.backbone,
             head_hidden_size=settings.head_hidden_size,
@@ -123,225 +153,119 @@ def compare_reward_models(
             settings.backbone, hidden_sizes=list(settings.mlp_hidden_sizes), dropout=settings.dropout, **shared
         ),
     }
-    predictions: dict[str, np.ndarray] = {}
-    for name, build in builders.items():
-        torch.manual_seed(settings.seed)
-        model = build()
-        history = _EvalHistory()
-        args = RewardModelConfig(
-            output_dir=str(output_dir / "runs" / name),
-            num_train_epochs=settings.num_train_epochs,
-            per_device_train_batch_size=settings.batch_size,
-            per_device_eval_batch_size=64,
-            learning_rate=settings.learning_rate,
-            weight_decay=settings.weight_decay,
-            ranking_loss_weight=settings.ranking_loss_weight,
-            lr_scheduler_type="cosine",
-            warmup_steps=steps_per_epoch,
-            eval_strategy="steps",
-            eval_steps=steps_per_epoch * settings.eval_every_epochs,
-            save_strategy="steps" if settings.best_metric else "no",
-            save_steps=steps_per_epoch * settings.eval_every_epochs,
-            save_total_limit=2,
-            load_best_model_at_end=bool(settings.best_metric),
-            metric_for_best_model=settings.best_metric or None,
-            greater_is_better=None if not settings.best_metric else settings.best_metric not in ("mse", "mae", "loss"),
-            logging_steps=steps_per_epoch,
-            seed=settings.seed,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
-        start = time.perf_counter()
-        trainer = RewardModelTrainer(
-            model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=[history], feature_store=store
-        )
-        train_output = trainer.train()
-        seconds = time.perf_counter() - start
-        test_metrics = trainer.evaluate(test, metric_key_prefix="test")
-        predictions[name] = trainer.predict_scores(test)
-        results["models"][name] = {
-            "test": {k.removeprefix("test_"): v for k, v in test_metrics.items()},
-            "validation_history": history.history,
-            "train_seconds": seconds,
-            "train_loss": train_output.training_loss,
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        }
-        save_dir = output_dir / name
-        trainer.save_model(str(save_dir))
-        model.save_pretrained(
-            save_dir,
-            model_card_kwargs={
-                "dataset_name": str(dataset_dict.get("_name", "icreward bundled stress-test suite"))
-                if isinstance(dataset_dict, dict)
-                else None,
-                "training_data": f"{len(train)} training videos; metrics on {len(test)} test videos of held-out source images.",
-                "metrics": {k: v for k, v in results["models"][name]["test"].items() if isinstance(v, float)},
-                "training_args": {
-                    "num_train_epochs": settings.num_train_epochs,
-                    "learning_rate": settings.learning_rate,
-                    "batch_size": settings.batch_size,
-                    "backbone": settings.backbone,
-                    "frozen_backbone": True,
-                },
-            },
-        )
-
-    labels = np.asarray(test["score"], dtype=np.float64)
-    if settings.include_feature_cosine:
-        probe = MLPRewardModel.from_pretrained_backbone(settings.backbone, **shared)  # pooled features, shared cache
-        encoded = encode_dataset_features(probe, test, probe.get_processor(), store=store)
-        scores = [
-            FeatureCosineReward.score_features(
-                row["video__reference_features"][None],
-                row["video__frame_features"][None],
-                row["video__frame_mask"][None],
-            ).item()
-            for row in encoded
-        ]
-        predictions["feature_cosine"] = np.asarray(scores)
-        results["models"]["feature_cosine"] = {
-            "test": reward_regression_metrics(
-                scores,
-                labels,
-                groups=_meta(test, "source_id"),
-                perturbations=_meta(test, "perturbation"),
-                motions=_meta(test, "motion"),
-            )
-        }
-    results["predictions"] = {k: v.tolist() for k, v in predictions.items()}
-    results["labels"] = labels.tolist()
-    results["perturbations"] = _meta(test, "perturbation")
-    write_comparison_report(results, output_dir)
-    return results
 
 
-_DISPLAY = {"icreward": "ICReward", "mlp": "MLP baseline", "feature_cosine": "Feature cosine (zero-shot)"}
+def _training_config(settings: ComparisonSettings, output_dir: Path, num_train: int):
+    """The :class:`RewardModelConfig` of both models: cosine schedule with one warm-up epoch, validation (and, with
+    ``best_metric``, a checkpoint) every ``eval_every_epochs`` epochs, a log line per epoch."""
+    from ..trainers import RewardModelConfig
 
-
-def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> Path:
-    """Write ``report.json``, ``report.md`` and the plots; returns the markdown path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    output_dir = Path(output_dir)
-    (output_dir / "report.json").write_text(json.dumps(results, indent=2, default=float))
-    models = results["models"]
-
-    # Figure 2 analogue: validation MSE over training, and test MSE.
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, res in models.items():
-        hist = [h for h in res.get("validation_history", []) if "eval_mse" in h]
-        if hist:
-            axes[0].plot(
-                [h["epoch"] for h in hist], [h["eval_mse"] for h in hist], marker="o", label=_DISPLAY.get(name, name)
-            )
-    axes[0].set(xlabel="epoch", ylabel="validation MSE", title="Validation MSE during training")
-    axes[0].legend()
-    names = list(models)
-    axes[1].bar(
-        [_DISPLAY.get(n, n) for n in names],
-        [models[n]["test"]["mse"] for n in names],
-        color=["C0", "C1", "C2"][: len(names)],
+    steps_per_epoch = math.ceil(num_train / settings.batch_size)
+    return RewardModelConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=settings.num_train_epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        ranking_loss_weight=settings.ranking_loss_weight,
+        lr_scheduler_type="cosine",
+        warmup_steps=steps_per_epoch,
+        eval_strategy="steps",
+        eval_steps=steps_per_epoch * settings.eval_every_epochs,
+        save_strategy="steps" if settings.best_metric else "no",
+        save_steps=steps_per_epoch * settings.eval_every_epochs,
+        save_total_limit=2,
+        load_best_model_at_end=bool(settings.best_metric),
+        metric_for_best_model=settings.best_metric or None,
+        greater_is_better=None if not settings.best_metric else settings.best_metric not in ("mse", "mae", "loss"),
+        logging_steps=steps_per_epoch,
+        seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
-    axes[1].set(ylabel="test MSE (held-out sources)", title="Test MSE")
-    axes[1].tick_params(axis="x", labelrotation=15)
-    fig.tight_layout()
-    fig.savefig(output_dir / "mse.png", dpi=120)
-    plt.close(fig)
 
-    # Predicted vs true.
-    preds = results.get("predictions", {})
-    if preds:
-        fig, axes = plt.subplots(1, len(preds), figsize=(4 * len(preds), 3.8), squeeze=False)
-        for ax, (name, values) in zip(axes[0], preds.items()):
-            ax.scatter(results["labels"], values, s=10, alpha=0.6)
-            ax.plot([0, 1], [0, 1], "k--", lw=1)
-            ax.set(
-                xlabel="true score", ylabel="predicted", title=_DISPLAY.get(name, name), xlim=(0, 1.02), ylim=(0, 1.02)
-            )
-        fig.tight_layout()
-        fig.savefig(output_dir / "scatter.png", dpi=120)
-        plt.close(fig)
 
-    # Per-perturbation pairwise accuracy.
-    kinds = sorted({k.split("/", 1)[1] for res in models.values() for k in res["test"] if k.startswith("accuracy/")})
-    # motion_decoupled is a subset of pairs of any perturbation (the more consistent video moves more), not a
-    # perturbation: drawn apart, after a divider.
-    decoupled = "motion_decoupled" in kinds
-    kinds = [k for k in kinds if k != "motion_decoupled"] + (["motion_decoupled"] if decoupled else [])
-    if kinds:
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds)), 4.4), layout="constrained")
-        width = 0.8 / len(models)
-        positions = np.arange(len(kinds)) + (0.6 * (np.arange(len(kinds)) == len(kinds) - 1) if decoupled else 0)
-        for i, (name, res) in enumerate(models.items()):
-            ax.bar(
-                positions + i * width,
-                [res["test"].get(f"accuracy/{k}", np.nan) for k in kinds],
-                width,
-                label=_DISPLAY.get(name, name),
-            )
-        labels = [k if k != "motion_decoupled" else "motion-decoupled pairs\n(all perturbations)" for k in kinds]
-        ax.set_xticks(positions + width * (len(models) - 1) / 2, labels, rotation=30, ha="right")
-        if decoupled and len(kinds) > 1:
-            ax.axvline(positions[-1] - 0.5, color="grey", lw=0.8)
-        ax.axhline(0.5, color="k", lw=0.8, ls=":")
-        ax.set(
-            xlabel="perturbation of the less consistent video",
-            ylabel="pairwise accuracy",
-            ylim=(0, 1),
-            title="Pairwise accuracy by perturbation (dotted: chance)",
-        )
-        fig.legend(fontsize=8, loc="outside upper center", ncols=len(models), frameon=False)  # off the bars
-        fig.savefig(output_dir / "per_perturbation_accuracy.png", dpi=120)
-        plt.close(fig)
+def _train_and_test(name: str, model, settings: ComparisonSettings, splits: tuple, output_dir: Path, store):
+    """Train ``model`` on ``train`` (validating on ``validation``), then test it: ``(trainer, result, test scores)``."""
+    from ..trainers import RewardModelTrainer
 
-    columns = [
-        "mse",
-        "mae",
-        "spearman",
-        "kendall",
-        "pairwise_accuracy",
-        "pairwise_accuracy_with_ties",
-        "accuracy/motion_decoupled",
+    train, val, test = splits
+    history = _EvalHistory()
+    args = _training_config(settings, output_dir / "runs" / name, len(train))
+    start = time.perf_counter()
+    trainer = RewardModelTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=[history], feature_store=store
+    )
+    train_output = trainer.train()
+    seconds = time.perf_counter() - start
+    test_metrics = trainer.evaluate(test, metric_key_prefix="test")
+    predictions = trainer.predict_scores(test)
+    result = {
+        "test": {k.removeprefix("test_"): v for k, v in test_metrics.items()},
+        "validation_history": history.history,
+        "train_seconds": seconds,
+        "train_loss": train_output.training_loss,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    return trainer, result, predictions
+
+
+def _save_with_card(
+    trainer, model, save_dir: Path, settings: ComparisonSettings, dataset_dict, result: dict[str, Any]
+) -> None:
+    """Save a trained model, its processor and a model card with its test metrics to ``save_dir``."""
+    train, test = dataset_dict["train"], dataset_dict["test"]
+    trainer.save_model(str(save_dir))
+    model.save_pretrained(
+        save_dir,
+        model_card_kwargs={
+            "dataset_name": str(dataset_dict.get("_name", "icreward bundled stress-test suite"))
+            if isinstance(dataset_dict, dict)
+            else None,
+            "training_data": f"{len(train)} training videos; metrics on {len(test)} test videos of held-out source images.",
+            "metrics": {k: v for k, v in result["test"].items() if isinstance(v, float)},
+            "training_args": {
+                "num_train_epochs": settings.num_train_epochs,
+                "learning_rate": settings.learning_rate,
+                "batch_size": settings.batch_size,
+                "backbone": settings.backbone,
+                "frozen_backbone": True,
+            },
+        },
+    )
+
+
+def _feature_cosine(settings: ComparisonSettings, test, labels: np.ndarray, store) -> tuple[np.ndarray, dict]:
+    """The zero-shot feature-cosine baseline on ``test``: ``(scores, {"test": metrics})``."""
+    from ..models import FeatureCosineReward, MLPRewardModel
+    from ..trainers.reward_data import encode_dataset_features
+
+    # pooled features of the same backbone, from the shared cache
+    probe = MLPRewardModel.from_pretrained_backbone(settings.backbone, **_shared_model_kwargs(settings))
+    encoded = encode_dataset_features(probe, test, probe.get_processor(), store=store)
+    scores = [
+        FeatureCosineReward.score_features(
+            row["video__reference_features"][None],
+            row["video__frame_features"][None],
+            row["video__frame_mask"][None],
+        ).item()
+        for row in encoded
     ]
-    lines = [
-        "# Reward model comparison",
-        "",
-        f"Dataset sizes: {results.get('dataset')}. Test = held-out source images.",
-        "",
-        "| model | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for name, res in models.items():
-        cells = [f"{res['test'][c]:.4f}" if c in res["test"] else "-" for c in columns]
-        lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
-    if kinds:
-        lines += ["", "Pairwise accuracy by perturbation type (of the lower-scored video):", ""]
-        lines.append("| model | " + " | ".join(kinds) + " |")
-        lines.append("|---|" + "---|" * len(kinds))
-        for name, res in models.items():
-            cells = [f"{res['test'][f'accuracy/{k}']:.3f}" if f"accuracy/{k}" in res["test"] else "-" for k in kinds]
-            lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
-    lines += ["", "Plots: `mse.png` (Figure 2 analogue), `scatter.png`, `per_perturbation_accuracy.png`.", ""]
-    for name, res in models.items():
-        if "train_seconds" in res:
-            lines.append(
-                f"- {_DISPLAY.get(name, name)}: trained in {res['train_seconds']:.1f} s, {res['trainable_parameters']} trainable parameters; saved to `{name}/`."
-            )
-    path = output_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    metrics = reward_regression_metrics(
+        scores,
+        labels,
+        groups=_meta(test, "source_id"),
+        perturbations=_meta(test, "perturbation"),
+        motions=_meta(test, "motion"),
+    )
+    return np.asarray(scores), {"test": metrics}
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Cross-validation over held-out groups (photographs)
 # --------------------------------------------------------------------------------------------------------------
-
-#: Metrics summarised over folds (per-perturbation accuracies are added when present).
-CV_METRICS = ("mse", "spearman", "pairwise_accuracy", "accuracy/motion_decoupled")
 
 
 def _fold_splits(groups: list, num_folds: int | None, seed: int = 0) -> list[tuple[list, list, list, str]]:
@@ -560,108 +484,3 @@ def _summarise_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
                     "num_folds": int(diff.size),
                 }
     return summary
-
-
-def write_cross_validation_report(results: dict[str, Any], output_dir: str | Path) -> Path:
-    """Write ``cv_report.json`` and ``cv_report.md`` (mean +- std over folds, paired differences, per-fold table)."""
-    output_dir = Path(output_dir)
-    (output_dir / "cv_report.json").write_text(json.dumps(results, indent=2, default=float))
-    path = output_dir / "cv_report.md"
-    path.write_text("\n".join(cross_validation_markdown(results)) + "\n")
-    return path
-
-
-def cross_validation_markdown(results: dict[str, Any], heading: str = "#") -> list[str]:
-    """The lines of ``cv_report.md`` for :func:`cross_validate_reward_models`'s results (title at ``heading``)."""
-    summary, folds = results["summary"], results["folds"]
-    models = list(summary["models"])
-    k_fold = any(len(f.get("test_groups", [f["test_group"]])) > 1 for f in folds)
-    scheme = "k-fold cross-validation over groups" if k_fold else "leave-one-group-out cross-validation"
-    what = "one fold of groups" if k_fold else "one group"
-    lines = [
-        f"{heading} Reward model comparison: {scheme}",
-        "",
-        f"{summary['num_folds']} folds over the `{results['group_column']}` column: each fold tests on {what}, "
-        "validates on the next and trains on the rest. Mean +- standard deviation over folds.",
-        "",
-        "| model | " + " | ".join(CV_METRICS) + " |",
-        "|---|" + "---|" * len(CV_METRICS),
-    ]
-    for name in models:
-        cells = []
-        for metric in CV_METRICS:
-            cell = summary["models"][name].get(metric)
-            cells.append(f"{cell['mean']:.4f} +- {cell['std']:.4f}" if cell else "-")
-        lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
-    if summary["paired"]:
-        lines += [
-            "",
-            "Paired over folds, ICReward minus the other model (mean +- standard error; folds where ICReward is better):",
-            "",
-            "| versus | pairwise accuracy | motion-decoupled accuracy | MSE |",
-            "|---|---|---|---|",
-        ]
-        for other, diffs in summary["paired"].items():
-            cells = []
-            for metric in ("pairwise_accuracy", "accuracy/motion_decoupled", "mse"):
-                d = diffs.get(metric)
-                cells.append(
-                    f"{d['mean_difference']:+.4f} +- {d['standard_error']:.4f} ({d['icreward_better_folds']}/{d['num_folds']})"
-                    if d
-                    else "-"
-                )
-            lines.append(f"| {_DISPLAY.get(other, other)} | " + " | ".join(cells) + " |")
-    kinds = sorted(
-        {m.split("/", 1)[1] for res in summary["models"].values() for m in res if m.startswith("accuracy/")}
-    )
-    if kinds:
-        lines += ["", "Pairwise accuracy by perturbation type of the lower-scored video (mean over folds):", ""]
-        lines += ["| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
-        for name in models:
-            res = summary["models"][name]
-            cells = [f"{res[f'accuracy/{k}']['mean']:.3f}" if f"accuracy/{k}" in res else "-" for k in kinds]
-            lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
-    pooled = summary.get("pooled")
-    if pooled and pooled["accuracy"]:
-        subsets = list(pooled["num_pairs"])
-        lines += [
-            "",
-            f"Pooled out-of-fold predictions ({pooled['num_groups']} held-out groups): pairwise accuracy overall, on "
-            "motion-decoupled pairs (the better video moves more) and by perturbation kind of the lower-scored video.",
-            "",
-            "| model | " + " | ".join(subsets) + " |",
-            "|---|" + "---|" * len(subsets),
-            "| pairs | " + " | ".join(str(pooled["num_pairs"][k]) for k in subsets) + " |",
-        ]
-        for name, accs in pooled["accuracy"].items():
-            cells = [f"{accs[k]:.3f}" if accs.get(k) is not None else "-" for k in subsets]
-            lines.append(f"| {_DISPLAY.get(name, name)} | " + " | ".join(cells) + " |")
-        for other, diffs in pooled["paired"].items():
-            cells = [
-                f"{d['mean_difference']:+.3f} +- {d['standard_error']:.3f}" if (d := diffs.get(k)) else "-"
-                for k in subsets
-            ]
-            lines.append(f"| ICReward - {_DISPLAY.get(other, other)} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "Differences are paired (same pairs, same folds); +- is the standard error, cluster-robust over the "
-            f"held-out `{results['group_column']}` groups.",
-        ]
-    lines += ["", "Per fold (test group: pairwise accuracy / motion-decoupled accuracy):", ""]
-    lines += ["| test group | validation group | " + " | ".join(_DISPLAY.get(m, m) for m in models) + " |"]
-    lines += ["|---|---|" + "---|" * len(models)]
-    for fold in folds:
-        cells = [
-            f"{fold['test'][m].get('pairwise_accuracy', float('nan')):.3f} / "
-            f"{fold['test'][m].get('accuracy/motion_decoupled', float('nan')):.3f}"
-            for m in models
-        ]
-        lines.append(f"| {fold['test_group']} | {fold['validation_group']} | " + " | ".join(cells) + " |")
-    lines += ["", "Each fold's full report (plots, saved models) is in `fold-<test group>/`.", ""]
-    if k_fold:
-        lines += [
-            "Test groups per fold: "
-            + "; ".join(f"{f['test_group']}: {', '.join(map(str, f['test_groups']))}" for f in folds),
-            "",
-        ]
-    return lines
