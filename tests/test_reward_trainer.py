@@ -357,3 +357,23 @@ def test_feature_cache_encodes_a_repeated_video_once(tiny_data):
     for name in ("video__reference_features", "video__frame_features"):
         assert torch.equal(rows[0][name], rows[2][name])
     assert not torch.equal(rows[0]["video__frame_features"], rows[1]["video__frame_features"])
+
+
+@pytest.mark.parametrize("precompute_features", [True, False])
+def test_evaluate_describes_each_dataset_by_its_own_columns_even_when_ids_repeat(
+    tmp_path, tiny_data, monkeypatch, precompute_features
+):
+    """evaluate() keeps no state keyed by id(dataset): a dataset with the id of an earlier one (as when the earlier
+    one is freed and its id reused; simulated with a constant id()) is prepared and described by its own columns."""
+    import icreward.trainers.reward_model_trainer as module
+
+    monkeypatch.setattr(module, "id", lambda obj: 0, raising=False)
+    args = _args(tmp_path, precompute_features=precompute_features)
+    trainer = RewardModelTrainer(model=_model("mlp"), args=args, eval_dataset=tiny_data)
+    blurred = tiny_data.map(lambda row: {"perturbation": row["perturbation"].replace("noise", "blur")})
+    first = trainer.evaluate(tiny_data, metric_key_prefix="test")
+    second = trainer.evaluate(blurred, metric_key_prefix="test")
+    assert "test_accuracy/noise" in first and "test_accuracy/blur" not in first
+    assert "test_accuracy/blur" in second and "test_accuracy/noise" not in second
+    assert second["test_mse"] == first["test_mse"]  # the same videos and scores
+    assert trainer.evaluate()["eval_accuracy/noise"] == first["test_accuracy/noise"]  # the constructor's eval set

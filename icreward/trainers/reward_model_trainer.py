@@ -93,7 +93,9 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
 
             feature_store = default_feature_store()
         self.feature_store = feature_store
-        self._metadata: dict[int, Any] = {}
+        # The eval sets given here, as the Trainer sees them, with their metadata columns; held (not keyed by id())
+        # so that an identity match cannot be a freed dataset's reused id.
+        self._eval_sets: list[tuple[Any, dict[str, Any]]] = []
         self._train_metrics: dict[str, list[float]] = defaultdict(list)
         self.uses_cached_features = args.precompute_features and not model.backbone_is_trainable
         train_dataset, eval_dataset = self._prepare_datasets(
@@ -161,7 +163,12 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
 
     # -- metadata for metrics ------------------------------------------------------------------------------
     def _remember(self, original, prepared):
-        """Keep the metadata columns of an eval set (group, perturbation, motion) keyed by the prepared set."""
+        """Hold the prepared eval set with the metadata columns of its original (group, perturbation, motion)."""
+        self._eval_sets.append((prepared, self._metadata_of(original)))
+        return prepared
+
+    def _metadata_of(self, original) -> dict[str, list]:
+        """The metadata columns of an eval set (group, perturbation, motion) that the metrics use."""
         columns = set(getattr(original, "column_names", None) or original[0].keys())
         meta = {}
         for key, column in (
@@ -173,8 +180,11 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
                 meta[key] = (
                     list(original[column]) if hasattr(original, "column_names") else [r[column] for r in original]
                 )
-        self._metadata[id(prepared)] = meta
-        return prepared
+        return meta
+
+    def _eval_set_metadata(self, dataset) -> dict[str, list] | None:
+        """The metadata of one of the eval sets given to the constructor (as prepared), else None."""
+        return next((meta for held, meta in self._eval_sets if held is dataset), None)
 
     # -- optimisation --------------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
@@ -289,15 +299,12 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             dataset = self.eval_dataset[eval_dataset]
         elif eval_dataset is not None:
             dataset = eval_dataset
-            if id(dataset) not in self._metadata:
+            if self._eval_set_metadata(dataset) is None:  # another dataset: prepared for this call only
                 check_columns(dataset, self.pairwise, "eval_dataset")
+                meta = self._metadata_of(dataset)
                 if self.uses_cached_features:
-                    dataset = self._remember(
-                        eval_dataset,
-                        self._encode_features(self.model, eval_dataset, self.processing_class, self.args),
-                    )
-                else:
-                    self._remember(dataset, dataset)
+                    dataset = self._encode_features(self.model, dataset, self.processing_class, self.args)
+                return self._evaluate_one(dataset, meta, ignore_keys, metric_key_prefix)
         else:
             dataset = self.eval_dataset
         if isinstance(dataset, dict):
@@ -305,7 +312,10 @@ class RewardModelTrainer(CompleteCheckpointMixin, Trainer):
             for name, ds in dataset.items():
                 metrics.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
-        meta = self._metadata.get(id(dataset), {})
+        return self._evaluate_one(dataset, self._eval_set_metadata(dataset) or {}, ignore_keys, metric_key_prefix)
+
+    def _evaluate_one(self, dataset, meta: dict[str, list], ignore_keys, metric_key_prefix: str):
+        """``Trainer.evaluate`` of one prepared dataset, with ``meta`` (its metadata columns) for the metrics."""
         self.compute_metrics = lambda pred: self._compute_metrics(pred, meta)
         try:
             return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
