@@ -23,10 +23,12 @@ icreward pretrain-policy --output_dir DIR      pretrain the tiny I2V policy on r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 # name -> ("module:function", one-line help). Adding a subcommand: one line here; nothing is imported until it runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,6 +64,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Pretrain the tiny image-to-video policy (WanImageToVideoPipeline) on the real-clip corpus; resumable.",
     ),
 }
+
+
+def arg(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A field of a command's argument dataclass with its ``--help`` text (parsed by ``HfArgumentParser``)."""
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
 def register_command(name: str, target: str, help: str) -> None:

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from transformers import HfArgumentParser
+
+from . import arg
 
 __all__ = ["HumanAgreementArguments", "main"]
 
@@ -17,18 +19,16 @@ __all__ = ["HumanAgreementArguments", "main"]
 class HumanAgreementArguments:
     """``icreward human-agreement``'s arguments."""
 
-    model: list[str] = field(metadata={"help": "Directories (or hub ids) of trained reward models."})
-    data: str = field(metadata={"help": "Folder or hub id in the datapointai I2V layout."})
-    split: str = field(default="test", metadata={"help": "Split to report on (load_human_preferences' splits)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the prompt-level split assignment."})
-    tie_threshold: float = field(default=0.0, metadata={"help": "Score gap at or below which a tie is called."})
-    calibrate_on: str | None = field(
-        default=None, metadata={"help": "Split on which to calibrate the tie threshold (e.g. validation)."}
-    )
+    model: list[str] = arg(help="Directories (or hub ids) of trained reward models.")
+    data: str = arg(help="Folder or hub id in the datapointai I2V layout.")
+    split: str = arg("test", "Split to report on (load_human_preferences' splits).")
+    seed: int = arg(0, "Seed of the prompt-level split assignment.")
+    tie_threshold: float = arg(0.0, "Score gap at or below which a tie is called.")
+    calibrate_on: str | None = arg(None, "Split on which to calibrate the tie threshold (e.g. validation).")
     interval: Literal["wilson", "bootstrap"] = "wilson"
     confidence: float = 0.95
     batch_size: int = 8
-    output: str | None = field(default=None, metadata={"help": "Write the results as JSON here."})
+    output: str | None = arg(None, "Write the results as JSON here.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import HfArgumentParser
@@ -30,6 +30,7 @@ from ..evaluation.human_study import (
     summarize_study,
     write_study_summary,
 )
+from . import arg
 
 __all__ = ["StudyPairsArguments", "StudyServeArguments", "StudySummarizeArguments", "main"]
 
@@ -38,32 +39,23 @@ __all__ = ["StudyPairsArguments", "StudyServeArguments", "StudySummarizeArgument
 class StudyServeArguments:
     """``icreward human-study serve``: serve the study page and record answers until Ctrl-C."""
 
-    pairs: str = field(
-        metadata={
-            "help": "Pairs file (.jsonl/.json/.csv): sample_id, reference, video_a, video_b, label_a, label_b[, prompt]."
-        }
+    pairs: str = arg(
+        help="Pairs file (.jsonl/.json/.csv): sample_id, reference, video_a, video_b, label_a, label_b[, prompt]."
     )
-    results: str = field(metadata={"help": "JSON Lines file the answers are appended to."})
-    host: str = field(
-        default="127.0.0.1", metadata={"help": "Interface to bind; 0.0.0.0 exposes the study (no auth)."}
-    )
-    port: int = field(default=8000, metadata={"help": "Port (0: any free port)."})
-    seed: int = field(default=0, metadata={"help": "Seeds each rater's order and left/right placements."})
+    results: str = arg(help="JSON Lines file the answers are appended to.")
+    host: str = arg("127.0.0.1", "Interface to bind; 0.0.0.0 exposes the study (no auth).")
+    port: int = arg(8000, "Port (0: any free port).")
+    seed: int = arg(0, "Seeds each rater's order and left/right placements.")
     title: str = DEFAULT_TITLE
     question: str = DEFAULT_QUESTION
     instructions: str = DEFAULT_INSTRUCTIONS
-    no_shuffle: bool = field(default=False, metadata={"help": "Show the pairs in file order (sides stay random)."})
-    transcode: bool = field(default=False, metadata={"help": "Re-encode every video to H.264 MP4."})
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "Where encoded media go (default: a temporary folder)."}
-    )
-    open_browser: bool = field(default=False, metadata={"help": "Open the page in the default browser."})
-    request_timeout: float = field(
-        default=DEFAULT_REQUEST_TIMEOUT, metadata={"help": "Seconds a connection may stay silent before it is closed."}
-    )
-    max_connections: int = field(
-        default=DEFAULT_MAX_CONNECTIONS,
-        metadata={"help": "Connections served at once (one thread each); more are answered 503."},
+    no_shuffle: bool = arg(False, "Show the pairs in file order (sides stay random).")
+    transcode: bool = arg(False, "Re-encode every video to H.264 MP4.")
+    cache_dir: str | None = arg(None, "Where encoded media go (default: a temporary folder).")
+    open_browser: bool = arg(False, "Open the page in the default browser.")
+    request_timeout: float = arg(DEFAULT_REQUEST_TIMEOUT, "Seconds a connection may stay silent before it is closed.")
+    max_connections: int = arg(
+        DEFAULT_MAX_CONNECTIONS, "Connections served at once (one thread each); more are answered 503."
     )
 
 
@@ -71,10 +63,8 @@ class StudyServeArguments:
 class StudySummarizeArguments:
     """``icreward human-study summarize``: preference shares with Wilson intervals; JSON, markdown, PNG."""
 
-    results: str = field(metadata={"help": "The study's results file."})
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Write summary.json, summary.md and preference.png here."}
-    )
+    results: str = arg(help="The study's results file.")
+    output_dir: str | None = arg(None, "Write summary.json, summary.md and preference.png here.")
     confidence: float = 0.95
 
 
@@ -82,11 +72,11 @@ class StudySummarizeArguments:
 class StudyPairsArguments:
     """``icreward human-study pairs``: build the pairs file from a best-of-N report (two methods' picks)."""
 
-    report: str = field(metadata={"help": "report.json written by the best-of-N evaluation."})
+    report: str = arg(help="report.json written by the best-of-N evaluation.")
     method_a: str
     method_b: str
-    output: str = field(metadata={"help": "Pairs file to write (.jsonl)."})
-    include_same_pick: bool = field(default=False, metadata={"help": "Keep images where both methods agree."})
+    output: str = arg(help="Pairs file to write (.jsonl).")
+    include_same_pick: bool = arg(False, "Keep images where both methods agree.")
 
 
 _SUBCOMMANDS = {

@@ -10,13 +10,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
 from ..evaluation.reward_comparison import ComparisonSettings
-from . import COMMANDS, check_hub_reference
+from . import COMMANDS, arg, check_hub_reference
 
 __all__ = [
     "CompareArguments",
@@ -33,41 +33,33 @@ __all__ = [
 class DemoArguments:
     """``icreward demo``'s own argument."""
 
-    output_dir: str = field(default="outputs/demo", metadata={"help": "Where the report and both models go."})
+    output_dir: str = arg("outputs/demo", "Where the report and both models go.")
 
 
 @dataclass
 class CompareArguments:
     """``icreward compare``'s own arguments."""
 
-    dataset: str = field(metadata={"help": "A stress-suite folder, a `save_to_disk` folder or a hub id."})
-    output_dir: str = field(metadata={"help": "Where the report and both models go."})
+    dataset: str = arg(help="A stress-suite folder, a `save_to_disk` folder or a hub id.")
+    output_dir: str = arg(help="Where the report and both models go.")
 
 
 @dataclass
 class CrossValidationArguments:
     """Cross-validation over held-out groups instead of the dataset's own splits (``demo`` and ``compare``)."""
 
-    cross_validate: bool = field(
-        default=False,
-        metadata={
-            "help": "Pool all splits and run leave-one-group-out folds (test one group, validate on the next, train "
-            "on the rest); writes cv_report.md with means, paired differences and per-fold results."
-        },
+    cross_validate: bool = arg(
+        False,
+        "Pool all splits and run leave-one-group-out folds (test one group, validate on the next, train on the "
+        "rest); writes cv_report.md with means, paired differences and per-fold results.",
     )
-    group_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "Column whose values are the folds' groups (default: clip_group for the generated-clip corpus, "
-            "photo for the photograph suite)."
-        },
+    group_column: str | None = arg(
+        None,
+        "Column whose values are the folds' groups (default: clip_group for the generated-clip corpus, photo for the "
+        "photograph suite).",
     )
-    num_folds: int | None = field(
-        default=None,
-        metadata={
-            "help": "K folds over the groups (seeded; test one fold, validate on the next); default: one fold per "
-            "group."
-        },
+    num_folds: int | None = arg(
+        None, "K folds over the groups (seeded; test one fold, validate on the next); default: one fold per group."
     )
 
 
@@ -75,9 +67,9 @@ class CrossValidationArguments:
 class ScoreArguments:
     """``icreward score``'s arguments."""
 
-    model: str = field(metadata={"help": "Directory (or hub id) of a trained ICReward/MLP reward model."})
-    reference: str = field(metadata={"help": "The reference image."})
-    video: list[str] = field(metadata={"help": "The videos to score against the reference."})
+    model: str = arg(help="Directory (or hub id) of a trained ICReward/MLP reward model.")
+    reference: str = arg(help="The reference image.")
+    video: list[str] = arg(help="The videos to score against the reference.")
 
 
 def _int_or_float(value: str) -> int | float:
