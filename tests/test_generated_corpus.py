@@ -228,8 +228,9 @@ def test_motion_decoupled_rows_pair_a_moving_consistent_clip_with_a_still_incons
 
 
 def test_corpus_is_cached_loaded_by_the_suite_loader_and_built_from_the_command_line(corpus, media, monkeypatch):
+    from icreward.cli.stress_suite import main
     from icreward.data.generated_corpus import build_generated_corpus, load_generated_corpus
-    from icreward.data.stress_suite import load_stress_suite, main
+    from icreward.data.stress_suite import load_stress_suite
 
     out, data = corpus
     stamp = (out / "build_info.json").stat().st_mtime_ns

@@ -8,6 +8,7 @@ import pytest
 import torch
 from datasets import concatenate_datasets
 
+from icreward.cli.stress_suite import main as stress_suite_main
 from icreward.data import stress_suite as ss
 from icreward.data.photos import DEFAULT_SOURCES, PHOTO_SOURCES, load_source_image
 from icreward.video import read_video
@@ -317,15 +318,15 @@ def test_cli_build_and_evaluate(tmp_path, capsys):
     output = tmp_path / "cli"
     argv = ["build", "--output_dir", str(output), "--image_size", "32", "--num_frames", "4", "--seed", "2"]
     argv += ["--sources", "chelsea", "coffee", "rocket", "--perturbations", "identity_change", "--severities", "1.0"]
-    assert ss.main(argv + ["--consistent_per_source", "2"]) == 0
+    assert stress_suite_main(argv + ["--consistent_per_source", "2"]) == 0
     assert "train: 3" in capsys.readouterr().out
     assert json.loads((output / "build_info.json").read_text())["args"]["seed"] == 2
-    assert ss.main(["evaluate", "--output_dir", str(output), "--split", "test"]) == 0
+    assert stress_suite_main(["evaluate", "--output_dir", str(output), "--split", "test"]) == 0
     assert json.loads(capsys.readouterr().out)["num_videos"] == 3
-    assert ss.main(["sources"]) == 0
+    assert stress_suite_main(["sources"]) == 0
     assert "retina_macula" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        ss.main(["build"])
+        stress_suite_main(["build"])
 
 
 def test_default_sample_dir_follows_the_environment(tmp_path, monkeypatch):

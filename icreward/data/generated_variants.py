@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .stress_labels import drop_score
 from .stress_render import gaussian_blur, hue_rotation, subject_mask
-from .stress_suite import CONSISTENT
 from .stress_suite import MAX_SCORE_DROP as _PHOTO_DROPS
 
 __all__ = ["GENERATED_PERTURBATIONS", "MAX_SCORE_DROP", "corpus_score", "perturb_frames"]
@@ -39,17 +39,7 @@ _MOTION_SIZE = 64
 
 def corpus_score(perturbation: str, severity: float) -> float:
     """``1 - severity * MAX_SCORE_DROP[perturbation]``, and 1 for consistent videos (severity 0)."""
-    if not 0.0 <= severity <= 1.0:
-        raise ValueError(f"severity must be in [0, 1], got {severity}.")
-    if perturbation == CONSISTENT:
-        if severity != 0.0:
-            raise ValueError(f"Consistent videos have severity 0, got {severity}.")
-        return 1.0
-    if perturbation not in MAX_SCORE_DROP:
-        raise ValueError(
-            f"Unknown perturbation {perturbation!r}; expected {CONSISTENT!r} or one of {GENERATED_PERTURBATIONS}."
-        )
-    return 1.0 - severity * MAX_SCORE_DROP[perturbation]
+    return drop_score(perturbation, severity, MAX_SCORE_DROP, GENERATED_PERTURBATIONS)
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -3,6 +3,8 @@ drops, motion levels, the dataset features, and the consistency label of a video
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from datasets import Features, Image, Value
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "PERTURBATIONS",
     "STRESS_SUITE_FEATURES",
     "STRESS_SUITE_PAIR_FEATURES",
+    "drop_score",
     "is_motion_decoupled",
     "motion_level_for",
     "perturbation_score",
@@ -87,17 +90,26 @@ STRESS_SUITE_PAIR_FEATURES = Features(
 )
 
 
-def perturbation_score(perturbation: str, severity: float) -> float:
-    """Consistency label of a video: ``1 - severity * MAX_SCORE_DROP[perturbation]``, and 1 for ``"none"``."""
+def drop_score(
+    perturbation: str, severity: float, max_score_drop: Mapping[str, float], perturbations: Sequence[str]
+) -> float:
+    """``1 - severity * max_score_drop[perturbation]``, and 1 for consistent videos (``severity`` 0); the label of
+    the photograph suite (:func:`perturbation_score`) and of the generated-clip corpus, with their own drop tables
+    (``perturbations``: the kinds named when ``perturbation`` is unknown)."""
     if not 0.0 <= severity <= 1.0:
         raise ValueError(f"severity must be in [0, 1], got {severity}.")
     if perturbation == CONSISTENT:
         if severity != 0.0:
             raise ValueError(f"Consistent videos have severity 0, got {severity}.")
         return 1.0
-    if perturbation not in MAX_SCORE_DROP:
-        raise ValueError(f"Unknown perturbation {perturbation!r}; expected {CONSISTENT!r} or one of {PERTURBATIONS}.")
-    return 1.0 - severity * MAX_SCORE_DROP[perturbation]
+    if perturbation not in max_score_drop:
+        raise ValueError(f"Unknown perturbation {perturbation!r}; expected {CONSISTENT!r} or one of {perturbations}.")
+    return 1.0 - severity * max_score_drop[perturbation]
+
+
+def perturbation_score(perturbation: str, severity: float) -> float:
+    """Consistency label of a video: ``1 - severity * MAX_SCORE_DROP[perturbation]``, and 1 for ``"none"``."""
+    return drop_score(perturbation, severity, MAX_SCORE_DROP, PERTURBATIONS)
 
 
 def motion_level_for(motion: float) -> str:

@@ -74,11 +74,11 @@ and :func:`load_stress_suite` turns it into a :class:`datasets.DatasetDict` with
 Videos are stored as paths, not :class:`datasets.Video`, because that feature decodes through torchcodec, which
 needs a system FFmpeg; :mod:`icreward.video` decodes with PyAV instead.
 
-Command line::
+Command line (:mod:`icreward.cli.stress_suite`)::
 
-    python -m icreward.data.stress_suite build --output_dir stress_suite --seed 0 --image_size 96
-    python -m icreward.data.stress_suite evaluate --output_dir stress_suite --split test --baseline pixel
-    python -m icreward.data.stress_suite sources
+    icreward stress-suite build --output_dir stress_suite --seed 0 --image_size 96
+    icreward stress-suite evaluate --output_dir stress_suite --split test --baseline pixel
+    icreward stress-suite sources
 """
 
 from __future__ import annotations
@@ -88,7 +88,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -125,21 +124,12 @@ from icreward.data.stress_render import (
     CANVAS_FACTOR,
     StressVideo,
     check_generation_args,
-    gaussian_blur,
     generate_source_videos,
     generate_stress_video,
-    hue_rotation,
     make_canvas,
-    single_threaded,
     stable_hash,
-    subject_mask,
 )
-from icreward.video import to_uint8, write_video
-
-# Old private names, kept importable for modules that used them from here (icreward.data.generated_corpus).
-# New code: the public names (gaussian_blur, ..., read_build_info, install_build, icreward.video.to_uint8).
-_gaussian_blur, _hue_rotation, _subject_mask = gaussian_blur, hue_rotation, subject_mask
-_single_threaded, _stable_hash, _to_uint8 = single_threaded, stable_hash, to_uint8
+from icreward.video import write_video
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +154,6 @@ __all__ = [
     "generate_stress_video",
     "load_sample_dataset",
     "load_stress_suite",
-    "main",
     "make_canvas",
     "motion_decoupled_pairs",
     "motion_level_for",
@@ -563,19 +552,3 @@ def load_sample_dataset(cache_dir: PathLike | None = None) -> DatasetDict:
     about 6 MB; split by photograph into 9 / 2 / 2 sources (324 / 72 / 72 videos, see :data:`SAMPLE_CONFIG`). Built under :func:`default_sample_dir` unless ``cache_dir`` is given, and reused afterwards.
     """
     return build_stress_suite(default_sample_dir() if cache_dir is None else cache_dir, **SAMPLE_CONFIG)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``icreward stress-suite ...`` / ``python -m icreward.data.stress_suite ...``); see
-    :mod:`icreward.data.stress_suite_cli`."""
-    from icreward.data.stress_suite_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-# Old private names of the build helpers (icreward.data.generated_corpus imports them).
-_read_build_info, _install = read_build_info, install_build
-
-
-if __name__ == "__main__":
-    sys.exit(main())
