@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from .tiny_pipelines import _tiny_wan_transformer, _wan_scheduler, build_tiny_tokenizer, tiny_umt5_encoder
+from .tiny_pipelines import (
+    _tiny_vision_tower,
+    _tiny_wan_transformer,
+    _wan_scheduler,
+    build_tiny_tokenizer,
+    tiny_umt5_encoder,
+)
 
 #: Z channels of the TI2V-5B VAE (Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json: z_dim 48).
 TI2V_Z_DIM = 48
@@ -177,17 +183,9 @@ def tiny_hunyuan_video15_i2v_pipeline(seed: int = 0, *, guidance_scale: float = 
     text_encoder_2 = T5EncoderModel(
         T5Config(vocab_size=len(tokenizer_2), d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     ).eval()
-    torch.manual_seed(seed + 2)
-    image_encoder = SiglipVisionModel(
-        SiglipVisionConfig(
-            hidden_size=12,
-            intermediate_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        )
-    ).eval()
+    image_encoder = _tiny_vision_tower(
+        seed + 2, SiglipVisionModel, SiglipVisionConfig, width=12, layers=1, image_size=28, patch_size=14
+    )
     feature_extractor = SiglipImageProcessor(size={"height": 28, "width": 28})
     pipe = HunyuanVideo15ImageToVideoPipeline(
         text_encoder=text_encoder,

@@ -87,17 +87,10 @@ def build_tiny_tokenizer(model_max_length: int = 512):
     )
 
 
-# Both families' text encoders are T5-shaped: Wan's UMT5 (gated GELU) and CogVideoX's T5.
-_TINY_T5_KWARGS: dict[str, Any] = dict(
-    d_model=_TEXT_DIM,
-    d_kv=8,
-    d_ff=37,
-    num_layers=2,
-    num_heads=4,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=32,
-    dropout_rate=0.0,
-)
+# Both families' text encoders are T5-shaped: Wan's UMT5 (gated GELU) and CogVideoX's T5. 2 layers of width 32 with
+# 4 heads of 8, relative positions bucketed 8 ways up to 32 tokens apart, no dropout.
+_TINY_T5_KWARGS: dict[str, Any] = dict(d_model=_TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+_TINY_T5_KWARGS.update(relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0)
 
 
 def tiny_umt5_encoder(seed: int, vocab_size: int):
@@ -150,6 +143,14 @@ def _tiny_wan_transformer(seed: int, *, image_dim: int | None, in_channels: int 
     )
 
 
+def _tiny_vision_tower(seed: int, model_class, config_class, *, width: int, layers: int, image_size: int, **extra):
+    """A tiny image encoder (``CLIPVisionModel``, ``SiglipVisionModel``, ...): ``layers`` blocks of width ``width``
+    with 2 heads and an MLP of 16, initialised under ``seed``, in eval mode; ``extra``: the rest of its config."""
+    torch.manual_seed(seed)
+    sizes = dict(hidden_size=width, intermediate_size=16, num_hidden_layers=layers, num_attention_heads=2)
+    return model_class(config_class(**sizes, image_size=image_size, **extra)).eval()
+
+
 def _wan_scheduler():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -177,18 +178,9 @@ def tiny_wan_i2v_pipeline(seed: int = 0):
     text_encoder = tiny_umt5_encoder(seed, vocab_size=len(tokenizer))
     vae = _tiny_wan_vae(seed + 1)
     transformer = _tiny_wan_transformer(seed + 2, image_dim=4)
-    torch.manual_seed(seed + 3)
-    image_encoder = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=4,
-            projection_dim=4,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            intermediate_size=16,
-            patch_size=4,
-        )
-    ).eval()
+    image_encoder = _tiny_vision_tower(
+        seed + 3, CLIPVisionModel, CLIPVisionConfig, width=4, layers=2, image_size=32, patch_size=4, projection_dim=4
+    )
     image_processor = CLIPImageProcessor(crop_size=32, size=32)
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
