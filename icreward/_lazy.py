@@ -13,28 +13,71 @@ at once. Registration is idempotent (``exist_ok=True``).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.abc
+import importlib.util
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
-def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package`` exporting ``names``: attribute name -> submodule (relative to
-    ``package``) that defines it. Each attribute is imported on first access and cached in the package."""
+def type_checking_exports(package: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """What the ``if TYPE_CHECKING:`` block of ``package``'s ``__init__`` imports, read from its source: exported
+    name -> ``(module, attribute)`` for ``from .x import A`` / ``from .x import A as B``, and the submodules named by
+    ``from . import x``. That block is the one list of a lazy package's public names (what type checkers and IDEs
+    read; see :func:`lazy_package`)."""
+    spec = sys.modules[package].__spec__
+    source = spec.loader.get_source(package) if spec is not None and spec.loader is not None else None
+    if source is None:
+        raise ImportError(f"{package}: its lazy exports are read from its source, which is not available")
+    names: dict[str, tuple[str, str]] = {}
+    submodules: list[str] = []
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+            continue
+        for statement in node.body:
+            if not isinstance(statement, ast.ImportFrom) or statement.level == 0:
+                raise ImportError(f"{package}: only relative `from . import` statements may stand under TYPE_CHECKING")
+            module = importlib.util.resolve_name("." * statement.level + (statement.module or ""), package)
+            for alias in statement.names:
+                if statement.module is None and module == package:
+                    submodules.append(alias.name)
+                else:
+                    names[alias.asname or alias.name] = (module, alias.name)
+    return names, submodules
+
+
+def lazy_package(
+    package: str, *, extra: Sequence[str] = ()
+) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
+    """``(__getattr__, __dir__, __all__)`` for a lazy package (PEP 562) whose ``__init__`` imports its public names
+    and submodules under ``if TYPE_CHECKING:`` (:func:`type_checking_exports`), so that they are written once:
+    type checkers and IDEs read the imports, and at run time each name is imported from there on first access and
+    cached in the package. ``extra``: names defined in the ``__init__`` itself that ``__all__`` lists too.
+
+    Use, at the end of the package's ``__init__`` (after its ``if TYPE_CHECKING:`` block)::
+
+        __getattr__, __dir__, __all__ = lazy_package(__name__)
+    """
+    names, submodules = type_checking_exports(package)
+    exported = sorted([*names, *submodules, *extra])
 
     def __getattr__(name: str):
-        if name not in names:
+        if name in names:
+            module, attribute = names[name]
+            value = getattr(importlib.import_module(module), attribute)
+        elif name in submodules:
+            value = importlib.import_module(f"{package}.{name}")
+        else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{names[name]}"), name)
         setattr(sys.modules[package], name, value)
         return value
 
     def __dir__() -> list[str]:
-        return sorted(names)
+        return list(exported)
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, exported
 
 
 # --- Auto-class registration -------------------------------------------------------------------------------------

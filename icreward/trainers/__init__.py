@@ -3,26 +3,25 @@ per method, on shared bases (``base_config.py``: :class:`BaseConfig`; ``diffusio
 :class:`BaseVideoLoRATrainer`, the video LoRA trainers' base). Imported lazily so that using one trainer does not
 import the others' dependencies (e.g. diffusers)."""
 
-from .._lazy import lazy_exports
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the lazy exports: icreward._lazy.lazy_package reads them)
+from typing import TYPE_CHECKING
 
-_LAZY = {
-    "BaseConfig": "base_config",
-    "BaseVideoLoRATrainer": "base_trainer",
-    "RewardModelConfig": "reward_model_config",
-    "RewardModelTrainer": "reward_model_trainer",
-    "RewardDataCollator": "reward_data",
-    "encode_dataset_features": "reward_data",
-    "DiffusionTrainingConfig": "diffusion_config",
-    "VideoDPOConfig": "video_dpo_config",
-    "VideoDPOTrainer": "video_dpo_trainer",
-    "VideoDPODataCollator": "video_dpo_trainer",
-    "PreferenceCurveCallback": "preference_curves",
-    "LatentCache": "latent_cache",
-    "RewardFeedbackConfig": "reward_feedback_config",
-    "RewardFeedbackTrainer": "reward_feedback_trainer",
-    "VideoGRPOConfig": "video_grpo_config",
-    "VideoGRPOTrainer": "video_grpo_trainer",
-}
+from .._lazy import lazy_package
 
-__all__ = sorted(_LAZY)
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+if TYPE_CHECKING:
+    from .base_config import BaseConfig
+    from .base_trainer import BaseVideoLoRATrainer
+    from .diffusion_config import DiffusionTrainingConfig
+    from .latent_cache import LatentCache
+    from .preference_curves import PreferenceCurveCallback
+    from .reward_data import RewardDataCollator, encode_dataset_features
+    from .reward_feedback_config import RewardFeedbackConfig
+    from .reward_feedback_trainer import RewardFeedbackTrainer
+    from .reward_model_config import RewardModelConfig
+    from .reward_model_trainer import RewardModelTrainer
+    from .video_dpo_config import VideoDPOConfig
+    from .video_dpo_trainer import VideoDPODataCollator, VideoDPOTrainer
+    from .video_grpo_config import VideoGRPOConfig
+    from .video_grpo_trainer import VideoGRPOTrainer
+
+__getattr__, __dir__, __all__ = lazy_package(__name__)
