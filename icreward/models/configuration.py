@@ -216,7 +216,7 @@ class MLPRewardConfig(_RewardBackboneConfigMixin, PretrainedConfig):
         freeze_backbone (`bool`, defaults to `True`).
         hidden_sizes (`list[int]`, defaults to `[512, 128]`): MLP widths.
         dropout (`float`, defaults to 0.1).
-        num_frames (`int`, defaults to 8) / image_size (`int`, defaults to 224): defaults for the processor.
+        num_frames / image_size: as in :class:`ICRewardConfig` (the processor's defaults, 8 and 224).
     """
 
     model_type = "icreward_mlp"

@@ -102,13 +102,9 @@ class ICRewardModel(_RewardPreTrainedModel):
                 used instead of pixels.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if frame_features is not None or reference_features is not None:
-            frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=True)
-            ref_tokens, frame_tokens = reference_features, frame_features
-        else:
-            features = self.extract_features(pixel_values, reference_pixel_values, frame_mask)
-            ref_tokens, frame_tokens = features["reference_features"], features["frame_features"]
-            frame_mask = features["frame_mask"]
+        ref_tokens, frame_tokens, frame_mask = self._forward_features(
+            pixel_values, reference_pixel_values, frame_mask, reference_features, frame_features
+        )
 
         head_logits = self.head(ref_tokens, frame_tokens, frame_mask)  # (B, num_heads)
         head_scores = torch.sigmoid(head_logits.float())

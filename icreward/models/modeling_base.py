@@ -283,6 +283,23 @@ class _RewardPreTrainedModel(PreTrainedModel):
         grid[frame_mask] = frame_values
         return {"reference_features": ref_values, "frame_features": grid, "frame_mask": frame_mask}
 
+    def _forward_features(
+        self,
+        pixel_values: torch.Tensor | None,
+        reference_pixel_values: torch.Tensor | None,
+        frame_mask: torch.Tensor | None,
+        reference_features: torch.Tensor | None,
+        frame_features: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(reference_features, frame_features, frame_mask)`` for ``forward``: the precomputed features, checked,
+        when given, else :meth:`extract_features` of the pixels."""
+        if frame_features is not None or reference_features is not None:
+            tokens = self.feature_kind == "tokens"
+            frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=tokens)
+            return reference_features, frame_features, frame_mask
+        features = self.extract_features(pixel_values, reference_pixel_values, frame_mask)
+        return features["reference_features"], features["frame_features"], features["frame_mask"]
+
     @classmethod
     def from_pretrained_backbone(
         cls,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import MLPRewardConfig
-from .modeling_base import _EPS, RewardModelOutput, _mse_loss, _RewardPreTrainedModel, _validate_features
+from .modeling_base import _EPS, RewardModelOutput, _mse_loss, _RewardPreTrainedModel
 
 __all__ = ["MLPRewardModel"]
 
@@ -52,13 +52,9 @@ class MLPRewardModel(_RewardPreTrainedModel):
     ) -> RewardModelOutput | tuple:
         r"""Same inputs as :meth:`ICRewardModel.forward`; features are pooled: ``(B, D)`` and ``(B, F, D)``."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if frame_features is not None or reference_features is not None:
-            frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=False)
-            ref_feat, frame_feat = reference_features, frame_features
-        else:
-            features = self.extract_features(pixel_values, reference_pixel_values, frame_mask)
-            ref_feat, frame_feat = features["reference_features"], features["frame_features"]
-            frame_mask = features["frame_mask"]
+        ref_feat, frame_feat, frame_mask = self._forward_features(
+            pixel_values, reference_pixel_values, frame_mask, reference_features, frame_features
+        )
 
         # Normalised in float32, then in the head's dtype (fp16/bf16 inference).
         head_dtype = self.mlp[0].weight.dtype
