@@ -125,6 +125,7 @@ def test_settings_validation_and_cli_flags():
         include_feature_cosine=False, i3d_checkpoint="i3d.pt"
     )
     assert parse_args([])[0].output_dir == "outputs/paper_pipeline"
+    assert parse_args(["--i3d", "i3d.pt"])[1].i3d_checkpoint == "i3d.pt"  # abbreviations work as before
     for f in PipelineSettings.__dataclass_fields__.values():
         assert f.metadata.get("help"), f"{f.name} has no help"
     for bad in (["--num_candidates", "many"], ["--no_such_flag", "1"], ["--include_feature_cosine", "maybe"]):

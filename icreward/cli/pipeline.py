@@ -7,7 +7,8 @@ The flags are parsed with :class:`transformers.HfArgumentParser` from two datacl
 
 Spellings kept from the command's earlier parser: a boolean takes ``on``/``off`` besides transformers' ``true``/
 ``false``/``yes``/``no``/``1``/``0``, an optional string takes ``none`` (or an empty string) for "not set", and a
-tuple field takes one or more values (``--sources coffee rocket``).
+tuple field takes one or more values (``--sources coffee rocket``), and an unambiguous abbreviation (``--clip``) names
+its flag.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class _Parser(HfArgumentParser):
         if kwargs.get("type") is string_to_bool:
             kwargs["type"] = _parse_bool
         return super().add_argument(*args, **kwargs)
+
+    def _get_option_tuples(self, option_string):
+        # An abbreviation (`--clip`) matches both spellings of one flag (--clip_model, --clip-model): not ambiguous.
+        matches = super()._get_option_tuples(option_string)
+        return list({id(match[0]): match for match in matches}.values())
 
 
 def build_parser() -> HfArgumentParser:
