@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from ..testing.tiny_pipelines import TINY_POLICIES, load_policy_pipeline  # noqa: F401  (importable from here as before)
+from ..pipelines import TINY_POLICIES, load_policy_pipeline  # noqa: F401  (importable from here as before)
 from .pipeline_clip_sections import run_clip_sections
 from .pipeline_common import (  # noqa: F401  (importable from here as before)
     METHODS,

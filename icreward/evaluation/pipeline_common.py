@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..testing.tiny_pipelines import load_policy_pipeline
+from ..pipelines import load_policy_pipeline
 from .pipeline_settings import PipelineSettings
 
 __all__ = [

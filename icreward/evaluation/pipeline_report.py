@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..testing.tiny_pipelines import TINY_POLICIES
+from ..pipelines import TINY_POLICIES
 from .pipeline_common import FEATURE_METRIC, INDEPENDENT_METRIC, MOTION_METRIC, PRETRAINED_POLICY
 
 __all__ = ["json_safe", "write_pipeline_report"]

@@ -43,7 +43,7 @@ def build_policy_pipeline(
     ti2v = conditioning == "ti2v"
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
 
-    from ..testing.tiny_pipelines import build_tiny_tokenizer
+    from ..text_encoders import build_tiny_tokenizer, tiny_umt5_encoder
     from .vae import FrameAnchoredPixelVAE
 
     vae = FrameAnchoredPixelVAE(
@@ -55,23 +55,7 @@ def build_policy_pipeline(
     )
     z_dim = vae.config.z_dim
     tokenizer = build_tiny_tokenizer()
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
-            dropout_rate=0.0,
-            feed_forward_proj="gated-gelu",
-        )
-    ).eval()
+    text_encoder = tiny_umt5_encoder(seed, vocab_size=len(tokenizer))
     torch.manual_seed(seed + 1)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2) if ti2v else (1, 4, 4),
@@ -118,7 +102,7 @@ def load_policy_from_folder(directory: str | os.PathLike, torch_dtype: torch.dty
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import UMT5EncoderModel
 
-    from ..testing.tiny_pipelines import build_tiny_tokenizer
+    from ..text_encoders import build_tiny_tokenizer
     from .vae import FrameAnchoredPixelVAE
 
     directory = Path(directory)
