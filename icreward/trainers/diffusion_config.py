@@ -9,7 +9,7 @@ import torch
 
 from .base_config import BaseConfig
 
-__all__ = ["DiffusionTrainingConfig", "loading_dtype", "shared_field"]
+__all__ = ["DiffusionTrainingConfig", "RewardSamplingFields", "loading_dtype", "shared_field"]
 
 WAN22_TRAIN_EXPERTS = ("low_noise", "high_noise", "both")
 
@@ -95,3 +95,37 @@ def shared_field(name: str, *, help: str) -> Any:
     """
     base = next(f for f in fields(DiffusionTrainingConfig) if f.name == name)
     return field(default=base.default, metadata={**base.metadata, "help": help})
+
+
+class RewardSamplingFields:
+    """The fields of the configs whose trainers sample videos and maximise rewards (reward feedback, GRPO), written
+    once: the same type, default and checks, with help text saying what they mean in each method. Use in a config
+    body, e.g. ``guidance_scale: float = RewardSamplingFields.guidance_scale("Classifier-free guidance ...")``, and
+    call :meth:`check` from its ``__post_init__``."""
+
+    @staticmethod
+    def reward_weights(none_gives: str) -> Any:
+        """``reward_weights``: one weight per reward of ``reward_funcs`` (default None); ``none_gives`` completes the
+        help ("None gives ...")."""
+        return field(
+            default=None,
+            metadata={"help": f"Weight of each reward (in the order of `reward_funcs`). None gives {none_gives}"},
+        )
+
+    @staticmethod
+    def guidance_scale(help: str) -> Any:
+        """``guidance_scale``: the classifier-free guidance scale while sampling, 1 (none) by default."""
+        return field(default=1.0, metadata={"help": help})
+
+    @staticmethod
+    def negative_prompt() -> Any:
+        """``negative_prompt``: the negative prompt of classifier-free guidance, empty by default."""
+        return field(default="", metadata={"help": "Negative prompt when guidance_scale > 1."})
+
+    @staticmethod
+    def check(config: Any) -> None:
+        """The ``__post_init__`` checks of these fields: the reward weights as floats, a guidance scale >= 1."""
+        if config.reward_weights is not None:
+            config.reward_weights = [float(w) for w in config.reward_weights]
+        if config.guidance_scale < 1.0:
+            raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {config.guidance_scale}")

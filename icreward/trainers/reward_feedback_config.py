@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .diffusion_config import DiffusionTrainingConfig, shared_field
+from .diffusion_config import DiffusionTrainingConfig, RewardSamplingFields, shared_field
 
 __all__ = ["RewardFeedbackConfig"]
 
@@ -91,22 +91,16 @@ class RewardFeedbackConfig(DiffusionTrainingConfig):
             "None gives 1 for every step."
         },
     )
-    reward_weights: list[float] | None = field(
-        default=None,
-        metadata={
-            "help": "Weight of each reward (in the order of `reward_funcs`). None gives 0.1 to every reward, IPRO's "
-            "face-reward weight. Not allowed together with weights given in a {name: (reward, weight)} mapping."
-        },
+    reward_weights: list[float] | None = RewardSamplingFields.reward_weights(
+        "0.1 to every reward, IPRO's face-reward weight. Not allowed together with weights given in a "
+        "{name: (reward, weight)} mapping."
     )
-    guidance_scale: float = field(
-        default=1.0,
-        metadata={
-            "help": "Classifier-free guidance during training samples and validation videos. Keep 1 for training, as "
-            "IPRO (a distilled, guidance-free sampler): above 1 every step runs the denoiser twice (memory and time "
-            "double on the K trained steps)."
-        },
+    guidance_scale: float = RewardSamplingFields.guidance_scale(
+        "Classifier-free guidance during training samples and validation videos. Keep 1 for training, as IPRO (a "
+        "distilled, guidance-free sampler): above 1 every step runs the denoiser twice (memory and time double on "
+        "the K trained steps)."
     )
-    negative_prompt: str = field(default="", metadata={"help": "Negative prompt when guidance_scale > 1."})
+    negative_prompt: str = RewardSamplingFields.negative_prompt()
     decode_frame_subset: int | None = field(
         default=None,
         metadata={
@@ -185,10 +179,7 @@ class RewardFeedbackConfig(DiffusionTrainingConfig):
                 )
             if any(w < 0 for w in self.kl_step_weights):
                 raise ValueError(f"kl_step_weights must be >= 0, got {self.kl_step_weights}")
-        if self.reward_weights is not None:
-            self.reward_weights = [float(w) for w in self.reward_weights]
-        if self.guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {self.guidance_scale}")
+        RewardSamplingFields.check(self)
         if self.decode_frame_subset is not None and self.decode_frame_subset < 1:
             raise ValueError(f"decode_frame_subset must be >= 1 or None, got {self.decode_frame_subset}")
         if self.validation_steps is not None and self.validation_steps < 1:

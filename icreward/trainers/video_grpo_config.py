@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .diffusion_config import DiffusionTrainingConfig, shared_field
+from .diffusion_config import DiffusionTrainingConfig, RewardSamplingFields, shared_field
 
 __all__ = ["VideoGRPOConfig"]
 
@@ -80,21 +80,14 @@ class VideoGRPOConfig(DiffusionTrainingConfig):
     advantage_clip_max: float | None = field(
         default=5.0, metadata={"help": "Clamp advantages to [-max, max] (Flow-GRPO: 5); None disables."}
     )
-    reward_weights: list[float] | None = field(
-        default=None,
-        metadata={
-            "help": "Weight of each reward (in the order of `reward_funcs`). None gives 1 to every reward (the "
-            "advantage is invariant to a common scale)."
-        },
+    reward_weights: list[float] | None = RewardSamplingFields.reward_weights(
+        "1 to every reward (the advantage is invariant to a common scale)."
     )
-    guidance_scale: float = field(
-        default=1.0,
-        metadata={
-            "help": "Classifier-free guidance while sampling and in the trained transitions (the policy is the guided "
-            "one). Above 1 every denoiser call runs twice."
-        },
+    guidance_scale: float = RewardSamplingFields.guidance_scale(
+        "Classifier-free guidance while sampling and in the trained transitions (the policy is the guided one). "
+        "Above 1 every denoiser call runs twice."
     )
-    negative_prompt: str = field(default="", metadata={"help": "Negative prompt when guidance_scale > 1."})
+    negative_prompt: str = RewardSamplingFields.negative_prompt()
     backward_chunk_size: int | None = field(
         default=None,
         metadata={
@@ -145,10 +138,7 @@ class VideoGRPOConfig(DiffusionTrainingConfig):
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.advantage_clip_max is not None and self.advantage_clip_max <= 0:
             raise ValueError(f"advantage_clip_max must be > 0 or None, got {self.advantage_clip_max}")
-        if self.reward_weights is not None:
-            self.reward_weights = [float(w) for w in self.reward_weights]
-        if self.guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1 (1 disables guidance), got {self.guidance_scale}")
+        RewardSamplingFields.check(self)
         if self.backward_chunk_size is not None and self.backward_chunk_size < 1:
             raise ValueError(f"backward_chunk_size must be >= 1 or None, got {self.backward_chunk_size}")
         if self.ground_truth_max_frames is not None and self.ground_truth_max_frames < 1:
