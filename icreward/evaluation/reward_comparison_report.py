@@ -31,9 +31,9 @@ _REPORT_COLUMNS = [
 
 def write_comparison_report(results: dict[str, Any], output_dir: str | Path) -> Path:
     """Write ``report.json``, ``report.md`` and the plots; returns the markdown path."""
-    import matplotlib
+    from ..extras import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "plots", "The comparison report's plots").use("Agg")
 
     output_dir = Path(output_dir)
     (output_dir / "report.json").write_text(json.dumps(results, indent=2, default=float))

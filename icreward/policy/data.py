@@ -99,8 +99,9 @@ def load_clip_corpus(
     search = find_generated_clips(min_frames=min_frames, **kwargs)
     if not search.clips:
         raise FileNotFoundError(
-            "no real clips found: install the ComfyUI media wheels (comfyui-workflow-templates-media-api, "
-            f"-assets-01, -assets-02, -image, -other); missing: {search.missing_packages}"
+            "no real clips found: the ComfyUI media wheels (comfyui-workflow-templates-media-api, -assets-01, "
+            f'-assets-02, -image, -other) come with the `data` extra: pip install "icreward[data]"; missing: '
+            f"{search.missing_packages}"
         )
     wanted = [c for c in search.clips if is_held_out(c) == (split == "eval")]
     if limit is not None:

