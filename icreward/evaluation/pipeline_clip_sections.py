@@ -23,6 +23,7 @@ from .pipeline_common import (
     run_dpo,
     torch_threads,
     training_arguments,
+    with_row_ids,
 )
 from .pipeline_settings import PipelineSettings
 
@@ -242,7 +243,8 @@ def _build_clip_pairs(train_report, eval_reports, output_dir: Path) -> tuple[Any
         pairs, build = pairs_from_reward_model_picks(
             rows, "icreward_score", "mlp_score", group_by="image_index", return_stats=True
         )
-        out[split] = load_dpo_pairs(pairs) if len(pairs) else pairs
+        # a pair's noise is seeded from its row_id (its reference and seed), not from paths under output_dir
+        out[split] = with_row_ids(load_dpo_pairs(pairs)) if len(pairs) else pairs
         same[split] = int(build.dropped.get("same_pick", 0))
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / "pairs.jsonl", "w", encoding="utf-8") as f:
@@ -277,7 +279,7 @@ def _run_reward_feedback(
     for i, ref in enumerate(references):
         path = data_dir / f"{i:03d}.png"
         Image.fromarray(ref.permute(1, 2, 0).numpy()).save(path)
-        rows.append({"image": str(path), "prompt": _CLIP_PROMPT})
+        rows.append({"image": str(path), "prompt": _CLIP_PROMPT, "row_id": f"reference:{i:03d}"})
     import datasets
 
     pipeline = load_policy(settings.policy, seed=settings.seed)

@@ -32,6 +32,7 @@ __all__ = [
     "run_dpo",
     "torch_threads",
     "training_arguments",
+    "with_row_ids",
 ]
 
 #: The pipeline's log records keep the logger name of the single module it once was (the command line prints it).
@@ -162,6 +163,12 @@ def run_dpo(pipeline: Any, train: Any, evaluation: Any, settings: PipelineSettin
         "lora_weights": sorted(p.name for p in output_dir.glob("*.safetensors")),
         "_adapter": trainer.adapter,
     }
+
+
+def with_row_ids(pairs: Any) -> Any:
+    """The pairs with a ``row_id`` column (their ``image_index``: reference and seed), which seeds each pair's noise in
+    :class:`~icreward.trainers.VideoDPOTrainer`, so that a run trains the same LoRA in any output folder."""
+    return pairs.add_column("row_id", [str(index) for index in pairs["image_index"]])
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int | None]:

@@ -11,7 +11,15 @@ from typing import Any
 
 import torch
 
-from .pipeline_common import FEATURE_METRIC, MOTION_METRIC, logger, policy_generator, run_dpo, torch_threads
+from .pipeline_common import (
+    FEATURE_METRIC,
+    MOTION_METRIC,
+    logger,
+    policy_generator,
+    run_dpo,
+    torch_threads,
+    with_row_ids,
+)
 from .pipeline_settings import PipelineSettings
 
 __all__ = ["run_photo_sections"]
@@ -116,7 +124,7 @@ def _build_pairs(report: Any, num_eval_images: int, output_dir: Path) -> tuple[A
         rows, "icreward_score", "mlp_score", group_by="image_index", return_stats=True
     )
     if len(pairs):
-        pairs = load_dpo_pairs(pairs)  # "reference" -> "image"
+        pairs = with_row_ids(load_dpo_pairs(pairs))  # "reference" -> "image"; noise seeded by reference
     held_out = set(range(len(report.sample_ids) - num_eval_images, len(report.sample_ids)))
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / "pairs.jsonl", "w", encoding="utf-8") as f:

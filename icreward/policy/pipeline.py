@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,11 +55,21 @@ def build_policy_pipeline(
         latents_std=None if latents_std is None else list(map(float, latents_std)),
     )
     z_dim = vae.config.z_dim
+    patch = (1, 2, 2) if ti2v else (1, 4, 4)
+    token_size = z_dim * patch[0] * patch[1] * patch[2]  # values a token predicts: 192 in both layouts
+    if num_attention_heads * attention_head_dim < token_size:
+        # proj_out maps the hidden width to the token's values: a narrower width leaves the noise in the other
+        # directions that the sampler never removes (the block noise of the first shipped policy, width 128).
+        warnings.warn(
+            f"policy width {num_attention_heads} x {attention_head_dim} = {num_attention_heads * attention_head_dim} "
+            f"is below the {token_size} values each token predicts: samples keep noise the model cannot represent",
+            stacklevel=2,
+        )
     tokenizer = build_tiny_tokenizer()
     text_encoder = tiny_umt5_encoder(seed, vocab_size=len(tokenizer))
     torch.manual_seed(seed + 1)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2) if ti2v else (1, 4, 4),
+        patch_size=patch,
         num_attention_heads=num_attention_heads,
         attention_head_dim=attention_head_dim,
         # TI2V: the latents alone (frame 0 is the reference's latent); I2V: noisy latents + mask + image latents
