@@ -5,61 +5,37 @@ user-supplied weights; CLIPSim, FaceSim and dynamic degree complete the paper's 
 scores reward models against labels.
 """
 
-from .clipsim import CLIPSimilarity, CLIPSimResult, clip_similarity, clip_similarity_from_embeddings
-from .consistency import (
-    background_consistency,
-    i2v_consistency_score,
-    i2v_consistency_scores,
-    subject_consistency,
-    temporal_consistency,
-)
-from .facesim import FaceSim, FaceSimResult, face_similarity
-from .fvd import (
-    FrechetVideoDistance,
-    InceptionI3d,
-    frechet_distance,
-    frechet_distance_from_statistics,
-    gaussian_statistics,
-    load_i3d_state_dict,
-)
-from .motion import DynamicDegreeResult, LucasKanadeFlow, RAFTFlow, dynamic_degree, flow_motion_score
-from .reward_metrics import (
-    group_index_pairs,
-    pair_correctness,
-    pairwise_accuracy,
-    preference_pair_metrics,
-    reward_regression_metrics,
-    spearman_correlation,
-)
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the lazy exports: icreward._lazy.lazy_package reads them)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CLIPSimResult",
-    "CLIPSimilarity",
-    "DynamicDegreeResult",
-    "FaceSim",
-    "FaceSimResult",
-    "FrechetVideoDistance",
-    "InceptionI3d",
-    "LucasKanadeFlow",
-    "RAFTFlow",
-    "background_consistency",
-    "clip_similarity",
-    "clip_similarity_from_embeddings",
-    "dynamic_degree",
-    "face_similarity",
-    "flow_motion_score",
-    "frechet_distance",
-    "frechet_distance_from_statistics",
-    "gaussian_statistics",
-    "group_index_pairs",
-    "i2v_consistency_score",
-    "i2v_consistency_scores",
-    "load_i3d_state_dict",
-    "pair_correctness",
-    "pairwise_accuracy",
-    "preference_pair_metrics",
-    "reward_regression_metrics",
-    "spearman_correlation",
-    "subject_consistency",
-    "temporal_consistency",
-]
+from .._lazy import lazy_package
+
+if TYPE_CHECKING:
+    from .clipsim import CLIPSimilarity, CLIPSimResult, clip_similarity, clip_similarity_from_embeddings
+    from .consistency import (
+        background_consistency,
+        i2v_consistency_score,
+        i2v_consistency_scores,
+        subject_consistency,
+        temporal_consistency,
+    )
+    from .facesim import FaceSim, FaceSimResult, face_similarity
+    from .fvd import (
+        FrechetVideoDistance,
+        InceptionI3d,
+        frechet_distance,
+        frechet_distance_from_statistics,
+        gaussian_statistics,
+        load_i3d_state_dict,
+    )
+    from .motion import DynamicDegreeResult, LucasKanadeFlow, RAFTFlow, dynamic_degree, flow_motion_score
+    from .reward_metrics import (
+        group_index_pairs,
+        pair_correctness,
+        pairwise_accuracy,
+        preference_pair_metrics,
+        reward_regression_metrics,
+        spearman_correlation,
+    )
+
+__getattr__, __dir__, __all__ = lazy_package(__name__)
