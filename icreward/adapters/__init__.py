@@ -1,6 +1,10 @@
 """Model-family adapters: one object per family that trainers use to encode, noise, predict and decode.
 
 See :class:`~icreward.adapters.base.VideoModelAdapter` for the interface and how to add a family (e.g. Open-Sora).
+What several families share is written once in :mod:`icreward.adapters.mixins` (the transformer as the trained
+module, rectified flow, first-frame image conditioning); ``pipeline_class_name`` gives a family its ``load_pipeline``.
+The package is imported eagerly (not through ``icreward._lazy``): :func:`get_adapter` lists every family, and
+importing a family's module registers its memory accounting.
 """
 
 from .base import LORA_WEIGHT_NAME, VideoModelAdapter
