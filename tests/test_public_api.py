@@ -67,3 +67,34 @@ def test_lazy_names_resolve():
     assert "ICRewardModel" in dir(icreward.models)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         icreward.models.Nope  # noqa: B018
+
+
+LAZY_PACKAGES = [
+    "icreward",
+    "icreward.data",
+    "icreward.evaluation",
+    "icreward.memory",
+    "icreward.metrics",
+    "icreward.models",
+    "icreward.rewards",
+    "icreward.testing",
+    "icreward.trainers",
+]
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_lazy_name_resolves(package):
+    """Each subpackage lists its public names once, as TYPE_CHECKING imports: every one of them must import, from
+    the module the import names (a stale import there fails here, not in a user's session)."""
+    import importlib
+
+    from icreward._lazy import type_checking_exports
+
+    module = importlib.import_module(package)
+    names, submodules = type_checking_exports(package)
+    assert sorted(module.__all__) == module.__all__ and set(module.__all__) >= set(names) | set(submodules)
+    assert module.__dir__() == module.__all__
+    for name, (source, attribute) in names.items():
+        assert getattr(module, name) is getattr(importlib.import_module(source), attribute), name
+    for name in submodules:
+        assert getattr(module, name) is importlib.import_module(f"{package}.{name}")
