@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..adapters.published.ltx import LTX_FLOW_SCHEDULER_CONFIG
-from .tiny_pipelines import _TINY_T5_KWARGS, _tiny_t5, build_tiny_tokenizer
+from ..text_encoders import TINY_T5_KWARGS, build_tiny_tokenizer, tiny_t5_encoder
 
 __all__ = [
     "LTX_SCHEDULER_CONFIG",
@@ -112,7 +112,7 @@ def tiny_ltx_i2v_pipeline(seed: int = 0):
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline, LTXVideoTransformer3DModel
 
     tokenizer = build_tiny_tokenizer(model_max_length=128)
-    text_encoder = _tiny_t5(seed, vocab_size=len(tokenizer))
+    text_encoder = tiny_t5_encoder(seed, vocab_size=len(tokenizer))
     vae = _tiny_ltx_vae(seed + 1)
     torch.manual_seed(seed + 2)
     transformer = _tiny_ltx_family_transformer(
@@ -120,7 +120,7 @@ def tiny_ltx_i2v_pipeline(seed: int = 0):
         channels=8,
         heads=4,
         cross_dim=32,
-        caption=_TINY_T5_KWARGS["d_model"],
+        caption=TINY_T5_KWARGS["d_model"],
         patch_size=1,
         patch_size_t=1,
     )

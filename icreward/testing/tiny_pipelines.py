@@ -32,16 +32,9 @@ from typing import Any
 import torch
 
 from icreward.pipelines import TINY_POLICIES, load_policy_pipeline  # their home; re-exported here
-from icreward.text_encoders import (  # their home (the shipped policy uses them); re-exported here
-    TEXT_DIM as _TEXT_DIM,
-)
-from icreward.text_encoders import (
-    build_tiny_tokenizer,
-    tiny_umt5_encoder,
-)
-from icreward.text_encoders import (
-    tiny_t5_encoder as _tiny_t5,
-)
+from icreward.text_encoders import TEXT_DIM as _TEXT_DIM
+from icreward.text_encoders import build_tiny_tokenizer, tiny_umt5_encoder  # their home; re-exported here
+from icreward.text_encoders import tiny_t5_encoder as _tiny_t5
 
 __all__ = [
     "TINY_DEFAULTS",
