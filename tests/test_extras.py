@@ -45,3 +45,15 @@ def test_reports_and_photographs_say_which_extra_is_missing(monkeypatch, tmp_pat
     with pytest.raises(MissingExtraError, match=r"icreward\[data\]"):
         photos.load_photo(sorted(photos._PHOTO_LOADERS)[0])
     photos.load_photo.cache_clear()
+
+
+def test_face_detection_and_open_clip_name_their_extras(monkeypatch):
+    from icreward.metrics.clipsim import CLIPSimilarity
+    from icreward.rewards.face_alignment import MTCNNFaceDetector
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)
+    with pytest.raises(MissingExtraError, match=r"icreward\[face\]"):
+        MTCNNFaceDetector()
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    with pytest.raises(MissingExtraError, match=r"icreward\[clip\]"):
+        CLIPSimilarity.from_open_clip("ViT-B-32")

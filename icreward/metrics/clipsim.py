@@ -137,7 +137,9 @@ class CLIPSimilarity(nn.Module):
         super().__init__()
         if hasattr(model, "encode_image"):
             self.backend = "open_clip"
-            import open_clip
+            from ..extras import require
+
+            open_clip = require("open_clip", "clip", "CLIPSimilarity with an open_clip model")
 
             cfg = open_clip.get_model_preprocess_cfg(model)
             default_size, default_mean, default_std = cfg.get("size"), cfg.get("mean"), cfg.get("std")
@@ -214,8 +216,9 @@ class CLIPSimilarity(nn.Module):
         ``pretrained`` is an open_clip tag (e.g. ``"openai"``, ``"laion2b_s34b_b79k"``; downloaded through the
         Hugging Face hub cache) or a local checkpoint file. ``None`` gives random weights (tests only).
         """
-        import open_clip
+        from ..extras import require
 
+        open_clip = require("open_clip", "clip", "CLIPSimilarity.from_open_clip")
         model = open_clip.create_model(model_name, pretrained=os.fspath(pretrained) if pretrained else None)
         return cls(model, **kwargs)
 

