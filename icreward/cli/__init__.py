@@ -18,6 +18,7 @@ icreward human-study serve|summarize|pairs     a local forced-choice preference 
 icreward human-agreement --model DIR --data DIR  agreement of reward models with human majority votes
 icreward estimate-memory --config RECIPE.yaml  accounted training memory at full size (meta device, no GPU)
 icreward pretrain-policy --output_dir DIR      pretrain the tiny I2V policy on real clips (resumable)
+icreward evaluate-policy --output_dir DIR     the policy's reference consistency vs random weights and real clips
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-policy": (
         "icreward.cli.pretrain_policy:main",
         "Pretrain the tiny image-to-video policy (WanImageToVideoPipeline) on the real-clip corpus; resumable.",
+    ),
+    "evaluate-policy": (
+        "icreward.cli.evaluate_policy:main",
+        "Reference consistency of the shipped (or a saved) policy vs its random-weight twin and real held-out clips.",
     ),
 }
 

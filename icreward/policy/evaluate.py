@@ -194,34 +194,3 @@ def evaluate_shipped(
 
         Path(output_dir, "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m icreward.policy.evaluate [--policy DIR] --output_dir DIR``: the three consistency numbers."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m icreward.policy.evaluate", description=main.__doc__)
-    parser.add_argument("--policy", default=None, help="A saved policy folder (default: the shipped policy).")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--max_references", type=int, default=None)
-    parser.add_argument("--num_inference_steps", type=int, default=DEFAULT_SAMPLING["num_inference_steps"])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    results = evaluate_shipped(
-        args.policy,
-        args.output_dir,
-        max_references=args.max_references,
-        seed=args.seed,
-        num_inference_steps=args.num_inference_steps,
-    )
-    summary = {
-        k: {m: v for m, v in results[k].items() if m != "per_reference_consistency"}
-        for k in ("policy", "random", "real")
-    }
-    print(json.dumps(dict(summary, fraction_of_gap=results["fraction_of_gap"], n=results["num_references"]), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
