@@ -70,7 +70,7 @@ def _intro_lines(results: Mapping[str, Any]) -> list[str]:
     return [
         "# ICReward paper pipeline",
         "",
-        f"One run of `python -m icreward.evaluation.paper_pipeline` in {results['timings_seconds']['total']:.0f} s "
+        f"One run of `icreward pipeline` in {results['timings_seconds']['total']:.0f} s "
         f"({results['environment']['device']}, torch {results['environment']['torch']}). Steps: reward models "
         f"{results['timings_seconds']['reward_models']:.0f} s, candidate generation "
         f"{results['timings_seconds']['generation']:.0f} s, best-of-N evaluation "
