@@ -173,11 +173,6 @@ def test_shipped_policy_copies_the_reference_and_moves(shipped):
     assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 21 not met: the shipped policy (400 steps, 990 s of CPU training) samples block noise; on these 8 "
-    "held-out clips consistency 0.383 vs 0.372 random-weight vs 0.886 real, 2% of the gap (see its model card)",
-)
 def test_shipped_policy_is_halfway_from_random_weights_to_real_clips(shipped):
     """Reference consistency (EfficientNet-Lite0 feature cosine of frames 1..) covers at least half the gap from
     the random-weight policy to the real clips."""

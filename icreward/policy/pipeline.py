@@ -24,7 +24,7 @@ def build_policy_pipeline(
     *,
     num_layers: int = 4,
     num_attention_heads: int = 4,
-    attention_head_dim: int = 32,
+    attention_head_dim: int = 64,
     ffn_dim: int = 512,
     residual_scale: float = 4.0,
     conditioning: str = "ti2v",

@@ -83,7 +83,13 @@ class PolicyPretrainingConfig:
     # architecture
     num_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
     num_attention_heads: int = field(default=4, metadata={"help": "Attention heads."})
-    attention_head_dim: int = field(default=32, metadata={"help": "Width of each head."})
+    attention_head_dim: int = field(
+        default=64,
+        metadata={
+            "help": "Width of each head. Heads x width must be at least the 192 values a token predicts (4 frames x 3 "
+            "colours x 2x2 packed pixels x 2x2 patch): a narrower transformer cannot remove the noise (a warning says so)."
+        },
+    )
     ffn_dim: int = field(default=512, metadata={"help": "Feed-forward width."})
     residual_scale: float = field(default=4.0, metadata={"help": "Codec gain of the frame-0 differences."})
     conditioning: str = field(
