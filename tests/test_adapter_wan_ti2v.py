@@ -180,7 +180,7 @@ def test_published_config_on_meta_passes_the_shape_path():
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
 
     from icreward.adapters.wan_ti2v import WAN22_TI2V_5B_PUBLISHED_CONFIG as published
-    from icreward.testing.tiny_pipelines import _wan_scheduler
+    from icreward.testing.tiny_pipelines import tiny_wan_scheduler
 
     with torch.device("meta"):
         transformer = WanTransformer3DModel(**published["transformer"])
@@ -189,7 +189,7 @@ def test_published_config_on_meta_passes_the_shape_path():
         tokenizer=None,
         text_encoder=None,
         vae=vae,
-        scheduler=_wan_scheduler(),
+        scheduler=tiny_wan_scheduler(),
         transformer=transformer,
         expand_timesteps=True,
     )

@@ -143,9 +143,9 @@ def test_block_extrapolation_equals_the_full_forward():
     from peft import LoraConfig, inject_adapter_in_model
 
     from icreward.memory.accountant import measure_repeated_blocks
-    from icreward.testing.tiny_pipelines import _tiny_wan_transformer
+    from icreward.testing.tiny_pipelines import tiny_wan_transformer
 
-    config = dict(_tiny_wan_transformer(0, image_dim=4).config)
+    config = dict(tiny_wan_transformer(0, image_dim=4).config)
     config["num_layers"] = 7
     with torch.device("meta"):
         model = WanTransformer3DModel.from_config(config).requires_grad_(False)

@@ -25,16 +25,16 @@ WanExpert = Literal["both", "high_noise", "low_noise"]
 
 # Wan 2.1 I2V's attention processor takes the first `len - 512` context tokens as image tokens: the text must be
 # exactly 512 tokens, or image tokens are silently read as text.
-_WAN_I2V_TEXT_LENGTH = 512
+WAN_I2V_TEXT_LENGTH = 512
 
 
-class _WanBase(FlowMatchingMixin, VideoModelAdapter):
+class WanBase(FlowMatchingMixin, VideoModelAdapter):
     """Shared Wan logic: flow matching, VAE normalisation, 36-channel image conditioning."""
 
     pipeline_class_name = "WanImageToVideoPipeline"
     default_lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
 
-    def __init__(self, pipeline: Any, *, max_sequence_length: int = _WAN_I2V_TEXT_LENGTH):
+    def __init__(self, pipeline: Any, *, max_sequence_length: int = WAN_I2V_TEXT_LENGTH):
         super().__init__(pipeline)
         if getattr(pipeline.config, "expand_timesteps", False):
             raise ValueError(
@@ -162,7 +162,7 @@ class _WanBase(FlowMatchingMixin, VideoModelAdapter):
         return out.float()
 
 
-class WanI2VAdapter(SingleTransformerMixin, _WanBase):
+class WanI2VAdapter(SingleTransformerMixin, WanBase):
     """Wan 2.1 image-to-video (``Wan-AI/Wan2.1-I2V-14B-480P-Diffusers``, ``...-720P-Diffusers``).
 
     Args:
@@ -182,7 +182,7 @@ class WanI2VAdapter(SingleTransformerMixin, _WanBase):
     # image enters, and diffusers' Wan I2V LoRA loader expects them.
     default_lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
 
-    def __init__(self, pipeline: Any, *, max_sequence_length: int = _WAN_I2V_TEXT_LENGTH):
+    def __init__(self, pipeline: Any, *, max_sequence_length: int = WAN_I2V_TEXT_LENGTH):
         super().__init__(pipeline, max_sequence_length=max_sequence_length)
         if getattr(pipeline, "transformer", None) is None:
             raise ValueError("WanI2VAdapter needs a pipeline with a `transformer`")
@@ -193,10 +193,10 @@ class WanI2VAdapter(SingleTransformerMixin, _WanBase):
                 raise ValueError(
                     "Wan 2.1 I2V cross-attends to CLIP image tokens but the pipeline has no image_encoder"
                 )
-            if self.max_sequence_length != _WAN_I2V_TEXT_LENGTH:
+            if self.max_sequence_length != WAN_I2V_TEXT_LENGTH:
                 raise ValueError(
-                    f"Wan 2.1 I2V needs max_sequence_length={_WAN_I2V_TEXT_LENGTH}: its attention treats all context "
-                    f"tokens beyond the first {_WAN_I2V_TEXT_LENGTH} as image tokens, got {self.max_sequence_length}"
+                    f"Wan 2.1 I2V needs max_sequence_length={WAN_I2V_TEXT_LENGTH}: its attention treats all context "
+                    f"tokens beyond the first {WAN_I2V_TEXT_LENGTH} as image tokens, got {self.max_sequence_length}"
                 )
 
     @classmethod
@@ -222,7 +222,7 @@ class WanI2VAdapter(SingleTransformerMixin, _WanBase):
         return PipelineSchedulerSampler(self, num_inference_steps, device=device)
 
 
-class Wan22Adapter(_WanBase):
+class Wan22Adapter(WanBase):
     """Wan 2.2 I2V A14B (``Wan-AI/Wan2.2-I2V-A14B-Diffusers``): two experts switched at ``boundary_ratio``.
 
     ``transformer`` denoises ``t >= boundary_ratio * 1000`` (high noise, layout), ``transformer_2`` the rest (low
@@ -247,7 +247,7 @@ class Wan22Adapter(_WanBase):
     }
 
     def __init__(
-        self, pipeline: Any, *, train_expert: WanExpert = "low_noise", max_sequence_length: int = _WAN_I2V_TEXT_LENGTH
+        self, pipeline: Any, *, train_expert: WanExpert = "low_noise", max_sequence_length: int = WAN_I2V_TEXT_LENGTH
     ):
         if type(pipeline).__name__ != "WanImageToVideoPipeline":
             raise ValueError(

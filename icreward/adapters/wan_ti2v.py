@@ -25,10 +25,10 @@ import torch
 
 from .base import DenoisingSampler, PipelineSchedulerSampler, VideoModelAdapter
 from .mixins import FirstFrameConditionedMixin, SingleTransformerMixin
-from .wan import _WAN_I2V_TEXT_LENGTH, _WanBase
+from .wan import WAN_I2V_TEXT_LENGTH, WanBase
 
 
-class WanTI2VAdapter(SingleTransformerMixin, FirstFrameConditionedMixin, _WanBase):
+class WanTI2VAdapter(SingleTransformerMixin, FirstFrameConditionedMixin, WanBase):
     """Wan 2.2 TI2V-5B image-to-video (``WanImageToVideoPipeline`` / ``WanPipeline`` with ``expand_timesteps=True``).
 
     Args:
@@ -42,7 +42,7 @@ class WanTI2VAdapter(SingleTransformerMixin, FirstFrameConditionedMixin, _WanBas
 
     family = "wan2.2-ti2v-5b"
 
-    def __init__(self, pipeline: Any, *, max_sequence_length: int = _WAN_I2V_TEXT_LENGTH):
+    def __init__(self, pipeline: Any, *, max_sequence_length: int = WAN_I2V_TEXT_LENGTH):
         name = type(pipeline).__name__
         if name not in ("WanImageToVideoPipeline", "WanPipeline"):
             raise ValueError(f"WanTI2VAdapter needs a WanImageToVideoPipeline or WanPipeline, got {name}")
@@ -70,7 +70,7 @@ class WanTI2VAdapter(SingleTransformerMixin, FirstFrameConditionedMixin, _WanBas
                 f"Wan 2.2 TI2V conditions by replacing the first latent frame, so the transformer's in_channels "
                 f"({in_channels}) must equal the VAE's z_dim ({pipeline.vae.config.z_dim})"
             )
-        # Skip _WanBase.__init__, which refuses expand_timesteps pipelines.
+        # Skip WanBase.__init__, which refuses expand_timesteps pipelines.
         VideoModelAdapter.__init__(self, pipeline)
         self.max_sequence_length = int(max_sequence_length)
 

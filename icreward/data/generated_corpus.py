@@ -82,16 +82,16 @@ from .generated_clips import (
     unusable_reason,
 )
 from .generated_variants import (  # noqa: F401  (re-exported: the old import paths keep working)
-    _DONOR_KINDS,
-    _MOTION_SIZE,
+    DONOR_KINDS,
     GENERATED_PERTURBATIONS,
     MAX_SCORE_DROP,
-    _frozen,
-    _measure_motion,
-    _ramp,
-    _to_tensor,
+    MOTION_SIZE,
     corpus_score,
+    frames_to_tensor,
+    measure_motion,
     perturb_frames,
+    severity_ramp,
+    still_reference,
 )
 from .stress_render import single_threaded, stable_hash
 from .stress_suite import (
@@ -499,7 +499,7 @@ def _clip_frames(clips: Sequence[GeneratedClip], size: int, num_frames: int):
                 "short": (_spread(clip.num_frames, num_frames, 1 / 3), size),
             },
         )
-        frames_of[clip.path], short_of[clip.path] = _to_tensor(sets["real"]), _to_tensor(sets["short"])
+        frames_of[clip.path], short_of[clip.path] = frames_to_tensor(sets["real"]), frames_to_tensor(sets["short"])
     return frames_of, short_of
 
 
@@ -527,9 +527,9 @@ def _clip_videos(root, args, clip, split, group, source_id, real, short, donors,
     reference_path = Path("references") / f"{source_id}.png"
     PILImage.fromarray(reference.permute(1, 2, 0).numpy()).save(root / reference_path)
     (root / "videos" / source_id).mkdir(parents=True)
-    frozen_base = _frozen(reference.float() / 255.0, num_frames, rng)
+    frozen_base = still_reference(reference.float() / 255.0, num_frames, rng)
     base = {"real": real, "real_short": short, "frozen": frozen_base}
-    motion = {camera: _measure_motion(frames, flow) for camera, frames in base.items()}
+    motion = {camera: measure_motion(frames, flow) for camera, frames in base.items()}
     rows = []
     for index, (kind, camera, severity) in enumerate(_video_plan(args, rng)):
         video_rng = np.random.default_rng([args["seed"], stable_hash(source_id), index])
@@ -537,9 +537,9 @@ def _clip_videos(root, args, clip, split, group, source_id, real, short, donors,
         if kind != CONSISTENT:
             onset = int(video_rng.integers(1, num_frames // 3 + 2))
             donor = None
-            if kind in _DONOR_KINDS and donors:
+            if kind in DONOR_KINDS and donors:
                 donor, donor_id = donors[sorted(donors)[int(video_rng.integers(len(donors)))]]
-            elif kind in _DONOR_KINDS:
+            elif kind in DONOR_KINDS:
                 # A split with a single clip group: the clip itself, rotated by 180 degrees and reversed.
                 donor, donor_id = torch.flip(real, dims=(0, 2, 3)), "self_rot180_reversed"
             if donor is not None and camera == "frozen":

@@ -33,8 +33,8 @@ MAX_SCORE_DROP: dict[str, float] = {
     "unrelated_video": 0.95,
 }
 
-_DONOR_KINDS = ("identity_change", "background_drift", "unrelated_video")
-_MOTION_SIZE = 64
+DONOR_KINDS = ("identity_change", "background_drift", "unrelated_video")
+MOTION_SIZE = 64
 
 
 def corpus_score(perturbation: str, severity: float) -> float:
@@ -42,19 +42,19 @@ def corpus_score(perturbation: str, severity: float) -> float:
     return drop_score(perturbation, severity, MAX_SCORE_DROP, GENERATED_PERTURBATIONS)
 
 
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
 
 
-def _measure_motion(frames: torch.Tensor, flow) -> float:
+def measure_motion(frames: torch.Tensor, flow) -> float:
     """Path length, in frame widths, of the mean per-pixel optical flow between consecutive frames."""
-    small = F.interpolate(frames, size=(_MOTION_SIZE, _MOTION_SIZE), mode="bilinear", antialias=True)
+    small = F.interpolate(frames, size=(MOTION_SIZE, MOTION_SIZE), mode="bilinear", antialias=True)
     with torch.no_grad():
         field = flow(small[:-1], small[1:])  # (T - 1, 2, h, w) in pixels
-    return float(field.norm(dim=1).mean(dim=(1, 2)).sum() / _MOTION_SIZE)
+    return float(field.norm(dim=1).mean(dim=(1, 2)).sum() / MOTION_SIZE)
 
 
-def _frozen(reference: torch.Tensor, num_frames: int, rng: np.random.Generator) -> torch.Tensor:
+def still_reference(reference: torch.Tensor, num_frames: int, rng: np.random.Generator) -> torch.Tensor:
     """The reference held still with sub-pixel hand-held jitter (none on the first frame)."""
     shift = torch.zeros(num_frames, 2)
     shift[1:] = torch.from_numpy(rng.uniform(-0.004, 0.004, size=(num_frames - 1, 2))).float()
@@ -66,7 +66,7 @@ def _frozen(reference: torch.Tensor, num_frames: int, rng: np.random.Generator) 
     return F.grid_sample(frames, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def _ramp(num_frames: int, onset: int, severity: float) -> torch.Tensor:
+def severity_ramp(num_frames: int, onset: int, severity: float) -> torch.Tensor:
     """Per-frame strength: 0 before ``onset``, growing linearly to ``severity`` on the last frame."""
     t = torch.arange(num_frames, dtype=torch.float32)
     return (((t - onset + 1) / max(num_frames - onset, 1)).clamp(0.0, 1.0) * severity).float()
@@ -90,10 +90,10 @@ def perturb_frames(
     if not 1 <= onset < num_frames:
         raise ValueError(f"onset must be in [1, {num_frames - 1}], got {onset}.")
     corpus_score(perturbation, severity)  # validates the kind and severity
-    alpha = _ramp(num_frames, onset, severity)
+    alpha = severity_ramp(num_frames, onset, severity)
     a = alpha[:, None, None, None]
     mask = subject_mask(size, size)[None, None]
-    if perturbation in _DONOR_KINDS:
+    if perturbation in DONOR_KINDS:
         if donor is None or donor.shape != frames.shape:
             raise ValueError(f"{perturbation} needs donor frames of shape {tuple(frames.shape)}.")
         region = {"identity_change": mask, "background_drift": 1 - mask, "unrelated_video": torch.ones_like(mask)}

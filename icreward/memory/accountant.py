@@ -39,30 +39,20 @@ from torch import nn
 
 from .decode import DecodeAccounting, account_decode
 from .families import (
-    _FAMILY_BUILDERS,
-    _FAMILY_TARGETS,
+    FAMILY_BUILDERS,
+    FAMILY_TARGETS,
     FamilyBuilder,
     FamilyInputs,
-    _cogvideox_inputs,
-    _cogvideox_targets,
-    _wan_inputs,
-    _wan_targets,
     register_accounting_family,
 )
-from .recipes import _dtype, _field, _parse_value, _recipe_trainer, load_recipe
+from .recipes import load_recipe, recipe_dtype, recipe_field, recipe_trainer
 from .report import MemoryEstimate, format_estimate
 from .saved_tensors import (
-    _ORIG_SDPA,
     GIB,
     AutocastEmulation,
     SavedActivations,
-    _fused_sdpa,
-    _FusedAttentionSaves,
-    _saved_bytes,
-    _storage_bytes,
-    _storage_key,
-    _tensors,
     fused_attention_accounting,
+    iter_tensors,
     lora_parameter_count,
     measure_repeated_blocks,
     measure_saved_activations,
@@ -86,22 +76,6 @@ __all__ = [
     "measure_saved_activations",
     "register_accounting_family",
 ]
-
-# private names of the modules split out of this one, still importable from here
-_REEXPORTED_PRIVATE = (
-    _ORIG_SDPA,
-    _FusedAttentionSaves,
-    _fused_sdpa,
-    _saved_bytes,
-    _storage_bytes,
-    _storage_key,
-    _FAMILY_TARGETS,
-    _cogvideox_inputs,
-    _cogvideox_targets,
-    _wan_inputs,
-    _wan_targets,
-    _parse_value,
-)
 
 
 def _param_bytes(modules: Iterable[nn.Module]) -> int:
@@ -142,11 +116,11 @@ def _build_models(recipe: dict[str, Any], source: str, hub_id: str, entry: Any, 
         trained_names = {"low_noise": ["transformer_2"], "high_noise": ["transformer"], "both": names}[expert]
     frozen_names = [n for n in names if n not in trained_names]
     model = built[trained_names[0]]
-    builder = _FAMILY_BUILDERS.get(type(model).__name__)
+    builder = FAMILY_BUILDERS.get(type(model).__name__)
     if builder is None:
         raise ValueError(
             f"{source}: no memory accounting for {type(model).__name__} (register_accounting_family); "
-            f"known: {sorted(_FAMILY_BUILDERS)}"
+            f"known: {sorted(FAMILY_BUILDERS)}"
         )
     return _Models(built, encoder_names, trained_names, frozen_names, builder)
 
@@ -157,8 +131,8 @@ def _inject_lora(recipe: dict[str, Any], source: str, hub_id: str, models: _Mode
     from peft import LoraConfig, inject_adapter_in_model
 
     built, trained_names = models.built, models.trained_names
-    rank = int(_field(recipe, "lora_r", source))
-    targets = recipe.get("lora_target_modules") or _FAMILY_TARGETS[type(models.model).__name__](hub_id)
+    rank = int(recipe_field(recipe, "lora_r", source))
+    targets = recipe.get("lora_target_modules") or FAMILY_TARGETS[type(models.model).__name__](hub_id)
     if isinstance(targets, str):
         targets = [targets]
     trained_w = _param_bytes(built[n] for n in trained_names)  # before LoRA is injected
@@ -194,7 +168,7 @@ def _measure_denoiser(
 
     with AutocastEmulation(autocast) if autocast is not None else contextlib.nullcontext():
         acts = measure_repeated_blocks(
-            forward, model, family.blocks_attr, call_inputs=list(_tensors(family.kwargs)), exact=exact
+            forward, model, family.blocks_attr, call_inputs=list(iter_tensors(family.kwargs)), exact=exact
         )
     assumptions.append(
         f"LoRA parameters float32 (as the trainers cast them); {'bf16' if autocast == torch.bfloat16 else 'fp16'} "
@@ -419,14 +393,14 @@ def estimate_recipe_memory(
     from ..adapters.published_configs import get_published_config
 
     start = time.perf_counter()
-    hub_id = str(_field(recipe, "model_name_or_path", source))
+    hub_id = str(recipe_field(recipe, "model_name_or_path", source))
     entry = get_published_config(hub_id)
-    trainer = _recipe_trainer(recipe, source)
+    trainer = recipe_trainer(recipe, source)
     if trainer not in ("dpo", "grpo", "reward_feedback"):
         raise ValueError(f"{source}: no memory accounting for trainer {trainer!r}")
     assumptions: list[str] = []
     not_counted: list[str] = []
-    dtype = _dtype(recipe, source, assumptions)
+    dtype = recipe_dtype(recipe, source, assumptions)
     autocast = torch.bfloat16 if recipe.get("bf16") else torch.float16 if recipe.get("fp16") else None
     models = _build_models(recipe, source, hub_id, entry, dtype)
     batch = int(recipe.get("per_device_train_batch_size", 1))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .saved_tensors import _saved_bytes, _storage_key
+from .saved_tensors import saved_bytes, storage_key
 
 
 @dataclasses.dataclass
@@ -43,11 +43,11 @@ def account_decode(
     )
 
     chunk = DEFAULT_FRAMES_PER_CHUNK if frames_per_chunk is None else int(frames_per_chunk)
-    excluded = {_storage_key(p) for p in vae.parameters()} | {_storage_key(b) for b in vae.buffers()}
+    excluded = {storage_key(p) for p in vae.parameters()} | {storage_key(b) for b in vae.buffers()}
     z = torch.empty(z_shape, device="meta", dtype=dtype, requires_grad=True)
     if not supports_checkpointed_decode(vae):
         run = plain_decode or (lambda v, x: v.decode(x, return_dict=False)[0])
-        plain = _saved_bytes(lambda: run(vae, z), excluded)
+        plain = saved_bytes(lambda: run(vae, z), excluded)
         return DecodeAccounting(z_shape[2], 0, plain, 0, plain)
 
     def checkpointed():
@@ -55,7 +55,7 @@ def account_decode(
         outs, _ = decode_chunks(plan.calls, plan.state, plan.params)
         return plan.finish(outs)
 
-    held = _saved_bytes(checkpointed, excluded)
+    held = saved_bytes(checkpointed, excluded)
     # The recompute of one chunk keeps all of that chunk's activations. Chunks after the second see the same shapes
     # (a full cache, the same slice length) as the second; a shorter last chunk keeps less.
     plan = decode_plan(vae, z, frames_per_chunk=chunk)
@@ -65,9 +65,9 @@ def account_decode(
         leaves, spec = torch.utils._pytree.tree_flatten(state)
         leaves = [t.detach().requires_grad_(True) if isinstance(t, torch.Tensor) else t for t in leaves]
         chunk_state = torch.utils._pytree.tree_unflatten(leaves, spec)
-        inputs = {_storage_key(t) for t in leaves if isinstance(t, torch.Tensor)} | {_storage_key(piece)}
-        recompute = max(recompute, _saved_bytes(lambda s=step, p=piece, c=chunk_state: s(p, c), excluded, inputs))
+        inputs = {storage_key(t) for t in leaves if isinstance(t, torch.Tensor)} | {storage_key(piece)}
+        recompute = max(recompute, saved_bytes(lambda s=step, p=piece, c=chunk_state: s(p, c), excluded, inputs))
         with torch.no_grad():
             _, state = step(piece, state)
-    plain = _saved_bytes(lambda: vae.decode(z).sample, excluded) if measure_plain else None
+    plain = saved_bytes(lambda: vae.decode(z).sample, excluded) if measure_plain else None
     return DecodeAccounting(z_shape[2], chunk, held, recompute, plain)

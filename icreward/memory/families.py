@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .recipes import _field
+from .recipes import recipe_field
 
 
 @dataclasses.dataclass
@@ -29,8 +29,8 @@ class FamilyInputs:
 
 
 FamilyBuilder = Callable[[nn.Module, nn.Module, dict[str, Any], int, torch.dtype, str], FamilyInputs]
-_FAMILY_BUILDERS: dict[str, FamilyBuilder] = {}
-_FAMILY_TARGETS: dict[str, Callable[[str], tuple[str, ...]]] = {}
+FAMILY_BUILDERS: dict[str, FamilyBuilder] = {}
+FAMILY_TARGETS: dict[str, Callable[[str], tuple[str, ...]]] = {}
 
 
 def register_accounting_family(
@@ -39,8 +39,8 @@ def register_accounting_family(
     """Teach the accountant a model family: ``builder(model, vae, recipe, forward_batch, dtype, source)`` returns
     its :class:`FamilyInputs`; ``default_targets(hub_id)`` its adapter's default LoRA targets. With a published
     config entry (:mod:`icreward.adapters.published_configs`) that is all a family needs."""
-    _FAMILY_BUILDERS[transformer_class] = builder
-    _FAMILY_TARGETS[transformer_class] = default_targets
+    FAMILY_BUILDERS[transformer_class] = builder
+    FAMILY_TARGETS[transformer_class] = default_targets
 
 
 def _latent_family_inputs(
@@ -83,7 +83,7 @@ def register_adapter_accounting(transformer_class: str, builder: FamilyBuilder, 
 
 
 def _wan_inputs(model, vae, recipe, forward_batch, dtype, source) -> FamilyInputs:
-    frames, height, width = (int(_field(recipe, k, source)) for k in ("num_frames", "height", "width"))
+    frames, height, width = (int(recipe_field(recipe, k, source)) for k in ("num_frames", "height", "width"))
     t, s = int(vae.config.scale_factor_temporal), int(vae.config.scale_factor_spatial)
     if (frames - 1) % t or height % (2 * s) or width % (2 * s):
         raise ValueError(f"{source}: Wan needs num_frames = 4k+1 and height/width divisible by {2 * s}")
@@ -107,7 +107,7 @@ def _wan_inputs(model, vae, recipe, forward_batch, dtype, source) -> FamilyInput
 
 
 def _cogvideox_inputs(model, vae, recipe, forward_batch, dtype, source) -> FamilyInputs:
-    frames, height, width = (int(_field(recipe, k, source)) for k in ("num_frames", "height", "width"))
+    frames, height, width = (int(recipe_field(recipe, k, source)) for k in ("num_frames", "height", "width"))
     t = int(vae.config.temporal_compression_ratio)
     s = 2 ** (len(vae.config.block_out_channels) - 1)
     p = int(model.config.patch_size)

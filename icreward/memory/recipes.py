@@ -11,7 +11,7 @@ import torch
 
 
 # ------------------------------------------------------------------------------------------------ recipes
-def _parse_value(text: str) -> Any:
+def parse_override_value(text: str) -> Any:
     import yaml
 
     return yaml.safe_load(text)
@@ -30,11 +30,11 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
         if "=" not in item:
             raise ValueError(f"--override expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        recipe[key.strip()] = _parse_value(value)
+        recipe[key.strip()] = parse_override_value(value)
     return recipe
 
 
-def _recipe_trainer(recipe: dict[str, Any], source: str) -> str:
+def recipe_trainer(recipe: dict[str, Any], source: str) -> str:
     if "trainer" in recipe:
         return str(recipe["trainer"])
     if "num_generations" in recipe:  # before DPO: GRPO's KL weight is also called beta
@@ -46,13 +46,13 @@ def _recipe_trainer(recipe: dict[str, Any], source: str) -> str:
     raise ValueError(f"{source}: cannot tell the trainer (no loss_type / truncated_backprop_steps); set trainer=")
 
 
-def _field(recipe: dict[str, Any], key: str, source: str) -> Any:
+def recipe_field(recipe: dict[str, Any], key: str, source: str) -> Any:
     if key not in recipe:
         raise ValueError(f"{source}: field {key!r} is required for memory accounting")
     return recipe[key]
 
 
-def _dtype(recipe: dict[str, Any], source: str, assumptions: list[str]) -> torch.dtype:
+def recipe_dtype(recipe: dict[str, Any], source: str, assumptions: list[str]) -> torch.dtype:
     name = recipe.get("torch_dtype") or recipe.get("dtype")
     if name in (None, "auto"):
         name = "bfloat16"

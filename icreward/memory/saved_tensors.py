@@ -16,7 +16,7 @@ _ORIG_SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
 # ------------------------------------------------------------------------------------------------ counting
-def _storage_key(t: torch.Tensor) -> int:
+def storage_key(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
 
@@ -61,15 +61,15 @@ def fused_attention_accounting():
         torch.nn.functional.scaled_dot_product_attention = _ORIG_SDPA
 
 
-def _tensors(obj: Any) -> Iterable[torch.Tensor]:
+def iter_tensors(obj: Any) -> Iterable[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, (list, tuple)):
         for o in obj:
-            yield from _tensors(o)
+            yield from iter_tensors(o)
     elif isinstance(obj, dict):
         for o in obj.values():
-            yield from _tensors(o)
+            yield from iter_tensors(o)
 
 
 @dataclasses.dataclass
@@ -91,7 +91,7 @@ def measure_saved_activations(
     call_inputs: Iterable[torch.Tensor] = (),
 ) -> SavedActivations:
     """Run ``fn()`` and count the unique storages saved for backward, excluding ``model``'s parameters/buffers."""
-    excluded = {_storage_key(p) for p in model.parameters()} | {_storage_key(b) for b in model.buffers()}
+    excluded = {storage_key(p) for p in model.parameters()} | {storage_key(b) for b in model.buffers()}
     blocks = list(blocks)
     current: list[int | None] = [None]
     saved: dict[int, tuple[int, int | None]] = {}
@@ -103,8 +103,8 @@ def measure_saved_activations(
     def pre_hook(index):
         def hook(module, args, kwargs):
             current[0] = index
-            for t in _tensors((args, kwargs)):
-                key = _storage_key(t)
+            for t in iter_tensors((args, kwargs)):
+                key = storage_key(t)
                 if key not in excluded:
                     inputs.setdefault(key, _storage_bytes(t))
                     alive.append(t)
@@ -115,7 +115,7 @@ def measure_saved_activations(
         current[0] = None
 
     def pack(t):
-        key = _storage_key(t)
+        key = storage_key(t)
         if key not in excluded and key not in saved:
             saved[key] = (_storage_bytes(t), current[0])
             alive.append(t)
@@ -141,7 +141,7 @@ def measure_saved_activations(
     kept = {**outside, **inputs}
     call = {}
     for t in call_inputs:
-        call.setdefault(_storage_key(t), _storage_bytes(t))
+        call.setdefault(storage_key(t), _storage_bytes(t))
     return SavedActivations(
         total=total,
         outside_blocks=sum(outside.values()),
@@ -251,13 +251,13 @@ class AutocastEmulation(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _saved_bytes(fn: Callable[[], Any], excluded: set[int], skip: set[int] = frozenset()) -> int:
+def saved_bytes(fn: Callable[[], Any], excluded: set[int], skip: set[int] = frozenset()) -> int:
     saved: dict[int, int] = {}
 
     alive: list[torch.Tensor] = []  # keep counted storages referenced: keys are addresses
 
     def pack(t):
-        key = _storage_key(t)
+        key = storage_key(t)
         if key not in excluded and key not in skip and key not in saved:
             saved[key] = _storage_bytes(t)
             alive.append(t)

@@ -7,10 +7,10 @@ import os
 import torch
 from torch import nn
 
-_STRICT_KEYS = ("missing_keys", "unexpected_keys", "mismatched_keys")
+STRICT_KEYS = ("missing_keys", "unexpected_keys", "mismatched_keys")
 
 
-def _check_shard_index(index_file: str) -> None:
+def check_shard_index(index_file: str) -> None:
     """Every shard named by a local ``model.safetensors.index.json`` must be a ``.safetensors`` file inside the
     model folder: no pickles, no ``../`` or absolute paths, no symlinks leading out."""
     import json
@@ -35,7 +35,7 @@ def _check_shard_index(index_file: str) -> None:
             )
 
 
-def _check_safetensors_files(name_or_path) -> dict[str, str]:
+def check_safetensors_files(name_or_path) -> dict[str, str]:
     """Open the header of every local weights file (``model.safetensors`` or the shards of its index): a
     truncated, empty or corrupt file is refused naming it, before anything is built. Returns each stored tensor's
     safetensors dtype (``"F32"``, ``"I64"``, ...)."""
@@ -50,7 +50,7 @@ def _check_safetensors_files(name_or_path) -> dict[str, str]:
         return {}  # a hub id: transformers resolves and checks it
     files = [os.path.join(folder, "model.safetensors")]
     index_file = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index_file):  # already confined by _check_shard_index
+    if os.path.isfile(index_file):  # already confined by check_shard_index
         with open(index_file, encoding="utf-8") as f:
             files = [os.path.join(folder, shard) for shard in sorted(set(json.load(f)["weight_map"].values()))]
     dtypes: dict[str, str] = {}
@@ -66,7 +66,7 @@ def _check_safetensors_files(name_or_path) -> dict[str, str]:
     return dtypes
 
 
-def _check_loaded_weights(model: nn.Module, stored_dtypes: dict[str, str], where: str) -> None:
+def check_loaded_weights(model: nn.Module, stored_dtypes: dict[str, str], where: str) -> None:
     """Strict loading, after the tensors matched by name and shape: a floating-point parameter must have been
     stored as floating point (an integer tensor would be silently truncated), and hold only finite values (NaN or
     inf weights give NaN scores for every input)."""
@@ -86,7 +86,7 @@ def _check_loaded_weights(model: nn.Module, stored_dtypes: dict[str, str], where
             )
 
 
-def _check_model_type(cls, name_or_path, kwargs) -> None:
+def check_model_type(cls, name_or_path, kwargs) -> None:
     """A local folder whose config.json names another ``model_type`` is refused (it would load with fresh weights)."""
     import json
     import os

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["ImageConsistencyHead"]
 
 
-class _CrossAttentionBlock(nn.Module):
+class CrossAttentionBlock(nn.Module):
     """Pre-norm block: frame tokens attend to reference tokens, then an MLP."""
 
     def __init__(self, hidden: int, num_heads: int, dropout: float):
@@ -31,7 +31,7 @@ class _CrossAttentionBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
-def _matching_stats(frames: torch.Tensor, ref: torch.Tensor, global_cosine: bool) -> torch.Tensor:
+def matching_stats(frames: torch.Tensor, ref: torch.Tensor, global_cosine: bool) -> torch.Tensor:
     """Per-frame matching statistics of ``frames (B, F, T, D)`` against ``ref (B, Tr, D)`` -> ``(B, F, 3 or 4)``."""
     batch, num_frames, tokens, _ = frames.shape
     sim = F.normalize(frames.flatten(1, 2), dim=-1) @ F.normalize(ref, dim=-1).transpose(1, 2)  # (B, F * T, Tr)
@@ -77,7 +77,7 @@ class ImageConsistencyHead(nn.Module):
         self.num_stats = 3 + 4  # learned-space and raw-feature matching statistics
         self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden))
         self.frame_embedding = nn.Embedding(max_frames, hidden)
-        self.blocks = nn.ModuleList(_CrossAttentionBlock(hidden, num_heads, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(CrossAttentionBlock(hidden, num_heads, dropout) for _ in range(num_layers))
         self.pool_query = nn.Parameter(torch.zeros(1, 1, hidden))
         self.pool = nn.MultiheadAttention(hidden, num_heads, batch_first=True)
         self.frame_mlp = nn.Sequential(
@@ -126,8 +126,8 @@ class ImageConsistencyHead(nn.Module):
 
         stats = torch.cat(
             [
-                _matching_stats(frames, ref, global_cosine=False),
-                _matching_stats(frame_tokens.float(), ref_tokens.float(), True),
+                matching_stats(frames, ref, global_cosine=False),
+                matching_stats(frame_tokens.float(), ref_tokens.float(), True),
             ],
             dim=2,
         )  # (B, F, num_stats)

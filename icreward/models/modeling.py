@@ -11,30 +11,30 @@ from __future__ import annotations
 import torch
 
 from .checkpoint_checks import (  # noqa: F401  (re-exported: the old import paths keep working)
-    _STRICT_KEYS,
-    _check_loaded_weights,
-    _check_model_type,
-    _check_safetensors_files,
-    _check_shard_index,
+    STRICT_KEYS,
+    check_loaded_weights,
+    check_model_type,
+    check_safetensors_files,
+    check_shard_index,
 )
 from .configuration import ICRewardConfig
-from .consistency_head import ImageConsistencyHead, _CrossAttentionBlock, _matching_stats  # noqa: F401
+from .consistency_head import CrossAttentionBlock, ImageConsistencyHead, matching_stats  # noqa: F401
 from .modeling_base import (  # noqa: F401
-    _EPS,
+    EPS,
     RewardModelOutput,
-    _check_finite,
-    _mse_loss,
-    _RewardPreTrainedModel,
-    _validate_features,
-    _validate_inputs,
-    _validate_mask,
+    RewardPreTrainedModel,
+    check_finite_input,
+    reward_mse_loss,
+    validate_features,
+    validate_inputs,
+    validate_mask,
 )
 from .modeling_mlp import MLPRewardModel  # noqa: F401
 
 __all__ = ["ICRewardModel", "ImageConsistencyHead", "MLPRewardModel", "RewardModelOutput"]
 
 
-class ICRewardModel(_RewardPreTrainedModel):
+class ICRewardModel(RewardPreTrainedModel):
     """ICReward: reference image + video -> image-consistency score in ``[0, 1]``.
 
     A vision backbone encodes the reference image once and all valid frames in one batch; the
@@ -113,13 +113,13 @@ class ICRewardModel(_RewardPreTrainedModel):
             scores, logits = head_scores[:, 0], head_logits[:, 0].float()
         else:
             scores = (head_scores * weights).sum(dim=1) / weights.sum()
-            logits = torch.logit(scores.clamp(_EPS, 1 - _EPS))
+            logits = torch.logit(scores.clamp(EPS, 1 - EPS))
 
         loss = None
         if labels is not None:
-            loss = _mse_loss(scores, labels)
+            loss = reward_mse_loss(scores, labels)
         if head_labels is not None:
-            head_loss = _mse_loss(head_scores, head_labels)
+            head_loss = reward_mse_loss(head_scores, head_labels)
             loss = head_loss if loss is None else loss + head_loss
         output = RewardModelOutput(loss=loss, scores=scores, logits=logits, head_scores=head_scores)
         return output if return_dict else output.to_tuple()

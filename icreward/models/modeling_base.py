@@ -1,5 +1,5 @@
 """Shared plumbing of the two reward models: :class:`RewardModelOutput`, input validation, and
-``_RewardPreTrainedModel`` (backbone construction/freezing, feature extraction, scoring API, strict loading,
+``RewardPreTrainedModel`` (backbone construction/freezing, feature extraction, scoring API, strict loading,
 model cards).
 """
 
@@ -17,17 +17,17 @@ from transformers.utils import ModelOutput
 
 from .backbones import BackboneFeatures, VisionBackbone, build_backbone, load_pretrained_backbone, resolve_backbone
 from .checkpoint_checks import (
-    _STRICT_KEYS,
-    _check_loaded_weights,
-    _check_model_type,
-    _check_safetensors_files,
-    _check_shard_index,
+    STRICT_KEYS,
+    check_loaded_weights,
+    check_model_type,
+    check_safetensors_files,
+    check_shard_index,
 )
 
 __all__ = ["RewardModelOutput"]
 
 
-_EPS = 1e-6
+EPS = 1e-6
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RewardModelOutput(ModelOutput):
     frame_scores: torch.Tensor | None = None
 
 
-def _validate_inputs(
+def validate_inputs(
     pixel_values: torch.Tensor | None,
     reference_pixel_values: torch.Tensor | None,
     frame_mask: torch.Tensor | None,
@@ -77,12 +77,12 @@ def _validate_inputs(
         raise ValueError(
             f"got {reference_pixel_values.shape[0]} reference images for {batch} videos; expected one reference per video"
         )
-    _check_finite("pixel_values", pixel_values)
-    _check_finite("reference_pixel_values", reference_pixel_values)
-    return _validate_mask(frame_mask, batch, frames, pixel_values.device)
+    check_finite_input("pixel_values", pixel_values)
+    check_finite_input("reference_pixel_values", reference_pixel_values)
+    return validate_mask(frame_mask, batch, frames, pixel_values.device)
 
 
-def _check_finite(name: str, tensor: torch.Tensor | None, limit: float = 1e4) -> None:
+def check_finite_input(name: str, tensor: torch.Tensor | None, limit: float = 1e4) -> None:
     """Refuse NaN/inf and absurd magnitudes at the public entry points: they would come out as NaN scores."""
     if tensor is None or not torch.is_floating_point(tensor) or tensor.numel() == 0:
         return
@@ -93,7 +93,7 @@ def _check_finite(name: str, tensor: torch.Tensor | None, limit: float = 1e4) ->
         raise ValueError(f"`{name}` has values up to {peak:.3g}; expected normalised inputs with |x| <= {limit:g}")
 
 
-def _validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
+def validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
     if frame_mask is None:
         return torch.ones(batch, frames, dtype=torch.bool, device=device)
     frame_mask = frame_mask.to(device=device).bool()
@@ -107,7 +107,7 @@ def _validate_mask(frame_mask: torch.Tensor | None, batch: int, frames: int, dev
     return frame_mask
 
 
-def _validate_features(
+def validate_features(
     reference_features: torch.Tensor | None,
     frame_features: torch.Tensor | None,
     frame_mask: torch.Tensor | None,
@@ -124,12 +124,12 @@ def _validate_features(
         )
     if frame_features.shape[0] != reference_features.shape[0]:
         raise ValueError(f"got {reference_features.shape[0]} reference features for {frame_features.shape[0]} videos")
-    _check_finite("frame_features", frame_features, limit=1e6)
-    _check_finite("reference_features", reference_features, limit=1e6)
-    return _validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
+    check_finite_input("frame_features", frame_features, limit=1e6)
+    check_finite_input("reference_features", reference_features, limit=1e6)
+    return validate_mask(frame_mask, *frame_features.shape[:2], frame_features.device)
 
 
-def _mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def reward_mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels = labels.to(scores.device, scores.dtype)
     if labels.shape != scores.shape:
         raise ValueError(f"`labels` must have shape {tuple(scores.shape)}, got {tuple(labels.shape)}")
@@ -139,7 +139,7 @@ def _mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(scores[valid], labels[valid])
 
 
-class _RewardPreTrainedModel(PreTrainedModel):
+class RewardPreTrainedModel(PreTrainedModel):
     """Shared plumbing: backbone construction/freezing, feature extraction, scoring API, model cards."""
 
     main_input_name = "pixel_values"
@@ -255,7 +255,7 @@ class _RewardPreTrainedModel(PreTrainedModel):
 
     def _encode_pair(self, pixel_values, reference_pixel_values, frame_mask):
         """Encode each reference once and only the valid frames, in a single backbone batch."""
-        frame_mask = _validate_inputs(pixel_values, reference_pixel_values, frame_mask)
+        frame_mask = validate_inputs(pixel_values, reference_pixel_values, frame_mask)
         if hasattr(self.backbone, "encode_pair"):  # a VLM (qwen2_vl) reads reference and video jointly
             ref_tokens, grid, frame_mask = self._encode(pixel_values, reference_pixel_values, frame_mask)
             frm = grid[frame_mask]  # per valid temporal group, (N_valid, T, D), as the single-image backbones give
@@ -295,7 +295,7 @@ class _RewardPreTrainedModel(PreTrainedModel):
         when given, else :meth:`extract_features` of the pixels."""
         if frame_features is not None or reference_features is not None:
             tokens = self.feature_kind == "tokens"
-            frame_mask = _validate_features(reference_features, frame_features, frame_mask, tokens=tokens)
+            frame_mask = validate_features(reference_features, frame_features, frame_mask, tokens=tokens)
             return reference_features, frame_features, frame_mask
         features = self.extract_features(pixel_values, reference_pixel_values, frame_mask)
         return features["reference_features"], features["frame_features"], features["frame_mask"]
@@ -401,10 +401,10 @@ class _RewardPreTrainedModel(PreTrainedModel):
         index_file = os.path.join(str(pretrained_model_name_or_path), "model.safetensors.index.json")
         try:
             if os.path.isfile(index_file):  # always, strict or not: shards stay inside the folder, safetensors
-                _check_shard_index(index_file)
+                check_shard_index(index_file)
             if strict:
-                _check_model_type(cls, pretrained_model_name_or_path, kwargs)
-            stored_dtypes = _check_safetensors_files(pretrained_model_name_or_path)
+                check_model_type(cls, pretrained_model_name_or_path, kwargs)
+            stored_dtypes = check_safetensors_files(pretrained_model_name_or_path)
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
             )
@@ -431,14 +431,14 @@ class _RewardPreTrainedModel(PreTrainedModel):
                     f"{where}: config.json does not describe a loadable {cls.__name__} ({type(err).__name__}: {err})"
                 )
             ) from err
-        bad = {k: sorted(v) for k, v in info.items() if k in _STRICT_KEYS and v}
+        bad = {k: sorted(v) for k, v in info.items() if k in STRICT_KEYS and v}
         if strict and bad:
             raise OSError(
                 f"{where}: the checkpoint does not match {cls.__name__} "
                 f"({'; '.join(f'{k}: {v[:8]}' for k, v in bad.items())}); pass strict=False to load it anyway"
             )
         if strict:
-            _check_loaded_weights(model, stored_dtypes, where)
+            check_loaded_weights(model, stored_dtypes, where)
         return (model, info) if user_info else model
 
     def save_pretrained(self, save_directory, *args, model_card_kwargs: dict | None = None, **kwargs):

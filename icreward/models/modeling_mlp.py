@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import MLPRewardConfig
-from .modeling_base import _EPS, RewardModelOutput, _mse_loss, _RewardPreTrainedModel
+from .modeling_base import EPS, RewardModelOutput, RewardPreTrainedModel, reward_mse_loss
 
 __all__ = ["MLPRewardModel"]
 
 
-class MLPRewardModel(_RewardPreTrainedModel):
+class MLPRewardModel(RewardPreTrainedModel):
     """The ICReward paper's baseline: an MLP over concatenated (CLIP) features of the reference and each frame.
 
     Each frame gets a reward ``sigmoid(MLP([f(ref), f(frame)]))``; the video's score is the average frame reward
@@ -63,7 +63,7 @@ class MLPRewardModel(_RewardPreTrainedModel):
         pairs = torch.cat([ref_feat[:, None].expand_as(frame_feat), frame_feat], dim=-1)
         frame_scores = torch.sigmoid(self.mlp(pairs).squeeze(-1).float()) * frame_mask  # scores in float32
         scores = frame_scores.sum(dim=1) / frame_mask.sum(dim=1)
-        logits = torch.logit(scores.clamp(_EPS, 1 - _EPS))
-        loss = _mse_loss(scores, labels) if labels is not None else None
+        logits = torch.logit(scores.clamp(EPS, 1 - EPS))
+        loss = reward_mse_loss(scores, labels) if labels is not None else None
         output = RewardModelOutput(loss=loss, scores=scores, logits=logits, frame_scores=frame_scores)
         return output if return_dict else output.to_tuple()

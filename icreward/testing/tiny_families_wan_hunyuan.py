@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 
 from .tiny_pipelines import (
-    _tiny_vision_tower,
-    _tiny_wan_transformer,
-    _wan_scheduler,
     build_tiny_tokenizer,
     tiny_umt5_encoder,
+    tiny_vision_tower,
+    tiny_wan_scheduler,
+    tiny_wan_transformer,
 )
 
 #: Z channels of the TI2V-5B VAE (Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json: z_dim 48).
@@ -49,7 +49,7 @@ def _tiny_ti2v_vae(seed: int):
 
 def _tiny_ti2v_transformer(seed: int):
     # the latents only: the image replaces frame 0, no mask or condition channels
-    return _tiny_wan_transformer(seed, image_dim=None, in_channels=TI2V_Z_DIM, out_channels=TI2V_Z_DIM)
+    return tiny_wan_transformer(seed, image_dim=None, in_channels=TI2V_Z_DIM, out_channels=TI2V_Z_DIM)
 
 
 def tiny_wan22_ti2v_pipeline(seed: int = 0):
@@ -65,7 +65,7 @@ def tiny_wan22_ti2v_pipeline(seed: int = 0):
         tokenizer=tokenizer,
         text_encoder=tiny_umt5_encoder(seed, vocab_size=len(tokenizer)),
         vae=_tiny_ti2v_vae(seed + 1),
-        scheduler=_wan_scheduler(),
+        scheduler=tiny_wan_scheduler(),
         transformer=_tiny_ti2v_transformer(seed + 2),
         expand_timesteps=True,
     )
@@ -183,7 +183,7 @@ def tiny_hunyuan_video15_i2v_pipeline(seed: int = 0, *, guidance_scale: float = 
     text_encoder_2 = T5EncoderModel(
         T5Config(vocab_size=len(tokenizer_2), d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     ).eval()
-    image_encoder = _tiny_vision_tower(
+    image_encoder = tiny_vision_tower(
         seed + 2, SiglipVisionModel, SiglipVisionConfig, width=12, layers=1, image_size=28, patch_size=14
     )
     feature_extractor = SiglipImageProcessor(size={"height": 28, "width": 28})

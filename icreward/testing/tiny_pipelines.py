@@ -63,7 +63,7 @@ def _tiny_wan_vae(seed: int):
     ).eval()
 
 
-def _tiny_wan_transformer(seed: int, *, image_dim: int | None, in_channels: int = 36, out_channels: int = 16):
+def tiny_wan_transformer(seed: int, *, image_dim: int | None, in_channels: int = 36, out_channels: int = 16):
     """A 2-layer ``WanTransformer3DModel``; the default channels are Wan I2V's: 16 noisy latent channels + 4 mask
     channels + 16 image-condition channels in, 16 out (TI2V reads and predicts its latents alone)."""
     from diffusers import WanTransformer3DModel
@@ -87,7 +87,7 @@ def _tiny_wan_transformer(seed: int, *, image_dim: int | None, in_channels: int 
     )
 
 
-def _tiny_vision_tower(seed: int, model_class, config_class, *, width: int, layers: int, image_size: int, **extra):
+def tiny_vision_tower(seed: int, model_class, config_class, *, width: int, layers: int, image_size: int, **extra):
     """A tiny image encoder (``CLIPVisionModel``, ``SiglipVisionModel``, ...): ``layers`` blocks of width ``width``
     with 2 heads and an MLP of 16, initialised under ``seed``, in eval mode; ``extra``: the rest of its config."""
     torch.manual_seed(seed)
@@ -95,7 +95,7 @@ def _tiny_vision_tower(seed: int, model_class, config_class, *, width: int, laye
     return model_class(config_class(**sizes, image_size=image_size, **extra)).eval()
 
 
-def _wan_scheduler():
+def tiny_wan_scheduler():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     # Wan 2.1 I2V 480P ships UniPC with flow_shift 3.0; the Euler flow-matching scheduler has the same
@@ -121,8 +121,8 @@ def tiny_wan_i2v_pipeline(seed: int = 0):
     tokenizer = build_tiny_tokenizer()
     text_encoder = tiny_umt5_encoder(seed, vocab_size=len(tokenizer))
     vae = _tiny_wan_vae(seed + 1)
-    transformer = _tiny_wan_transformer(seed + 2, image_dim=4)
-    image_encoder = _tiny_vision_tower(
+    transformer = tiny_wan_transformer(seed + 2, image_dim=4)
+    image_encoder = tiny_vision_tower(
         seed + 3, CLIPVisionModel, CLIPVisionConfig, width=4, layers=2, image_size=32, patch_size=4, projection_dim=4
     )
     image_processor = CLIPImageProcessor(crop_size=32, size=32)
@@ -130,7 +130,7 @@ def tiny_wan_i2v_pipeline(seed: int = 0):
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
-        scheduler=_wan_scheduler(),
+        scheduler=tiny_wan_scheduler(),
         image_processor=image_processor,
         image_encoder=image_encoder,
         transformer=transformer,
@@ -158,11 +158,11 @@ def tiny_wan22_pipeline(seed: int = 0, boundary_ratio: float = 0.875):
         tokenizer=tokenizer,
         text_encoder=tiny_umt5_encoder(seed, vocab_size=len(tokenizer)),
         vae=_tiny_wan_vae(seed + 1),
-        scheduler=_wan_scheduler(),
+        scheduler=tiny_wan_scheduler(),
         image_processor=None,
         image_encoder=None,
-        transformer=_tiny_wan_transformer(seed + 2, image_dim=None),
-        transformer_2=_tiny_wan_transformer(seed + 4, image_dim=None),
+        transformer=tiny_wan_transformer(seed + 2, image_dim=None),
+        transformer_2=tiny_wan_transformer(seed + 4, image_dim=None),
         boundary_ratio=boundary_ratio,
     )
 

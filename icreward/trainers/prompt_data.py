@@ -26,7 +26,7 @@ __all__ = [
     "with_row_keys",
 ]
 
-_ROW_KEY_COLUMN = "__reward_row_key"
+ROW_KEY_COLUMN = "__reward_row_key"
 _ROW_ID_COLUMN = "__reward_row_id"
 
 
@@ -80,7 +80,7 @@ def _resolve_paths(value: Any, base_dir: Path) -> Any:
     return value
 
 
-def _open_image(image: Any) -> PIL.Image.Image | str | os.PathLike:
+def open_image(image: Any) -> PIL.Image.Image | str | os.PathLike:
     """A row's image as something :func:`icreward.video.load_image` reads (datasets' undecoded dicts included)."""
     if isinstance(image, Mapping):  # datasets.Image(decode=False): {"bytes": ..., "path": ...}
         if image.get("bytes"):
@@ -106,7 +106,7 @@ def load_ground_truth_frames(value: Any, *, max_frames: int | None = None) -> to
     if isinstance(value, (list, tuple)):
         if not value:
             return None
-        frames = [load_image(_open_image(frame)) for frame in value]
+        frames = [load_image(open_image(frame)) for frame in value]
         if max_frames is not None and len(frames) > max_frames:
             from ..video import sample_frame_indices
 
@@ -129,7 +129,7 @@ def _row_key(row: Mapping[str, Any]) -> str:
     if isinstance(image, (str, os.PathLike)):
         image_id = os.path.abspath(os.fspath(image))
     else:
-        opened = _open_image(image)
+        opened = open_image(image)
         if isinstance(opened, PIL.Image.Image):
             digest = hashlib.sha1(opened.convert("RGB").tobytes())
             digest.update(repr(opened.size).encode())
@@ -179,13 +179,13 @@ class RewardFeedbackCollator:
 
         from ..data.dpo_pairs import load_reference_image
 
-        images = [load_reference_image(_open_image(r["image"]), height=self.height, width=self.width) for r in rows]
+        images = [load_reference_image(open_image(r["image"]), height=self.height, width=self.width) for r in rows]
         reference = torch.stack([torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1) for image in images])
         batch = {
             "images": images,
             "reference_images": reference.float() / 255.0,
             "prompts": [r["prompt"] for r in rows],
-            "keys": [r[_ROW_KEY_COLUMN] if _ROW_KEY_COLUMN in r else _row_key(r) for r in rows],
+            "keys": [r[ROW_KEY_COLUMN] if ROW_KEY_COLUMN in r else _row_key(r) for r in rows],
             "row_ids": [r[_ROW_ID_COLUMN] if _ROW_ID_COLUMN in r else prompt_row_id(r) for r in rows],
             "ground_truth": [r.get("ground_truth") for r in rows],
         }
@@ -208,13 +208,13 @@ def with_row_keys(dataset: Dataset) -> Dataset:
         base = prompt_row_id(row)
         seen[base] += 1
         ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
-    existing = [c for c in (_ROW_KEY_COLUMN, _ROW_ID_COLUMN) if c in dataset.column_names]
+    existing = [c for c in (ROW_KEY_COLUMN, _ROW_ID_COLUMN) if c in dataset.column_names]
     if existing:
         dataset = dataset.remove_columns(existing)
-    return dataset.add_column(_ROW_KEY_COLUMN, keys).add_column(_ROW_ID_COLUMN, ids)
+    return dataset.add_column(ROW_KEY_COLUMN, keys).add_column(_ROW_ID_COLUMN, ids)
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
     if isinstance(value, PIL.Image.Image):

@@ -16,12 +16,12 @@ from datasets import Dataset
 from ..rewards.combined import BaseVideoReward, CombinedReward, as_video_reward
 from .base_trainer import BaseVideoLoRATrainer
 from .prompt_data import (
-    _ROW_KEY_COLUMN,
+    ROW_KEY_COLUMN,
     RewardFeedbackCollator,
-    _describe,
-    _open_image,
+    describe_value,
     load_ground_truth_frames,
     load_prompt_dataset,
+    open_image,
     with_row_keys,
 )
 
@@ -120,14 +120,14 @@ class PromptRewardTrainerBase(BaseVideoLoRATrainer):
         done: set[str] = set()
         for index in range(len(dataset)):
             row = dataset[index]
-            key = row[_ROW_KEY_COLUMN]
+            key = row[ROW_KEY_COLUMN]
             if not isinstance(row["prompt"], str):
                 raise ValueError(f"{what} row {index}: prompt must be a string, got {type(row['prompt']).__name__}")
             if key in done:
                 continue
-            described = _describe(row["image"])
+            described = describe_value(row["image"])
             try:
-                reference = load_image(_open_image(row["image"])).float() / 255.0
+                reference = load_image(open_image(row["image"])).float() / 255.0
             except Exception as error:
                 raise ValueError(f"{what} row {index}: cannot load image {described}: {error}") from error
             ground_truth = row.get("ground_truth")
@@ -138,7 +138,7 @@ class PromptRewardTrainerBase(BaseVideoLoRATrainer):
                         frames = load_ground_truth_frames(ground_truth, max_frames=self.args.ground_truth_max_frames)
                     except Exception as error:
                         raise ValueError(
-                            f"{what} row {index}: cannot use ground_truth {_describe(ground_truth)}: {error}"
+                            f"{what} row {index}: cannot use ground_truth {describe_value(ground_truth)}: {error}"
                         ) from error
                 elif isinstance(ground_truth, (str, os.PathLike)) and not os.path.exists(ground_truth):
                     raise ValueError(f"{what} row {index}: ground_truth {ground_truth} does not exist")

@@ -133,7 +133,7 @@ def sample_with_truncated_backprop(
     return TruncatedSample(latents, velocities, reference_velocities, grad_timesteps)
 
 
-class _RewardFeedbackPolicy(nn.Module):
+class RewardFeedbackPolicy(nn.Module):
     """The module the Trainer optimises and (under DDP) wraps: sampling, KL and decoding in one forward.
 
     One forward per micro-step keeps DDP's contract (several denoiser calls happen inside it). Only the trained

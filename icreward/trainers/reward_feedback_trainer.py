@@ -70,7 +70,7 @@ from .adapter_lora import batch_breakdown, describe_lora, seeded_generator
 from .prompt_data import RewardFeedbackCollator, load_ground_truth_frames, load_prompt_dataset, prompt_row_id
 from .prompt_rewards import DEFAULT_REWARD_WEIGHT, PromptRewardTrainerBase  # noqa: F401 (old import path)
 from .reward_feedback_config import RewardFeedbackConfig
-from .reward_feedback_sampling import TruncatedSample, _RewardFeedbackPolicy, sample_with_truncated_backprop
+from .reward_feedback_sampling import RewardFeedbackPolicy, TruncatedSample, sample_with_truncated_backprop
 from .reward_feedback_validation import ValidationVideosMixin
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class RewardFeedbackTrainer(ValidationVideosMixin, PromptRewardTrainerBase):
         self._warned_no_reward_gradient = False
         self._warned_no_reward_signal: set[str] = set()
 
-        policy = _RewardFeedbackPolicy(
+        policy = RewardFeedbackPolicy(
             adapter,
             num_inference_steps=args.num_inference_steps,
             num_grad_steps=args.truncated_backprop_steps,

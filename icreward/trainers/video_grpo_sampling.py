@@ -76,7 +76,7 @@ def _check_euler_parametrisation(adapter: VideoModelAdapter, timesteps: torch.Te
         )
 
 
-def _sigma_max(sigmas: torch.Tensor) -> float | None:
+def second_sigma(sigmas: torch.Tensor) -> float | None:
     """The schedule's second sigma (Flow-GRPO): the noise scale of the first step uses it in place of a first sigma
     at or just below 1. None for a one-step schedule."""
     return float(sigmas[1]) if len(sigmas) > 2 else None
@@ -137,7 +137,7 @@ def sample_sde_trajectory(
         raise ValueError(f"need T + 1 = {num_steps + 1} sigmas, got {len(sigmas)}")
     if noise_level > 0 and (generators is None or len(generators) != noise.shape[0]):
         raise ValueError("the SDE needs one generator per sample")
-    sigma_max = _sigma_max(sigmas)
+    sigma_max = second_sigma(sigmas)
     x = noise.float()
     latents, log_probs = [x], []
     for i in range(num_steps):
@@ -155,7 +155,7 @@ def sample_sde_trajectory(
     return SDETrajectory(torch.stack(latents), torch.stack(log_probs))
 
 
-class _GRPOPolicy(nn.Module):
+class GRPOPolicy(nn.Module):
     """The module the Trainer optimises (and DDP wraps): the trained transitions' log-probabilities and KL in one
     forward. Only the trained denoiser(s) are submodules."""
 
@@ -212,7 +212,7 @@ class _GRPOPolicy(nn.Module):
     gradient_checkpointing_disable = activation_checkpointing_disable
 
 
-class _RepeatBlockSampler(torch.utils.data.Sampler):
+class RepeatBlockSampler(torch.utils.data.Sampler):
     """A seeded shuffle of the dataset cut into blocks of ``block`` indices (one optimiser step of the global batch),
     each yielded ``repeats`` times in a row, so the same rows come back for ``num_iterations`` steps."""
 

@@ -71,12 +71,12 @@ from .adapter_lora import batch_breakdown, describe_lora, seeded_generator
 from .prompt_rewards import PromptRewardTrainerBase
 from .video_grpo_config import VideoGRPOConfig
 from .video_grpo_sampling import (
+    GRPOPolicy,
+    RepeatBlockSampler,
     SDETrajectory,
-    _GRPOPolicy,
-    _RepeatBlockSampler,
-    _sigma_max,
     flow_sde_schedule,
     sample_sde_trajectory,
+    second_sigma,
 )
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class VideoGRPOTrainer(PromptRewardTrainerBase):
 
         adapter = self._resolve_adapter(model, args)
         timesteps, sigmas = flow_sde_schedule(adapter, args.num_inference_steps)  # refuses non-flow families
-        sigma_max = _sigma_max(sigmas)
+        sigma_max = second_sigma(sigmas)
         self._setup_lora(
             adapter,
             peft_config,
@@ -178,7 +178,7 @@ class VideoGRPOTrainer(PromptRewardTrainerBase):
         train_dataset, eval_dataset = self._load_rows(train_dataset, eval_dataset)
         self._buffer: dict[int, _Samples] = {}
 
-        policy = _GRPOPolicy(
+        policy = GRPOPolicy(
             adapter, noise_level=args.noise_level, guidance_scale=args.guidance_scale, sigma_max=sigma_max
         )
         super().__init__(
@@ -221,7 +221,7 @@ class VideoGRPOTrainer(PromptRewardTrainerBase):
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         block = args.per_device_train_batch_size * max(args.world_size, 1) * args.gradient_accumulation_steps
-        return _RepeatBlockSampler(len(dataset), block, args.num_iterations, args.seed)
+        return RepeatBlockSampler(len(dataset), block, args.num_iterations, args.seed)
 
     # ------------------------------------------------------------------------------------------------ sampling
     def _generators(
