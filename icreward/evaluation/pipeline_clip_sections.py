@@ -15,6 +15,7 @@ import torch
 from .pipeline_common import (
     INDEPENDENT_METRIC,
     MOTION_METRIC,
+    candidate_rows,
     load_policy,
     logger,
     lora_config,
@@ -210,22 +211,7 @@ def _best_of_n_sheet(report, path: Path, max_rows: int = 6) -> None:
 
 
 def _pairs_rows(report, split: str) -> list[dict[str, Any]]:
-    rows = []
-    for g, sample_id in enumerate(report.sample_ids):
-        for k, video in enumerate(report.video_paths[g]):
-            rows.append(
-                {
-                    "image_index": f"{split}:{sample_id}",
-                    "sample_id": sample_id,
-                    "reference": report.reference_paths[g],
-                    "prompt": report.prompts[g],
-                    "video": video,
-                    "icreward_score": report.selector_scores["ICReward"][g][k],
-                    "mlp_score": report.selector_scores["MLP"][g][k],
-                    "split": split,
-                }
-            )
-    return rows
+    return candidate_rows(report, lambda g, sample_id: f"{split}:{sample_id}", split=split)
 
 
 def _build_clip_pairs(train_report, eval_reports, output_dir: Path) -> tuple[Any, Any, dict[str, Any]]:

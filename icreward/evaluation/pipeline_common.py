@@ -9,7 +9,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "METHODS",
     "MOTION_METRIC",
     "PRETRAINED_POLICY",
+    "candidate_rows",
     "load_policy",
     "load_reward_models",
     "lora_config",
@@ -163,6 +164,27 @@ def run_dpo(pipeline: Any, train: Any, evaluation: Any, settings: PipelineSettin
         "lora_weights": sorted(p.name for p in output_dir.glob("*.safetensors")),
         "_adapter": trainer.adapter,
     }
+
+
+def candidate_rows(report: Any, image_index: Callable[[int, str], Any], **extra: Any) -> list[dict[str, Any]]:
+    """One row per best-of-N candidate with both reward models' scores, grouped by ``image_index(g, sample_id)``
+    (what :func:`~icreward.data.pairs.pairs_from_reward_model_picks` turns into ICReward-vs-MLP pairs)."""
+    rows = []
+    for g, sample_id in enumerate(report.sample_ids):
+        for k, video in enumerate(report.video_paths[g]):
+            rows.append(
+                {
+                    "image_index": image_index(g, sample_id),
+                    "sample_id": sample_id,
+                    "reference": report.reference_paths[g],
+                    "prompt": report.prompts[g],
+                    "video": video,
+                    "icreward_score": report.selector_scores["ICReward"][g][k],
+                    "mlp_score": report.selector_scores["MLP"][g][k],
+                    **extra,
+                }
+            )
+    return rows
 
 
 def with_row_ids(pairs: Any) -> Any:

@@ -14,6 +14,7 @@ import torch
 from .pipeline_common import (
     FEATURE_METRIC,
     MOTION_METRIC,
+    candidate_rows,
     logger,
     policy_generator,
     run_dpo,
@@ -106,20 +107,7 @@ def _build_pairs(report: Any, num_eval_images: int, output_dir: Path) -> tuple[A
     from ..data.dpo_pairs import load_dpo_pairs
     from ..data.pairs import pairs_from_reward_model_picks
 
-    rows = []
-    for g, sample_id in enumerate(report.sample_ids):
-        for k, video in enumerate(report.video_paths[g]):
-            rows.append(
-                {
-                    "image_index": g,
-                    "sample_id": sample_id,
-                    "reference": report.reference_paths[g],
-                    "prompt": report.prompts[g],
-                    "video": video,
-                    "icreward_score": report.selector_scores["ICReward"][g][k],
-                    "mlp_score": report.selector_scores["MLP"][g][k],
-                }
-            )
+    rows = candidate_rows(report, lambda g, sample_id: g)
     pairs, build = pairs_from_reward_model_picks(
         rows, "icreward_score", "mlp_score", group_by="image_index", return_stats=True
     )
